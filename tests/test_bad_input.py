@@ -30,11 +30,16 @@ from toolkit.train import Member, TrainConfig, train
         (lambda: Parametrization(depth_rule="deep"), "depth_rule='deep'"),
         (lambda: Parametrization(weight_decay_scaling="linear"), "weight_decay_scaling='linear'"),
         (lambda: Parametrization(init_sigma=float("nan")), "init_sigma=nan"),
-        (lambda: MLP(d_in=4, d_out=2, width=8, depth=1, parametrization=Parametrization(), seeds=[]), "seeds=[]"),
+        (
+            lambda: MLP(
+                d_in=4, d_out=2, width=8, depth=1, parametrization=Parametrization(), seeds=[]
+            ),
+            "seeds=[]",
+        ),
     ],
 )
 def test_bad_configuration_raises_value_error_naming_the_value(make, needle):
-    with pytest.raises(ValueError, match="") as error:
+    with pytest.raises(ValueError) as error:
         make()
     assert needle in str(error.value)
 
@@ -69,7 +74,9 @@ def test_bad_members_raise_before_training(digits, members, needle):
 
 
 def test_base_width_above_the_widths_is_refused_by_the_coordinate_check(digits):
-    config = TrainConfig(task="digits", parametrization=Parametrization("mup", base_width=512), steps=1)
+    config = TrainConfig(
+        task="digits", parametrization=Parametrization("mup", base_width=512), steps=1
+    )
     with pytest.raises(ValueError, match="base_width=512"):
         coord_check(config, [128, 256], lr=0.01, task=digits)
 

@@ -55,7 +55,9 @@ def test_under_sp_with_adam_hidden_activations_grow_with_width(mnist1d):
 
 
 def test_coord_check_plot_has_one_line_per_layer_and_panel_per_step(mnist1d):
-    config = TrainConfig(task="mnist1d", parametrization=Parametrization("mup", base_width=32), steps=2)
+    config = TrainConfig(
+        task="mnist1d", parametrization=Parametrization("mup", base_width=32), steps=2
+    )
     frame = coord_check(config, [32, 64], lr=0.01, task=mnist1d)
     fig = coord_check_plot(frame)
     assert len(fig.axes) == 3
@@ -69,12 +71,20 @@ def test_cli_json_prints_the_records_of_the_python_function(mnist1d):
         "--optimizer", "adam", "--lr", "0.01", "--widths", "32,128", "--depth", "3",
         "--steps", "3", "--seed", "0", "--json",
     ]  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "toolkit", *argv], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", *argv], capture_output=True, text=True, check=True
+    )
     records = json.loads(result.stdout)
-    assert {tuple(sorted(r)) for r in records} == {("layer", "role", "stat", "step", "value", "width")}
+    assert {tuple(sorted(r)) for r in records} == {
+        ("layer", "role", "stat", "step", "value", "width")
+    }
     assert {r["stat"] for r in records} >= {"l1", "rms"}
     assert {r["step"] for r in records} == {0, 1, 2, 3}
-    config = TrainConfig(task="mnist1d", parametrization=Parametrization("mup", base_width=32), depth=3, steps=3)
+    config = TrainConfig(
+        task="mnist1d", parametrization=Parametrization("mup", base_width=32), depth=3, steps=3
+    )
     expected = coord_check(config, [32, 128], lr=0.01, seeds=[0], task=mnist1d)
     got = pl.DataFrame(records).sort("width", "layer", "step", "stat")
-    assert got["value"].to_list() == pytest.approx(expected.sort("width", "layer", "step", "stat")["value"].to_list())
+    assert got["value"].to_list() == pytest.approx(
+        expected.sort("width", "layer", "step", "stat")["value"].to_list()
+    )

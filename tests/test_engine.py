@@ -43,7 +43,9 @@ def _final_state(config, members, task):
 @pytest.mark.parametrize("model", ["mlp", "resmlp"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_mup_equals_sp_bit_for_bit_at_base_width(digits, model, optimizer):
-    members = [Member(lr=0.05 if optimizer == "sgd" else 3e-3, weight_decay=1e-3, seed=s) for s in (0, 1)]
+    members = [
+        Member(lr=0.05 if optimizer == "sgd" else 3e-3, weight_decay=1e-3, seed=s) for s in (0, 1)
+    ]
     sp = TrainConfig(
         model=model,
         task="digits",
@@ -55,7 +57,10 @@ def test_mup_equals_sp_bit_for_bit_at_base_width(digits, model, optimizer):
         eval_every=10,
     )
     # muP with a depth rule too: at base width and base depth both rules are neutral.
-    mup = replace(sp, parametrization=Parametrization("mup", base_width=64, depth_rule="completep", base_depth=3))
+    mup = replace(
+        sp,
+        parametrization=Parametrization("mup", base_width=64, depth_rule="completep", base_depth=3),
+    )
     sp_records, sp_state = _final_state(sp, members, digits)
     mup_records, mup_state = _final_state(mup, members, digits)
     for name, value in sp_state.items():
@@ -65,7 +70,9 @@ def test_mup_equals_sp_bit_for_bit_at_base_width(digits, model, optimizer):
 
 def test_mup_differs_from_sp_away_from_base_width(digits):
     """The bit-for-bit test above would be vacuous if the rules never did anything."""
-    config = TrainConfig(task="digits", parametrization=Parametrization("sp", base_width=64), width=256, steps=5)
+    config = TrainConfig(
+        task="digits", parametrization=Parametrization("sp", base_width=64), width=256, steps=5
+    )
     mup = replace(config, parametrization=Parametrization("mup", base_width=64))
     a = train(config, [Member(lr=1e-2)], task=digits).curves["value"].to_list()
     b = train(mup, [Member(lr=1e-2)], task=digits).curves["value"].to_list()
@@ -74,7 +81,12 @@ def test_mup_differs_from_sp_away_from_base_width(digits):
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_members_trained_together_match_members_trained_alone(digits, optimizer):
-    lrs = {"sgd": (0.02, 0.1), "adam": (1e-3, 1e-2), "adamw": (1e-3, 1e-2), "adam-atan2": (1e-3, 1e-2)}
+    lrs = {
+        "sgd": (0.02, 0.1),
+        "adam": (1e-3, 1e-2),
+        "adamw": (1e-3, 1e-2),
+        "adam-atan2": (1e-3, 1e-2),
+    }
     members = [
         Member(lr=lrs[optimizer][0], weight_decay=0.0, seed=0),
         Member(lr=lrs[optimizer][1], weight_decay=1e-2, seed=1),
@@ -104,7 +116,7 @@ def test_members_trained_together_match_members_trained_alone(digits, optimizer)
 
 
 def test_a_diverging_member_leaves_its_siblings_bit_identical(digits):
-    """Member 1 explodes at LR 1e4; a run with a benign member 1 gives the siblings identical numbers.
+    """Member 1 explodes at LR 1e4; with a benign member 1 instead, the siblings are identical.
 
     Both runs have the same number of members, so every batched kernel sees the
     same shapes and bit-identity is the right bar.
@@ -152,10 +164,14 @@ def test_describe_shows_what_the_model_applies():
     by_name = {row["name"]: row for row in table}
     # Stored tensors have the documented std; readout is zero, its multiplier alpha/m.
     for spec, value in model.named_tensors():
-        assert value.std().item() == pytest.approx(by_name[spec.name]["init_std"], rel=0.05, abs=1e-12)
+        assert value.std().item() == pytest.approx(
+            by_name[spec.name]["init_std"], rel=0.05, abs=1e-12
+        )
     assert by_name["readout.weight"]["forward_mult"] == pytest.approx(2.0 / 4)
     assert by_name["hidden1.weight"]["lr"] == pytest.approx(1e-2 / 4)
-    assert by_name["hidden1.weight"]["weight_decay"] == pytest.approx(0.1 * 4)  # coupled: lr*wd fixed
+    assert by_name["hidden1.weight"]["weight_decay"] == pytest.approx(
+        0.1 * 4
+    )  # coupled: lr*wd fixed
     assert by_name["hidden1.weight"]["eps"] == pytest.approx(1e-8 / 4)
     assert by_name["input.weight"]["lr"] == pytest.approx(1e-2)
 
@@ -166,7 +182,7 @@ def test_weight_decay_scalings():
         param = Parametrization("mup", base_width=64, weight_decay_scaling=scaling)
         model = MLP(d_in=8, d_out=2, width=1024, depth=2, parametrization=param, seeds=[0])
         rows = describe(model, optimizer="adamw", lr=1.0, weight_decay=1.0)
-        model_at[scaling] = dict(zip(rows["name"], rows["weight_decay"]))
+        model_at[scaling] = dict(zip(rows["name"], rows["weight_decay"], strict=True))
     assert model_at["none"]["hidden1.weight"] == 1.0
     assert model_at["coupled"]["hidden1.weight"] == pytest.approx(16.0)
     assert model_at["sqrt_width"]["hidden1.weight"] == pytest.approx(4.0)  # Fan et al. 2025
@@ -205,7 +221,11 @@ def _final_stream_rms(task, depth_rule, depth):
         eval_every=3,
     )
     records = train(
-        config, [Member(lr=0.05, seed=s) for s in (0, 1)], task=task, probes=[activation_stats], probe_steps=[3]
+        config,
+        [Member(lr=0.05, seed=s) for s in (0, 1)],
+        task=task,
+        probes=[activation_stats],
+        probe_steps=[3],
     )
     rows = records.probes.filter(pl.col("layer") == f"block{depth}", pl.col("stat") == "rms")
     return rows["value"].mean()

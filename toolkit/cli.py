@@ -35,27 +35,49 @@ def int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError(f"{text!r} is empty: give at least one integer")
     return values
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="mlp", choices=sorted(MODELS), help="model (default: mlp)")
+    parser.add_argument(
+        "--model", default="mlp", choices=sorted(MODELS), help="model (default: mlp)"
+    )
     parser.add_argument("--task", default="mnist1d", choices=TASKS, help="task (default: mnist1d)")
     parser.add_argument(
-        "--parametrization", default="mup", choices=sorted(WIDTH_RULES), help="width rules (default: mup)"
+        "--parametrization",
+        default="mup",
+        choices=sorted(WIDTH_RULES),
+        help="width rules (default: mup)",
     )
-    parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="default: adam")
     parser.add_argument(
-        "--depth", type=int, default=3, help="hidden layers (mlp) or residual blocks (resmlp); default 3"
+        "--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="default: adam"
     )
-    parser.add_argument("--depth-rule", default="none", choices=sorted(DEPTH_RULES), help="default: none")
-    parser.add_argument("--base-depth", type=int, default=None, help="depth at which the depth rule is neutral")
-    parser.add_argument("--init-sigma", type=float, default=1.0, help="init std * sqrt(fan_in); default 1")
-    parser.add_argument("--output-alpha", type=float, default=1.0, help="readout multiplier; default 1")
-    parser.add_argument("--readout-zero-init", action="store_true", help="initialise the readout to zero")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=3,
+        help="hidden layers (mlp) or residual blocks (resmlp); default 3",
+    )
+    parser.add_argument(
+        "--depth-rule", default="none", choices=sorted(DEPTH_RULES), help="default: none"
+    )
+    parser.add_argument(
+        "--base-depth", type=int, default=None, help="depth at which the depth rule is neutral"
+    )
+    parser.add_argument(
+        "--init-sigma", type=float, default=1.0, help="init std * sqrt(fan_in); default 1"
+    )
+    parser.add_argument(
+        "--output-alpha", type=float, default=1.0, help="readout multiplier; default 1"
+    )
+    parser.add_argument(
+        "--readout-zero-init", action="store_true", help="initialise the readout to zero"
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="default: 128")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -71,17 +93,27 @@ def _coord_check_parser(sub) -> argparse.ArgumentParser:
         ),
     )
     _add_model_flags(parser)
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate at every width (default 0.01)")
-    parser.add_argument("--widths", type=int_list, default=[128, 512], help="comma list (default 128,512)")
-    parser.add_argument("--base-width", type=int, default=None, help="base width (default: smallest width)")
-    parser.add_argument("--steps", type=int, default=3, help="updates; records at 0..STEPS (default 3)")
+    parser.add_argument(
+        "--lr", type=float, default=0.01, help="learning rate at every width (default 0.01)"
+    )
+    parser.add_argument(
+        "--widths", type=int_list, default=[128, 512], help="comma list (default 128,512)"
+    )
+    parser.add_argument(
+        "--base-width", type=int, default=None, help="base width (default: smallest width)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=3, help="updates; records at 0..STEPS (default 3)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds averaged (default 1)")
     parser.set_defaults(run=_run_coord_check)
     return parser
 
 
-def _train_config(args: argparse.Namespace, *, width: int, base_width: int, steps: int) -> TrainConfig:
+def _train_config(
+    args: argparse.Namespace, *, width: int, base_width: int, steps: int
+) -> TrainConfig:
     base_depth = args.depth if args.base_depth is None else args.base_depth
     param = Parametrization(
         name=args.parametrization,

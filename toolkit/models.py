@@ -172,7 +172,9 @@ class MLP(EnsembleModel):
         self.layers.append(self._layer("readout", Role.OUTPUT, width, d_out, n0))
 
     def _layer(self, name: str, role: Role, fan_in: int, fan_out: int, base_fan_in: int):
-        weight = self._add(f"{name}.weight", role, Kind.WEIGHT, fan_in, fan_out, base_fan_in=base_fan_in)
+        weight = self._add(
+            f"{name}.weight", role, Kind.WEIGHT, fan_in, fan_out, base_fan_in=base_fan_in
+        )
         bias = None
         if self.bias:
             bias_role = Role.FIXED if role is Role.OUTPUT else Role.VECTOR
@@ -234,7 +236,9 @@ class ResidualMLP(EnsembleModel):
             prefix = f"block{layer}"
             gain = None
             if prenorm:
-                gain = self._add(f"{prefix}.norm.gain", Role.VECTOR, Kind.GAIN, width, width, in_block=True)
+                gain = self._add(
+                    f"{prefix}.norm.gain", Role.VECTOR, Kind.GAIN, width, width, in_block=True
+                )
             fc1 = self._layer(f"{prefix}.fc1", Role.HIDDEN, width, width, n0, in_block=True)
             fc2 = self._layer(f"{prefix}.fc2", Role.HIDDEN, width, width, n0, in_block=True)
             self.blocks.append((prefix, gain, fc1, fc2))
@@ -245,12 +249,20 @@ class ResidualMLP(EnsembleModel):
 
     def _layer(self, name, role, fan_in, fan_out, base_fan_in, *, in_block):
         weight = self._add(
-            f"{name}.weight", role, Kind.WEIGHT, fan_in, fan_out, base_fan_in=base_fan_in, in_block=in_block
+            f"{name}.weight",
+            role,
+            Kind.WEIGHT,
+            fan_in,
+            fan_out,
+            base_fan_in=base_fan_in,
+            in_block=in_block,
         )
         bias = None
         if self.bias:
             bias_role = Role.FIXED if role is Role.OUTPUT else Role.VECTOR
-            bias = self._add(f"{name}.bias", bias_role, Kind.BIAS, fan_in, fan_out, in_block=in_block)
+            bias = self._add(
+                f"{name}.bias", bias_role, Kind.BIAS, fan_in, fan_out, in_block=in_block
+            )
         return name, weight, bias
 
     def _norm(self, x: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:

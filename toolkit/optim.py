@@ -46,9 +46,13 @@ class EnsembleOptimizer:
         members = self.params[0].shape[0]
         self.members = members
         self.step_count = 0
-        self.lr = [self._per_member(lr * r.lr_mult, p) for r, p in zip(self.resolved, self.params)]
+        self.lr = [
+            self._per_member(lr * r.lr_mult, p)
+            for r, p in zip(self.resolved, self.params, strict=True)
+        ]
         self.wd = [
-            self._per_member(weight_decay * r.wd_mult, p) for r, p in zip(self.resolved, self.params)
+            self._per_member(weight_decay * r.wd_mult, p)
+            for r, p in zip(self.resolved, self.params, strict=True)
         ]
         self.eps = [eps * r.eps_mult for r in self.resolved]
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
@@ -63,7 +67,9 @@ class EnsembleOptimizer:
         self.step_count += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
-                self._update(p, p.grad, self.state[i], self.lr[i] * lr_scale, self.wd[i], self.eps[i])
+                self._update(
+                    p, p.grad, self.state[i], self.lr[i] * lr_scale, self.wd[i], self.eps[i]
+                )
 
     def zero_grad(self) -> None:
         for p in self.params:

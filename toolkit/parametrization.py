@@ -54,12 +54,12 @@ import math
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 
 import polars as pl
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """How a tensor's dimensions scale with width."""
 
     INPUT = "input"
@@ -69,7 +69,7 @@ class Role(str, Enum):
     FIXED = "fixed"
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """What a tensor is, which fixes how it is initialised."""
 
     WEIGHT = "weight"  # random: normal(0, init_std)
@@ -279,7 +279,9 @@ def branch_multiplier(param: Parametrization, depth: int) -> float:
     return (depth / param.base_depth) ** -alpha
 
 
-def forward_and_init(spec: TensorSpec, param: Parametrization, *, width: int) -> tuple[float, float]:
+def forward_and_init(
+    spec: TensorSpec, param: Parametrization, *, width: int
+) -> tuple[float, float]:
     """Forward multiplier and init std of one tensor's stored values at ``width``."""
     m = width / param.base_width
     rule = param.width_rules[spec.role]
@@ -361,7 +363,11 @@ def describe(
     ``parametrization``, ``width`` and ``depth``).
     """
     resolved = resolve(
-        model.specs, model.parametrization, width=model.width, depth=model.depth, optimizer=optimizer
+        model.specs,
+        model.parametrization,
+        width=model.width,
+        depth=model.depth,
+        optimizer=optimizer,
     )
     branch = branch_multiplier(model.parametrization, model.depth)
     rows = []

@@ -36,7 +36,7 @@ def activation_stats(ctx: ProbeContext) -> list[dict]:
         l1 = flat.abs().mean(1).tolist()
         rms = flat.pow(2).mean(1).sqrt().tolist()
         role = layer_role(layer)
-        for member, (a, r) in enumerate(zip(l1, rms)):
+        for member, (a, r) in enumerate(zip(l1, rms, strict=True)):
             rows.append({"member": member, "layer": layer, "role": role, "stat": "l1", "value": a})
             rows.append({"member": member, "layer": layer, "role": role, "stat": "rms", "value": r})
     return rows

@@ -237,7 +237,9 @@ def per_member_loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> t
     """Mean loss of each member, ``(members,)``: cross-entropy or mean squared error."""
     members, batch = output.shape[:2]
     if task.kind == "classification":
-        flat = F.cross_entropy(output.reshape(members * batch, -1), target.reshape(-1), reduction="none")
+        flat = F.cross_entropy(
+            output.reshape(members * batch, -1), target.reshape(-1), reduction="none"
+        )
         return flat.view(members, batch).mean(1)
     return (output - target).pow(2).flatten(1).mean(1)
 
@@ -256,7 +258,9 @@ def evaluate(model: EnsembleModel, task: Task, x: torch.Tensor, y: torch.Tensor,
         if task.kind == "classification":
             correct += (out.argmax(-1) == target).float().sum(1)
     loss /= x.shape[0]
-    accuracy = correct / x.shape[0] if task.kind == "classification" else torch.full_like(loss, math.nan)
+    accuracy = (
+        correct / x.shape[0] if task.kind == "classification" else torch.full_like(loss, math.nan)
+    )
     return loss, accuracy
 
 
@@ -330,14 +334,16 @@ def train(
     ids = [run_id(config, m) for m in members]
     sampler = BatchSampler(task.n_train, config.batch_size, seeds)
     probes = list(probes)
-    probe_steps = sorted({s for s in probe_steps if 0 <= s <= config.steps})
+    probe_steps = {s for s in probe_steps if 0 <= s <= config.steps}
     probe_rows: list[dict] = []
     context = None
     if probes and probe_steps:
         probe_index = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(0))
         x_probe = task.x_train[probe_index[: config.batch_size].to(device)]
         initial = {s.name: p.detach().clone() for s, p in specs_params}
-        context = ProbeContext(model, 0, x_probe.expand(n_members, *x_probe.shape), initial, initial)
+        context = ProbeContext(
+            model, 0, x_probe.expand(n_members, *x_probe.shape), initial, initial
+        )
 
     eval_index = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(1))
     eval_index = eval_index[: config.eval_examples].to(device)
@@ -362,21 +368,24 @@ def train(
             # Frozen members were cleared: their numbers mean nothing, record NaN.
             curve_rows.append((step, split, "loss", torch.where(active, loss.cpu(), math.nan)))
             if task.kind == "classification":
-                curve_rows.append((step, split, "accuracy", torch.where(active, accuracy.cpu(), math.nan)))
+                curve_rows.append(
+                    (step, split, "accuracy", torch.where(active, accuracy.cpu(), math.nan))
+                )
 
     run_eval(0)
-    for step in range(config.steps):
+    for step in range(config.steps + 1):
         if context is not None and step in probe_steps:
-            if step > 0:
-                context.previous = previous
             run_probes(step)
+        if step == config.steps:
+            break
         index = sampler.next().to(device)
         output = model(task.x_train[index])
         loss = per_member_loss(task, output, task.y_train[index])
         loss_cpu = loss.detach().cpu()
         if first_loss is None:
             first_loss = loss_cpu.clone()
-        bad = active & (~torch.isfinite(loss_cpu) | (loss_cpu > config.divergence_factor * first_loss))
+        exploded = loss_cpu > config.divergence_factor * first_loss
+        bad = active & (~torch.isfinite(loss_cpu) | exploded)
         batch_losses[step] = torch.where(active, loss_cpu, math.nan)
         active &= ~bad
         # A frozen member's loss is masked out of the objective; its NaN-tainted
@@ -385,7 +394,7 @@ def train(
         optimizer.zero_grad()
         objective.backward()
         if context is not None and step + 1 in probe_steps:
-            previous = {s.name: p.detach().clone() for s, p in specs_params}
+            context.previous = {s.name: p.detach().clone() for s, p in specs_params}
         optimizer.step(lr_factor(step, config))
         for member in torch.nonzero(bad).flatten().tolist():
             optimizer.freeze(member)
@@ -394,9 +403,6 @@ def train(
             run_eval(step + 1)
         if on_step is not None:
             on_step(step + 1)
-    if context is not None and config.steps in probe_steps:
-        context.previous = previous
-        run_probes(config.steps)
 
     wall = time.perf_counter() - started
     curves = _curve_frame(ids, batch_losses, curve_rows, active)
@@ -431,7 +437,13 @@ def _curve_frame(ids, batch_losses, curve_rows, active) -> pl.DataFrame:
     for step, split, metric, values in curve_rows:
         frames.append(
             pl.DataFrame(
-                {"run_id": ids, "step": step, "split": split, "metric": metric, "value": values.double().numpy()}
+                {
+                    "run_id": ids,
+                    "step": step,
+                    "split": split,
+                    "metric": metric,
+                    "value": values.double().numpy(),
+                }
             )
         )
     curves = pl.concat([f.with_columns(pl.col("step").cast(pl.Int64)) for f in frames])
@@ -447,8 +459,8 @@ def _run_frame(config, members, ids, curves, diverged_at, wall) -> pl.DataFrame:
     )
     record = config.record()
     rows = []
-    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    for rid, member, div in zip(ids, members, diverged_at):
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for rid, member, div in zip(ids, members, diverged_at, strict=True):
         rows.append(
             {
                 "run_id": rid,
@@ -478,9 +490,16 @@ def _run_frame(config, members, ids, curves, diverged_at, wall) -> pl.DataFrame:
                 "config_json": json.dumps(record, sort_keys=True, default=str),
             }
         )
-    runs = pl.DataFrame(rows, schema_overrides={"diverged_at_step": pl.Int64, "depth_alpha": pl.Float64})
+    runs = pl.DataFrame(
+        rows, schema_overrides={"diverged_at_step": pl.Int64, "depth_alpha": pl.Float64}
+    )
     runs = runs.join(final, on="run_id", how="left")
-    for column in ("final_train_loss", "final_val_loss", "final_train_accuracy", "final_val_accuracy"):
+    for column in (
+        "final_train_loss",
+        "final_val_loss",
+        "final_train_accuracy",
+        "final_val_accuracy",
+    ):
         if column not in runs.columns:
             runs = runs.with_columns(pl.lit(None, dtype=pl.Float64).alias(column))
     return runs
