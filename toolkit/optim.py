@@ -10,6 +10,11 @@ nothing about widths or parametrizations.
 Weight-decay conventions follow PyTorch: SGD and Adam add ``wd * p`` to the
 gradient (L2); AdamW and Adam-atan2 shrink the weight by ``1 - lr * wd`` before
 the update (decoupled, Loshchilov & Hutter 2019).
+
+Updates use PyTorch's multi-tensor (``torch._foreach_*``) kernels: a tiny
+model's step is dominated by per-operation overhead, and one kernel launch per
+operation for all tensors instead of one per tensor is what makes an ensemble
+step cheap.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class EnsembleOptimizer:
         eps: Adam epsilon at base shape.
     """
 
+    state_names: tuple[str, ...] = ()
+
     def __init__(
         self,
         params: Sequence[torch.Tensor],
@@ -42,34 +49,26 @@ class EnsembleOptimizer:
         eps: float = 1e-8,
     ) -> None:
         self.params = list(params)
-        self.resolved = list(resolved)
-        members = self.params[0].shape[0]
-        self.members = members
+        pairs = list(zip(resolved, self.params, strict=True))
+        self.members = self.params[0].shape[0]
         self.step_count = 0
-        self.lr = [
-            self._per_member(lr * r.lr_mult, p)
-            for r, p in zip(self.resolved, self.params, strict=True)
-        ]
-        self.wd = [
-            self._per_member(weight_decay * r.wd_mult, p)
-            for r, p in zip(self.resolved, self.params, strict=True)
-        ]
-        self.eps = [eps * r.eps_mult for r in self.resolved]
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self.lr = [self._per_member(lr * r.lr_mult, p) for r, p in pairs]
+        self.wd = [self._per_member(weight_decay * r.wd_mult, p) for r, p in pairs]
+        self.eps = [eps * r.eps_mult for r, _ in pairs]
+        self.uses_weight_decay = bool((weight_decay != 0).any())
+        self.state = {name: [torch.zeros_like(p) for p in self.params] for name in self.state_names}
 
     @staticmethod
     def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        shape = (-1, *([1] * (like.dim() - 1)))
+        return values.to(device=like.device, dtype=like.dtype).view(shape)
 
     @torch.no_grad()
     def step(self, lr_scale: float = 1.0) -> None:
         """One update of every tensor; ``lr_scale`` is the schedule's factor."""
         self.step_count += 1
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(
-                    p, p.grad, self.state[i], self.lr[i] * lr_scale, self.wd[i], self.eps[i]
-                )
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        self._update(grads, lr_scale)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -85,58 +84,86 @@ class EnsembleOptimizer:
         for i, p in enumerate(self.params):
             self.lr[i][member] = 0.0
             p[member] = 0.0
-            for buf in self.state[i].values():
-                buf[member] = 0.0
+            for buffers in self.state.values():
+                buffers[i][member] = 0.0
 
-    def _update(self, p, g, state, lr, wd, eps) -> None:
+    def _l2(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``g + wd * p`` (PyTorch's coupled weight decay)."""
+        if not self.uses_weight_decay:
+            return grads
+        decay = torch._foreach_mul(self.params, self.wd)
+        return torch._foreach_add(grads, decay)
+
+    def _decay(self, lr_scale: float) -> None:
+        """``p <- p * (1 - lr * wd)`` (decoupled weight decay)."""
+        if not self.uses_weight_decay:
+            return
+        factors = torch._foreach_mul(self.lr, self.wd)
+        torch._foreach_mul_(factors, -lr_scale)
+        torch._foreach_add_(factors, 1.0)
+        torch._foreach_mul_(self.params, factors)
+
+    def _apply(self, updates: list[torch.Tensor], scale: float) -> None:
+        """``p <- p - scale * lr * update`` (``updates`` are consumed)."""
+        torch._foreach_mul_(updates, self.lr)
+        torch._foreach_mul_(updates, scale)
+        torch._foreach_sub_(self.params, updates)
+
+    def _update(self, grads: list[torch.Tensor], lr_scale: float) -> None:
         raise NotImplementedError
 
 
 class SGD(EnsembleOptimizer):
     """SGD with heavy-ball momentum (PyTorch's form: ``buf = mu * buf + g``)."""
 
+    state_names = ("momentum",)
+
     def __init__(self, params, resolved, lr, weight_decay, *, momentum: float = 0.9, **kw) -> None:
         super().__init__(params, resolved, lr, weight_decay, **kw)
         self.momentum = momentum
 
-    def _update(self, p, g, state, lr, wd, eps) -> None:
-        g = g + wd * p
+    def _update(self, grads, lr_scale) -> None:
+        grads = self._l2(grads)
         if self.momentum:
-            if "momentum" not in state:
-                state["momentum"] = g.clone()
+            buffers = self.state["momentum"]
+            if self.step_count == 1:
+                torch._foreach_copy_(buffers, grads)
             else:
-                state["momentum"].mul_(self.momentum).add_(g)
-            g = state["momentum"]
-        p.sub_(lr * g)
+                torch._foreach_mul_(buffers, self.momentum)
+                torch._foreach_add_(buffers, grads)
+            grads = buffers
+        self._apply([g.clone() for g in grads] if self.momentum else list(grads), lr_scale)
 
 
 class Adam(EnsembleOptimizer):
     """Adam (Kingma & Ba 2015) with bias correction; L2 weight decay."""
 
+    state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
     def __init__(self, params, resolved, lr, weight_decay, *, betas=(0.9, 0.999), **kw) -> None:
         super().__init__(params, resolved, lr, weight_decay, **kw)
         self.beta1, self.beta2 = betas
 
-    def _moments(self, p, g, state):
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.lerp_(g, 1.0 - self.beta1)
-        v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+    def _moments(self, grads):
+        """Update the moment estimates; returns them with the bias corrections."""
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        torch._foreach_lerp_(m, grads, 1.0 - self.beta1)
+        torch._foreach_mul_(v, self.beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1.0 - self.beta2)
         t = self.step_count
         return m, v, 1.0 - self.beta1**t, 1.0 - self.beta2**t
 
-    def _update(self, p, g, state, lr, wd, eps) -> None:
+    def _update(self, grads, lr_scale) -> None:
         if self.decoupled:
-            p.mul_(1.0 - lr * wd)
+            self._decay(lr_scale)
         else:
-            g = g + wd * p
-        m, v, bc1, bc2 = self._moments(p, g, state)
-        denom = (v / bc2).sqrt_().add_(eps)
-        p.sub_(torch.div(m, denom).mul_(lr / bc1))
+            grads = self._l2(grads)
+        m, v, bc1, bc2 = self._moments(grads)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_mul_(denom, 1.0 / math.sqrt(bc2))
+        torch._foreach_add_(denom, self.eps)
+        self._apply(torch._foreach_div(m, denom), lr_scale / bc1)
 
 
 class AdamW(Adam):
@@ -158,11 +185,13 @@ class AdamAtan2(Adam):
         super().__init__(params, resolved, lr, weight_decay, **kw)
         self.a, self.b = a, b
 
-    def _update(self, p, g, state, lr, wd, eps) -> None:
-        p.mul_(1.0 - lr * wd)
-        m, v, bc1, bc2 = self._moments(p, g, state)
-        direction = torch.atan2(m / bc1, (v / bc2).sqrt_().mul_(self.b))
-        p.sub_(direction.mul_(lr * self.a))
+    def _update(self, grads, lr_scale) -> None:
+        self._decay(lr_scale)
+        m, v, bc1, bc2 = self._moments(grads)
+        root = torch._foreach_sqrt(v)
+        torch._foreach_mul_(root, self.b / math.sqrt(bc2))
+        directions = [torch.atan2(mi / bc1, ri) for mi, ri in zip(m, root, strict=True)]
+        self._apply(directions, lr_scale * self.a)
 
 
 OPTIMIZERS: dict[str, type[EnsembleOptimizer]] = {

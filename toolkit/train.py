@@ -233,6 +233,11 @@ class Records:
     probes: pl.DataFrame
 
 
+def gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows[index]`` for an ``(members, batch)`` index (``index_select`` is ~2x faster)."""
+    return rows.index_select(0, index.flatten()).view(*index.shape, *rows.shape[1:])
+
+
 def per_member_loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean loss of each member, ``(members,)``: cross-entropy or mean squared error."""
     members, batch = output.shape[:2]
@@ -379,8 +384,9 @@ def train(
         if step == config.steps:
             break
         index = sampler.next().to(device)
-        output = model(task.x_train[index])
-        loss = per_member_loss(task, output, task.y_train[index])
+        x, y = gather(task.x_train, index), gather(task.y_train, index)
+        output = model(x)
+        loss = per_member_loss(task, output, y)
         loss_cpu = loss.detach().cpu()
         if first_loss is None:
             first_loss = loss_cpu.clone()
