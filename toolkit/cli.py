@@ -3,22 +3,36 @@
 Every verb has ``--help`` and ``--json`` (machine-readable output on stdout).
 A user's mistake exits with status 2 and one line on stderr naming the bad
 value and what is allowed, never a traceback.
+
+Flag names shared by the sweep-like verbs (a contract): ``--model``,
+``--task``, ``--parametrization`` and ``--optimizer`` (comma lists),
+``--widths``, ``--depths``, ``--lrs`` (comma list or ``2^a:2^b:n``),
+``--weight-decays``, ``--seeds`` (a count), ``--steps``, ``--batch-size``,
+``--out``, ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import polars as pl
 
 from toolkit.data import TASKS
 from toolkit.models import MODELS
 from toolkit.optim import OPTIMIZERS
-from toolkit.parametrization import DEPTH_RULES, WIDTH_RULES, Parametrization, check_positive
-from toolkit.train import TrainConfig
+from toolkit.parametrization import (
+    DEPTH_RULES,
+    WEIGHT_DECAY_SCALINGS,
+    WIDTH_RULES,
+    Parametrization,
+    check_positive,
+)
+from toolkit.train import SCHEDULES, TrainConfig
 
 
 class UsageError(Exception):
@@ -30,60 +44,222 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def int_list(text: str) -> list[int]:
-    """``"128,512"`` -> ``[128, 512]``."""
+def _list_of(convert: Callable, what: str, allowed: Sequence[str] | None = None) -> Callable:
+    """An argparse type for comma lists: ``"128,512"`` -> ``[128, 512]``."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [convert(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of {what}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} is empty: give at least one value")
+        for value in values if allowed is not None else ():
+            if value not in allowed:
+                choices = ", ".join(allowed)
+                raise argparse.ArgumentTypeError(f"{value!r} is not one of {choices}")
+        return values
+
+    return parse
+
+
+int_list = _list_of(int, "integers")
+float_list = _list_of(float, "numbers")
+
+
+def _lrs(text: str) -> tuple[float, ...]:
+    from toolkit.sweep import parse_lrs
+
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of integers"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"{text!r} is empty: give at least one integer")
-    return values
+        return parse_lrs(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+# Sweep flags as data: flag -> (SweepSpec field, argparse type, help). Defaults
+# come from SweepSpec (or the --spec file); a flag given on the command line
+# overrides them.
+SWEEP_FLAGS: dict[str, tuple[str, Callable, str]] = {
+    "--study": ("study", str, "label stored with every run"),
+    "--model": ("model", str, f"one of {', '.join(MODELS)}"),
+    "--task": ("task", str, f"one of {', '.join(TASKS)}"),
+    "--parametrization": (
+        "parametrizations",
+        _list_of(str, "names", sorted(WIDTH_RULES)),
+        f"comma list of {', '.join(WIDTH_RULES)}",
+    ),
+    "--optimizer": (
+        "optimizers",
+        _list_of(str, "names", sorted(OPTIMIZERS)),
+        f"comma list of {', '.join(OPTIMIZERS)}",
+    ),
+    "--widths": ("widths", int_list, "comma list of widths"),
+    "--depths": ("depths", int_list, "hidden layers (mlp) or blocks (resmlp), comma list"),
+    "--lrs": ("lrs", _lrs, "comma list, or 2^a:2^b:n for n log2-spaced values"),
+    "--weight-decays": ("weight_decays", float_list, "comma list"),
+    "--seeds": ("seeds", int, "number of seeds (0..N-1)"),
+    "--steps": ("steps", int_list, "training steps, comma list"),
+    "--batch-size": ("batch_sizes", int_list, "comma list"),
+    "--schedule": ("schedules", _list_of(str, "names", SCHEDULES), ", ".join(SCHEDULES)),
+    "--warmup-steps": ("warmup_steps", int, "linear warmup steps"),
+    "--depth-rule": (
+        "depth_rules",
+        _list_of(str, "names", sorted(DEPTH_RULES)),
+        f"comma list of {', '.join(DEPTH_RULES)}",
+    ),
+    "--base-width": ("base_width", int, "width at which every parametrization equals SP"),
+    "--base-depth": ("base_depth", int, "depth at which depth rules are neutral"),
+    "--init-sigma": ("init_sigma", float, "init std * sqrt(fan_in)"),
+    "--input-alpha": ("input_alpha", float, "first-layer multiplier"),
+    "--output-alpha": ("output_alpha", float, "readout multiplier"),
+    "--weight-decay-scaling": (
+        "weight_decay_scaling",
+        str,
+        f"one of {', '.join(WEIGHT_DECAY_SCALINGS)}",
+    ),
+    "--eval-every": ("eval_every", int, "steps between evaluations"),
+    "--max-members": ("max_members", int, "largest ensemble per group"),
+}
+
+
+def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", help="TOML file with the sweep (flags override its values)")
+    for flag, (_, kind, help_text) in SWEEP_FLAGS.items():
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
     parser.add_argument(
-        "--model", default="mlp", choices=sorted(MODELS), help="model (default: mlp)"
+        "--readout-zero-init", action="store_true", default=None, help="zero-init the readout"
     )
-    parser.add_argument("--task", default="mnist1d", choices=TASKS, help="task (default: mnist1d)")
-    parser.add_argument(
-        "--parametrization",
-        default="mup",
-        choices=sorted(WIDTH_RULES),
-        help="width rules (default: mup)",
-    )
-    parser.add_argument(
-        "--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="default: adam"
-    )
-    parser.add_argument(
-        "--depth",
-        type=int,
-        default=3,
-        help="hidden layers (mlp) or residual blocks (resmlp); default 3",
-    )
-    parser.add_argument(
-        "--depth-rule", default="none", choices=sorted(DEPTH_RULES), help="default: none"
-    )
-    parser.add_argument(
-        "--base-depth", type=int, default=None, help="depth at which the depth rule is neutral"
-    )
-    parser.add_argument(
-        "--init-sigma", type=float, default=1.0, help="init std * sqrt(fan_in); default 1"
-    )
-    parser.add_argument(
-        "--output-alpha", type=float, default=1.0, help="readout multiplier; default 1"
-    )
-    parser.add_argument(
-        "--readout-zero-init", action="store_true", help="initialise the readout to zero"
-    )
-    parser.add_argument("--batch-size", type=int, default=128, help="default: 128")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
-def _coord_check_parser(sub) -> argparse.ArgumentParser:
+def sweep_specs(args: argparse.Namespace) -> list:
+    """The sweep(s) described by ``--spec`` and the flags, validated."""
+    from toolkit.sweep import SweepSpec
+
+    overrides = {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for flag, (field, _, _) in SWEEP_FLAGS.items()
+        if getattr(args, flag[2:].replace("-", "_")) is not None
+    }
+    if args.readout_zero_init:
+        overrides["readout_zero_init"] = True
+    if args.spec:
+        return [s.with_(**overrides) for s in SweepSpec.from_toml(args.spec)]
+    return [SweepSpec(**overrides)]
+
+
+def _sweep_parser(sub) -> None:
+    parser = sub.add_parser(
+        "sweep",
+        help="train a grid of runs into a results store (resumes)",
+        description=(
+            "Train every run of a grid into the store at --out. Runs that share a shape train "
+            "together as one batched ensemble; runs already in the store are skipped."
+        ),
+    )
+    _add_sweep_flags(parser)
+    parser.add_argument("--out", help="results store directory (required unless --dry-run)")
+    parser.add_argument("--executor", default="local", choices=("local", "ray"))
+    parser.add_argument("--address", default=None, help="Ray cluster address (ray executor)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> None:
+    from toolkit.store import Store
+    from toolkit.sweep import plan, run_local
+
+    specs = sweep_specs(args)
+    if args.dry_run:
+        exists = args.out and Path(args.out, "store.json").exists()
+        finished = Store(args.out, create=False).finished_run_ids() if exists else ()
+        work = plan(specs, finished=finished)
+        if args.json:
+            _print_json({"summary": work.summary(), "groups": work.records()})
+        else:
+            print(work.summary())
+            _print_table(pl.DataFrame(work.records()))
+        return
+    if not args.out:
+        raise ValueError("out=None: give --out DIR, the results store to write")
+
+    def announce(work) -> None:
+        if not args.quiet and not args.json:
+            print(work.summary(), file=sys.stderr)
+
+    if args.executor == "ray":
+        from toolkit.ray_executor import run_ray
+
+        work = run_ray(specs, args.out, address=args.address, quiet=args.quiet, on_plan=announce)
+    else:
+        work = run_local(specs, args.out, device=args.device, quiet=args.quiet, on_plan=announce)
+    if args.json:
+        _print_json({"summary": work.summary(), "groups": work.records()})
+
+
+def _report_parser(sub) -> None:
+    parser = sub.add_parser(
+        "report",
+        help="summarise a results store",
+        description="Runs and the best learning rate per configuration in a results store.",
+    )
+    parser.add_argument("store", help="results store directory")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from toolkit import store as results
+    from toolkit.analysis import grid_optima
+
+    runs = results.open(args.store).runs().collect()
+    optima = grid_optima(runs)
+    if args.json:
+        _print_json({"runs": runs.to_dicts(), "optima": optima.to_dicts()})
+        return
+    status = runs.group_by("status").len().sort("status")
+    print(f"{runs.height} runs: " + ", ".join(f"{n} {s}" for s, n in status.iter_rows()))
+    _print_table(optima)
+
+
+def _store_parser(sub) -> None:
+    parser = sub.add_parser(
+        "store",
+        help="check a results store; move unreadable files aside",
+        description="List unreadable (e.g. truncated) files of a store; --quarantine moves them "
+        "to DIR/quarantine so the runs they held are trained again on the next sweep.",
+    )
+    parser.add_argument("store", help="results store directory")
+    parser.add_argument("--quarantine", action="store_true", help="move bad files aside")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.set_defaults(run=_run_store)
+
+
+def _run_store(args: argparse.Namespace) -> None:
+    from toolkit import store as results
+
+    store = results.open(args.store)
+    bad = store.check()
+    moved = store.quarantine() if args.quarantine else []
+    if args.json:
+        _print_json(
+            {
+                "bad": [{"path": str(p), "error": e} for p, e in bad],
+                "moved": [str(p) for p in moved],
+            }
+        )
+        return
+    for path, error in bad:
+        print(f"unreadable: {path}: {error}")
+    for path in moved:
+        print(f"moved aside: {path}")
+    if not bad:
+        print(f"{args.store}: every file readable")
+
+
+def _coord_check_parser(sub) -> None:
     parser = sub.add_parser(
         "coord-check",
         help="activation size per layer vs width over the first steps",
@@ -92,48 +268,26 @@ def _coord_check_parser(sub) -> argparse.ArgumentParser:
             "every layer's mean |activation| (l1) and RMS at steps 0..STEPS."
         ),
     )
-    _add_model_flags(parser)
-    parser.add_argument(
-        "--lr", type=float, default=0.01, help="learning rate at every width (default 0.01)"
-    )
-    parser.add_argument(
-        "--widths", type=int_list, default=[128, 512], help="comma list (default 128,512)"
-    )
-    parser.add_argument(
-        "--base-width", type=int, default=None, help="base width (default: smallest width)"
-    )
-    parser.add_argument(
-        "--steps", type=int, default=3, help="updates; records at 0..STEPS (default 3)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds averaged (default 1)")
+    parser.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    parser.add_argument("--task", default="mnist1d", choices=TASKS)
+    parser.add_argument("--parametrization", default="mup", choices=sorted(WIDTH_RULES))
+    parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    parser.add_argument("--depth", type=int, default=3, help="hidden layers or blocks")
+    parser.add_argument("--depth-rule", default="none", choices=sorted(DEPTH_RULES))
+    parser.add_argument("--base-depth", type=int, default=None, help="default: --depth")
+    parser.add_argument("--init-sigma", type=float, default=1.0)
+    parser.add_argument("--output-alpha", type=float, default=1.0)
+    parser.add_argument("--readout-zero-init", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.01, help="LR at every width")
+    parser.add_argument("--widths", type=int_list, default=[128, 512], help="comma list")
+    parser.add_argument("--base-width", type=int, default=None, help="default: smallest width")
+    parser.add_argument("--steps", type=int, default=3, help="updates; records at 0..STEPS")
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds averaged")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     parser.set_defaults(run=_run_coord_check)
-    return parser
-
-
-def _train_config(
-    args: argparse.Namespace, *, width: int, base_width: int, steps: int
-) -> TrainConfig:
-    base_depth = args.depth if args.base_depth is None else args.base_depth
-    param = Parametrization(
-        name=args.parametrization,
-        base_width=base_width,
-        depth_rule=args.depth_rule,
-        base_depth=base_depth,
-        init_sigma=args.init_sigma,
-        output_alpha=args.output_alpha,
-        readout_zero_init=args.readout_zero_init,
-    )
-    return TrainConfig(
-        model=args.model,
-        task=args.task,
-        parametrization=param,
-        optimizer=args.optimizer,
-        width=width,
-        depth=args.depth,
-        steps=steps,
-        batch_size=args.batch_size,
-    )
 
 
 def _run_coord_check(args: argparse.Namespace) -> None:
@@ -145,27 +299,63 @@ def _run_coord_check(args: argparse.Namespace) -> None:
         raise ValueError(f"seeds={args.seeds!r} must be a positive integer (a count)")
     if args.seed < 0:
         raise ValueError(f"seed={args.seed!r} must be a non-negative integer")
-    base_width = min(args.widths) if args.base_width is None else args.base_width
-    config = _train_config(args, width=min(args.widths), base_width=base_width, steps=args.steps)
-    frame = coord_check(
-        config,
-        args.widths,
-        lr=args.lr,
-        seeds=range(args.seed, args.seed + args.seeds),
-        device=args.device,
+    param = Parametrization(
+        name=args.parametrization,
+        base_width=min(args.widths) if args.base_width is None else args.base_width,
+        depth_rule=args.depth_rule,
+        base_depth=args.depth if args.base_depth is None else args.base_depth,
+        init_sigma=args.init_sigma,
+        output_alpha=args.output_alpha,
+        readout_zero_init=args.readout_zero_init,
     )
+    config = TrainConfig(
+        model=args.model,
+        task=args.task,
+        parametrization=param,
+        optimizer=args.optimizer,
+        width=min(args.widths),
+        depth=args.depth,
+        steps=args.steps,
+        batch_size=args.batch_size,
+    )
+    seeds = range(args.seed, args.seed + args.seeds)
+    frame = coord_check(config, args.widths, lr=args.lr, seeds=seeds, device=args.device)
     if args.json:
         _print_json(frame.to_dicts())
         return
     table = width_ratios(frame).pivot(on="step", index=["layer", "width"], values="ratio")
     print(f"mean |activation| relative to width {min(args.widths)} (columns: step)")
-    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, float_precision=3):
-        print(table)
+    _print_table(table)
+
+
+def _print_table(frame: pl.DataFrame) -> None:
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=160,
+        tbl_hide_dataframe_shape=True,
+        float_precision=4,
+    ):
+        print(frame)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _print_json(payload: object) -> None:
-    json.dump(payload, sys.stdout, allow_nan=True)
+    """Strict JSON on stdout: NaN and infinities become null."""
+    json.dump(_json_safe(payload), sys.stdout, default=str)
     sys.stdout.write("\n")
+
+
+VERBS: Sequence[Callable] = (_sweep_parser, _report_parser, _store_parser, _coord_check_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,9 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in VERBS:
         add(sub)
     return parser
-
-
-VERBS: Sequence[Callable] = (_coord_check_parser,)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ each tensor's role.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +40,8 @@ class EnsembleModel(nn.Module):
 
     Subclasses call :meth:`_add` for each tensor in a fixed order (the order
     random numbers are drawn in) and implement ``forward(x, capture=None)``;
+    ``shape_only=True`` puts every tensor on PyTorch's ``meta`` device (no
+    memory, no random numbers), for counting parameters and FLOPs;
     when ``capture`` is a dict, each layer's output is stored in it under the
     layer's name, shape ``(members, batch, features)``.
     """
@@ -54,6 +57,7 @@ class EnsembleModel(nn.Module):
         seeds: Sequence[int],
         activation: str,
         bias: bool,
+        shape_only: bool = False,
     ) -> None:
         super().__init__()
         check_positive("d_in", d_in, integer=True)
@@ -70,6 +74,7 @@ class EnsembleModel(nn.Module):
         self.bias = bias
         self.specs: list[TensorSpec] = []
         self.forward_mults: dict[str, float] = {}
+        self.shape_only = shape_only
         self._generators = [torch.Generator().manual_seed(s) for s in self.seeds]
 
     @property
@@ -100,7 +105,9 @@ class EnsembleModel(nn.Module):
             in_block=in_block,
         )
         forward, std = forward_and_init(spec, self.parametrization, width=self.width)
-        if kind is Kind.WEIGHT:
+        if self.shape_only:
+            value = torch.empty((self.members, *shape), device="meta")
+        elif kind is Kind.WEIGHT:
             # One generator per member, drawn in registration order: a member's
             # init depends on its seed only, whatever else is in the ensemble.
             draws = [torch.randn(shape, generator=g) for g in self._generators]
@@ -128,6 +135,10 @@ class EnsembleModel(nn.Module):
         params = dict(self.named_parameters())
         return [(s, params[s.name.replace(".", "_")]) for s in self.specs]
 
+    def parameter_count(self, kind: Kind | None = None) -> int:
+        """Parameters of one member (of one ``kind``, e.g. ``Kind.WEIGHT`` for matrices)."""
+        return sum(math.prod(s.shape) for s in self.specs if kind is None or s.kind is kind)
+
     def member_state(self, member: int) -> dict[str, torch.Tensor]:
         """A copy of one member's tensors, keyed by tensor name."""
         return {s.name: p[member].detach().clone() for s, p in self.named_tensors()}
@@ -153,6 +164,7 @@ class MLP(EnsembleModel):
         seeds: Sequence[int],
         activation: str = "relu",
         bias: bool = True,
+        shape_only: bool = False,
     ) -> None:
         super().__init__(
             d_in=d_in,
@@ -163,6 +175,7 @@ class MLP(EnsembleModel):
             seeds=seeds,
             activation=activation,
             bias=bias,
+            shape_only=shape_only,
         )
         n0 = parametrization.base_width
         self.layers: list[tuple[str, nn.Parameter, nn.Parameter | None]] = []
@@ -216,6 +229,7 @@ class ResidualMLP(EnsembleModel):
         activation: str = "relu",
         bias: bool = True,
         prenorm: bool = True,
+        shape_only: bool = False,
     ) -> None:
         super().__init__(
             d_in=d_in,
@@ -226,6 +240,7 @@ class ResidualMLP(EnsembleModel):
             seeds=seeds,
             activation=activation,
             bias=bias,
+            shape_only=shape_only,
         )
         n0 = parametrization.base_width
         self.prenorm = prenorm

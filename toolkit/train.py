@@ -269,15 +269,19 @@ def evaluate(model: EnsembleModel, task: Task, x: torch.Tensor, y: torch.Tensor,
     return loss, accuracy
 
 
-def build_model(config: TrainConfig, task: Task, seeds: Sequence[int]) -> EnsembleModel:
-    """The ensemble model of ``config`` for ``task``, one member per seed."""
+def build_model(
+    config: TrainConfig, d_in: int, d_out: int, seeds: Sequence[int], *, shape_only: bool = False
+) -> EnsembleModel:
+    """The ensemble model of ``config`` for ``d_in`` inputs and ``d_out`` outputs, one member
+    per seed (on the ``meta`` device if ``shape_only``)."""
     return MODELS[config.model](
-        d_in=task.d_in,
-        d_out=task.d_out,
+        d_in=d_in,
+        d_out=d_out,
         width=config.width,
         depth=config.depth,
         parametrization=config.parametrization,
         seeds=seeds,
+        shape_only=shape_only,
         **config.model_kwargs(),
     )
 
@@ -319,7 +323,7 @@ def train(
     task = (task or load_task(config.task)).to(device)
     n_members = len(members)
     seeds = [m.seed for m in members]
-    model = build_model(config, task, seeds).to(device)
+    model = build_model(config, task.d_in, task.d_out, seeds).to(device)
     specs_params = model.named_tensors()
     resolved = resolve(
         [s for s, _ in specs_params],

@@ -1,0 +1,171 @@
+"""Sweeps: specs, planning into groups, resume after a kill, and their command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from toolkit import store as results
+from toolkit.sweep import SweepSpec, parse_lrs, plan, run_local
+
+
+def test_log2_lr_ranges_are_evenly_spaced_in_log2():
+    assert parse_lrs("2^-14:2^-2:13") == tuple(2.0**k for k in range(-14, -1))
+    assert parse_lrs("2^-4:2^-3:3") == pytest.approx((2**-4, 2**-3.5, 2**-3))
+    assert parse_lrs("1e-3, 3e-3") == (1e-3, 3e-3)
+
+
+def test_plan_batches_runs_that_share_a_shape():
+    spec = SweepSpec(
+        task="digits",
+        parametrizations=("sp", "mup"),
+        widths=(16, 32),
+        depths=(1,),
+        lrs=(1e-3, 1e-2, 1e-1),
+        weight_decays=(0.0, 0.1),
+        seeds=2,
+        steps=(10,),
+    )
+    work = plan(spec)
+    assert spec.size == 2 * 2 * 3 * 2 * 2
+    assert len(work.groups) == 4  # one per (parametrization, width)
+    assert all(len(g.members) == 12 for g in work.groups)  # LR x WD x seed
+    assert len({rid for g in work.groups for rid in g.run_ids}) == spec.size
+    assert work.groups[1].flops > work.groups[0].flops  # wider costs more
+
+    chunked = plan(spec.with_(max_members=5))
+    assert [len(g.members) for g in chunked.groups[:3]] == [5, 5, 2]
+    assert chunked.runs == spec.size
+
+    finished = set(work.groups[0].run_ids[:7])
+    resumed = plan(spec, finished=finished)
+    assert resumed.finished == 7 and resumed.runs == spec.size - 7
+
+
+def test_spec_from_toml_with_grids(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(
+        'study = "width"\ntask = "digits"\nlrs = "2^-8:2^-4:5"\nsteps = [20]\nwidths = [16, 32]\n'
+        '[[grid]]\nparametrizations = ["sp"]\n'
+        '[[grid]]\nparametrizations = ["mup"]\noptimizers = ["sgd"]\n'
+    )
+    sp, mup = SweepSpec.from_toml(path)
+    assert sp.study == mup.study == "width"
+    assert sp.lrs == tuple(2.0**k for k in range(-8, -3))
+    assert (sp.parametrizations, sp.optimizers) == (("sp",), ("adam",))
+    assert (mup.parametrizations, mup.optimizers) == (("mup",), ("sgd",))
+
+
+SMALL_SWEEP = [
+    "--task", "digits", "--parametrization", "sp,mup", "--widths", "16,32,48", "--depths", "2",
+    "--lrs", "2^-9:2^-3:4", "--seeds", "2", "--steps", "150", "--eval-every", "50",
+]  # fmt: skip
+
+
+def _sweep(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolkit",
+            "sweep",
+            *SMALL_SWEEP,
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _tables(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    store = results.open(out)
+    numbers = ["run_id", "status", "final_train_loss", "final_val_loss", "final_val_accuracy"]
+    runs = store.runs().select(numbers).collect().sort("run_id")
+    curves = store.curves().collect().sort("run_id", "step", "split", "metric")
+    return runs, curves
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_at_a_random_point_resumes_to_the_same_results(tmp_path):
+    """SIGKILL mid-sweep, re-run: exactly the runs of an uninterrupted sweep, same numbers."""
+    reference = tmp_path / "reference"
+    assert _sweep(reference).wait(timeout=300) == 0
+
+    killed = tmp_path / "killed"
+    process = _sweep(killed)
+    deadline = time.monotonic() + 120
+    while not list((killed / "runs").glob("*.parquet")) if (killed / "runs").exists() else True:
+        assert process.poll() is None, "sweep finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # land somewhere inside a group
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    store = results.open(killed)
+    assert store.check() == []  # no partial file visible to readers
+    partial = len(store.finished_run_ids())
+    assert 0 < partial < 2 * 3 * 4 * 2
+
+    assert _sweep(killed).wait(timeout=300) == 0
+    runs, curves = _tables(killed)
+    expected_runs, expected_curves = _tables(reference)
+    assert runs["run_id"].is_unique().all()
+    assert runs.equals(expected_runs)
+    assert curves.equals(expected_curves)
+
+
+def test_a_finished_sweep_rerun_trains_nothing(tmp_path):
+    spec = SweepSpec(task="digits", widths=(16,), depths=(1,), lrs=(1e-2, 1e-1), steps=(5,))
+    first = run_local(spec, tmp_path, quiet=True)
+    again = run_local(spec, tmp_path, quiet=True)
+    assert (first.runs, again.runs, again.finished) == (2, 0, 2)
+    assert results.open(tmp_path).runs().collect().height == 2
+
+
+def test_dry_run_prints_the_plan_without_training(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", "sweep", *SMALL_SWEEP, "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    payload = json.loads(result.stdout)
+    assert len(payload["groups"]) == 6
+    assert sum(g["members"] for g in payload["groups"]) == 48
+    assert "6 groups" in payload["summary"]
+
+
+def test_report_json_has_one_record_per_run_with_the_contract_columns(tmp_path):
+    spec = SweepSpec(
+        task="digits", widths=(16,), depths=(1,), lrs=(1e-3, 1e-2), seeds=2, steps=(5,)
+    )
+    run_local(spec, tmp_path, quiet=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", "report", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    payload = json.loads(result.stdout)
+    assert len(payload["runs"]) == 4
+    contract = {
+        "run_id", "study", "model", "task", "parametrization", "optimizer", "width", "depth", "lr",
+        "weight_decay", "batch_size", "steps", "seed", "status", "final_train_loss",
+        "final_val_loss", "wall_s", "toolkit_version", "created_at",
+    }  # fmt: skip
+    assert contract <= set(payload["runs"][0])
+    assert len(payload["optima"]) == 1
