@@ -18,7 +18,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH_SPEC)
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,ray]'
 	$(PIP) install --no-deps mup==1.0.0
 	touch $@
 

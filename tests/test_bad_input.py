@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -107,3 +108,114 @@ def test_cli_bad_input_exits_2_with_one_line(argv, needle):
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"widths": ()}, "widths=() is empty"),
+        ({"widths": (32, -1)}, "widths=-1"),
+        ({"lrs": (1e-3, 0.0)}, "lrs=0.0"),
+        ({"weight_decays": (-0.1,)}, "weight_decays=-0.1"),
+        ({"seeds": 0}, "seeds=0"),
+        ({"parametrizations": ("sp", "mupp")}, "parametrization='mupp'"),
+        ({"optimizers": ("sgdm",)}, "optimizer='sgdm'"),
+        ({"task": "cifar10"}, "task='cifar10'"),
+        ({"depth_rules": ("deep",)}, "depth_rule='deep'"),
+        ({"max_members": 0}, "max_members=0"),
+        ({"steps": (0,)}, "steps=0"),
+    ],
+)
+def test_bad_sweep_spec_raises_value_error_naming_the_value(changes, needle):
+    from toolkit.sweep import SweepSpec
+
+    with pytest.raises(ValueError) as error:
+        SweepSpec(**changes)
+    assert needle in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("2^-2:2^-14:3", "a <= b"),
+        ("2^-14:2^-2:x", "2^-14:2^-2:x"),
+        ("fast", "'fast'"),
+        ("", "empty"),
+    ],
+)
+def test_bad_lr_grids_are_refused(text, needle):
+    from toolkit.sweep import parse_lrs
+
+    with pytest.raises(ValueError) as error:
+        parse_lrs(text)
+    assert needle in str(error.value)
+
+
+def test_bad_spec_files(tmp_path):
+    from toolkit.sweep import SweepSpec
+
+    with pytest.raises(ValueError, match="does not exist"):
+        SweepSpec.from_toml(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("widths = [16,\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        SweepSpec.from_toml(broken)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("width = [16]\n")
+    with pytest.raises(ValueError, match="unknown sweep setting 'width'"):
+        SweepSpec.from_toml(unknown)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toolkit", *argv], capture_output=True, text=True)
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--lrs", "2^-2:2^-14:3"], "a <= b"),
+        (["--widths", "16,x"], "'16,x'"),
+        (["--parametrization", "sp,foo"], "'foo'"),
+        (["--optimizer", "adam,lion"], "'lion'"),
+        (["--seeds", "0"], "seeds=0"),
+        (["--weight-decays", "-1"], "weight_decays=-1.0"),
+        (["--task", "imagenet"], "task='imagenet'"),
+        (["--depth-rule", "deep"], "'deep'"),
+        (["--spec", "/nonexistent/spec.toml"], "does not exist"),
+        ([], "--out"),
+    ],
+)
+def test_cli_sweep_bad_input_exits_2_with_one_line(argv, needle, tmp_path):
+    _assert_one_line_error(_cli("sweep", "--steps", "1", "--quiet", *argv), needle)
+
+
+def test_cli_report_on_missing_or_foreign_directories(tmp_path):
+    _assert_one_line_error(_cli("report", str(tmp_path / "nope")), "does not exist")
+    (tmp_path / "notes.txt").write_text("not a store")
+    _assert_one_line_error(_cli("report", str(tmp_path)), "not a results store")
+
+
+def test_reading_a_store_from_a_newer_toolkit_fails_clearly(tmp_path):
+    (tmp_path / "store.json").write_text('{"schema_version": 99}')
+    _assert_one_line_error(_cli("report", str(tmp_path)), "newer toolkit")
+
+
+def test_a_truncated_store_file_is_named_and_can_be_moved_aside(tmp_path):
+    from toolkit.sweep import SweepSpec, run_local
+
+    run_local(SweepSpec(task="digits", widths=(16, 32), depths=(1,), lrs=(1e-2,), steps=(3,)),
+              tmp_path, quiet=True)  # fmt: skip
+    victim = sorted((tmp_path / "runs").glob("*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    _assert_one_line_error(_cli("report", str(tmp_path)), victim.name)
+    moved = _cli("store", str(tmp_path), "--quarantine")
+    assert moved.returncode == 0 and victim.name in moved.stdout
+    report = _cli("report", str(tmp_path), "--json")
+    assert report.returncode == 0 and len(json.loads(report.stdout)["runs"]) == 1
