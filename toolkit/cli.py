@@ -212,16 +212,39 @@ def _report_parser(sub) -> None:
 
 def _run_report(args: argparse.Namespace) -> None:
     from toolkit import store as results
-    from toolkit.analysis import grid_optima
+    from toolkit.analysis import drift, optimal_lr, transfer_regret
 
     runs = results.open(args.store).runs().collect()
-    optima = grid_optima(runs)
+    optima = optimal_lr(runs)
+    drifts = [drift(optima, axis=axis) for axis in ("width", "depth")]
+    drifts = pl.concat([d for d in drifts if d.height], how="diagonal_relaxed")
+    regrets = [
+        transfer_regret(runs, axis=axis).with_columns(axis=pl.lit(axis))
+        for axis in ("width", "depth")
+        if runs[axis].n_unique() > 1
+    ]
+    regret = pl.concat(regrets, how="diagonal_relaxed") if regrets else pl.DataFrame()
     if args.json:
-        _print_json({"runs": runs.to_dicts(), "optima": optima.to_dicts()})
+        _print_json(
+            {
+                "runs": runs.to_dicts(),
+                "optima": optima.to_dicts(),
+                "drift": drifts.to_dicts(),
+                "regret": regret.to_dicts(),
+            }
+        )
         return
     status = runs.group_by("status").len().sort("status")
     print(f"{runs.height} runs: " + ", ".join(f"{n} {s}" for s, n in status.iter_rows()))
-    _print_table(optima)
+    shown = ["parametrization", "optimizer", "width", "depth", "steps", "log2_lr_opt",
+             "log2_lr_lo", "log2_lr_hi", "loss_opt", "fit"]  # fmt: skip
+    print("\noptimal learning rates (log2, 95% interval)")
+    _print_table(optima.select(shown))
+    if drifts.height:
+        print("\ndrift of log2(lr*) per doubling")
+        _print_table(
+            drifts.select("parametrization", "optimizer", "axis", "slope", "slope_lo", "slope_hi")
+        )
 
 
 def _store_parser(sub) -> None:

@@ -1,0 +1,331 @@
+"""A learning-rate sweep with the toolkit against the same sweep as a per-model ``mup`` loop.
+
+Setting: MLP with 2 hidden layers (input layer, one hidden matrix, readout) on MNIST-1D,
+muP with base width 32, Adam, 9 learning rates (every power of two from 2^-12 to 2^-4),
+2 seeds, 300 steps of batch 128, constant LR, no weight decay.
+
+* toolkit: ``run_local`` on a :class:`~toolkit.sweep.SweepSpec` (planning, batched
+  training of each width's runs as one ensemble, writing the store), results read back
+  with ``toolkit.store.open``.
+* mup loop: what a user of the ``mup`` package writes today, one model at a time: a plain
+  ``nn.Sequential`` MLP with a ``mup.MuReadout``, ``mup.set_base_shapes`` against base
+  shapes made once from models at widths 32 and 64, ``mup.MuAdam``, a seeded shuffle for
+  the minibatches, then the loss on a fixed subset of 2048 training examples.
+
+Sweeps:
+
+* ``interactive``: widths 32, 64, 128. Target: toolkit at least 5x faster than the loop.
+* ``canonical``: widths 32 to 512. Target: toolkit at 60% or more of the matmul peak.
+
+Throughput counts useful training FLOPs only: 6 x matrix weights x batch x steps per run
+(forward 2, backward 4), summed over runs and divided by the wall time. The peak is the
+median rate of 2048x2048 fp32 matrix products measured in the same process.
+
+Agreement, per width: the optimal LR (argmin over LRs of the seed-mean final train loss;
+a diverged or non-finite run counts as worse than any finite one) of both, equal or one
+grid step apart; and the optimal losses within the seed-to-seed spread: |best mean
+(toolkit) - best mean (mup)| <= max(spread of either at its optimum, 0.02), where the
+spread is max - min over seeds.
+
+The two sides differ only in what the ``mup`` package does differently from the toolkit's
+defaults: PyTorch's uniform ``nn.Linear`` init (std 1/sqrt(3 fan_in), non-zero biases)
+against the toolkit's Gaussian init (std 1/sqrt(fan_in) at base shape, zero biases), and
+Adam's epsilon (fixed in ``mup``, scaled with width in the toolkit; negligible at 1e-8).
+
+    python benchmarks/sweep_vs_mup.py [--quick] [--sweep interactive|canonical|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+
+import mup
+import polars as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import toolkit.store
+from toolkit.data import load_task
+from toolkit.sweep import SweepSpec, run_local
+
+TASK = "mnist1d"
+D_IN, D_OUT = 40, 10
+BASE_WIDTH = 32
+DEPTH = 2  # hidden layers: input layer and one hidden matrix, then the readout
+LOG2_LRS = tuple(range(-12, -3))
+LRS = tuple(2.0**k for k in LOG2_LRS)
+SEEDS = 2
+STEPS = 300
+QUICK_STEPS = 60
+QUICK_MAX_WIDTH = 128
+BATCH_SIZE = 128
+EVAL_EXAMPLES = 2048
+LOSS_TOL = 0.02  # absolute floor of the loss-agreement tolerance
+
+SWEEPS = {
+    "interactive": ((32, 64, 128), "speed-up", 5.0),
+    "canonical": ((32, 64, 128, 256, 512), "peak", 0.60),
+}
+
+
+def matrix_weights(width: int) -> int:
+    """Entries of the weight matrices of one MLP (biases are not counted)."""
+    return D_IN * width + (DEPTH - 1) * width * width + width * D_OUT
+
+
+def training_flops(widths, steps: int) -> float:
+    """Useful training FLOPs of a whole sweep: 6 per matrix weight per example."""
+    runs = len(LRS) * SEEDS
+    return sum(6.0 * matrix_weights(w) * BATCH_SIZE * steps * runs for w in widths)
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """Median GFLOP/s of ``size``-square fp32 matrix products (after two warm-up products)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        rates.append(2.0 * size**3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+# --- toolkit --------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    seconds: float
+    runs: pl.DataFrame  # width, lr, seed, final_train_loss (NaN if diverged)
+    train_seconds: float | None = None  # training alone, where known
+
+
+def run_toolkit(widths, steps: int) -> Result:
+    spec = SweepSpec(
+        task=TASK,
+        model="mlp",
+        parametrizations=("mup",),
+        optimizers=("adam",),
+        widths=tuple(widths),
+        depths=(DEPTH,),
+        lrs=LRS,
+        seeds=SEEDS,
+        steps=(steps,),
+        batch_sizes=(BATCH_SIZE,),
+        base_width=BASE_WIDTH,
+        eval_every=steps,
+    )
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run_local(spec, out, quiet=True)
+        seconds = time.perf_counter() - start
+        runs = toolkit.store.open(out).runs().collect()
+    # Every run records its group's training wall time; one group per width here.
+    train_seconds = runs.select("width", "wall_s").unique()["wall_s"].sum()
+    runs = runs.select(
+        "width",
+        "lr",
+        "seed",
+        pl.when(pl.col("status") == "ok")
+        .then(pl.col("final_train_loss"))
+        .otherwise(math.nan)
+        .alias("final_train_loss"),
+    )
+    return Result(seconds, runs, train_seconds)
+
+
+# --- mup loop -------------------------------------------------------------------------------
+
+
+def mup_mlp(width: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(D_IN, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        mup.MuReadout(width, D_OUT),
+    )
+
+
+class Shuffled:
+    """Minibatch indices from a seeded shuffle, reshuffled every epoch (last partial dropped)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.generator)
+        self.position = 0
+
+    def next(self) -> torch.Tensor:
+        if self.position + self.batch_size > self.n:
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self.position = 0
+        index = self.order[self.position : self.position + self.batch_size]
+        self.position += self.batch_size
+        return index
+
+
+def run_mup_loop(widths, steps: int) -> Result:
+    start = time.perf_counter()
+    task = load_task(TASK)
+    x, y = task.x_train, task.y_train
+    # A fixed subset of the training set for the final loss (as the toolkit draws its own).
+    subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))[:EVAL_EXAMPLES]
+    x_eval, y_eval = x[subset], y[subset]
+    base_shapes = mup.make_base_shapes(mup_mlp(BASE_WIDTH), mup_mlp(2 * BASE_WIDTH))
+    rows = []
+    for width in widths:
+        for lr in LRS:
+            for seed in range(SEEDS):
+                torch.manual_seed(seed)
+                model = mup.set_base_shapes(mup_mlp(width), base_shapes)
+                optimizer = mup.MuAdam(model.parameters(), lr=lr)
+                batches = Shuffled(len(x), BATCH_SIZE, seed)
+                for _ in range(steps):
+                    index = batches.next()
+                    loss = F.cross_entropy(model(x[index]), y[index])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                with torch.no_grad():
+                    final = F.cross_entropy(model(x_eval), y_eval).item()
+                rows.append({"width": width, "lr": lr, "seed": seed, "final_train_loss": final})
+    seconds = time.perf_counter() - start
+    return Result(seconds, pl.DataFrame(rows))
+
+
+# --- comparison -----------------------------------------------------------------------------
+
+
+def optima(runs: pl.DataFrame) -> dict[int, dict]:
+    """Per width: optimal log2 LR, seed-mean loss and seed spread there, diverged runs."""
+    per_lr = (
+        runs.with_columns(
+            pl.when(pl.col("final_train_loss").is_finite())
+            .then(pl.col("final_train_loss"))
+            .otherwise(math.inf)
+            .alias("loss")
+        )
+        .group_by("width", "lr")
+        .agg(
+            pl.col("loss").mean().alias("mean"),
+            (pl.col("loss").max() - pl.col("loss").min()).alias("spread"),
+            (~pl.col("loss").is_finite()).sum().alias("diverged"),
+        )
+        .sort("width", "mean", "lr")
+    )
+    out = {}
+    for (width,), frame in per_lr.group_by("width", maintain_order=True):
+        best = frame.row(0, named=True)
+        out[width] = {
+            "log2_lr": round(math.log2(best["lr"])),
+            "mean": best["mean"],
+            "spread": best["spread"],
+            "diverged": int(frame["diverged"].sum()),
+        }
+    return out
+
+
+def agreement(ours: pl.DataFrame, theirs: pl.DataFrame) -> tuple[list[str], bool]:
+    """Report lines and whether every width agrees (optimal LR and loss)."""
+    a, b = optima(ours), optima(theirs)
+    lines = [
+        "    width  log2 lr* (toolkit  mup)   loss* (toolkit   mup)   |diff|  tol    "
+        "diverged (toolkit mup)",
+    ]
+    ok = True
+    for width in sorted(a):
+        ta, tb = a[width], b[width]
+        steps_apart = abs(ta["log2_lr"] - tb["log2_lr"])
+        lr_note = "same" if steps_apart == 0 else ("1 step" if steps_apart == 1 else "DIFFER")
+        diff = abs(ta["mean"] - tb["mean"])
+        tol = max(ta["spread"], tb["spread"], LOSS_TOL)
+        loss_ok = math.isfinite(diff) and diff <= tol
+        ok &= steps_apart <= 1 and loss_ok
+        lines.append(
+            f"    {width:5d}  {ta['log2_lr']:>12d} {tb['log2_lr']:>4d} {lr_note:>7s}"
+            f"  {ta['mean']:>10.4f} {tb['mean']:>6.4f}  {diff:7.4f}  {tol:.3f} "
+            f"{'ok' if loss_ok else 'NO':>3s}  {ta['diverged']:>8d} {tb['diverged']:>3d}"
+        )
+    return lines, ok
+
+
+def rate_line(name: str, seconds: float, flops: float, peak: float, extra: str = "") -> str:
+    rate = flops / seconds / 1e9
+    return (
+        f"  {name:10s}: {seconds:7.1f} s  {rate:6.1f} GFLOP/s  ({rate / peak:4.0%} of peak){extra}"
+    )
+
+
+def run_sweep(name: str, widths, steps: int, peak: float, target: tuple[str, float]) -> None:
+    flops = training_flops(widths, steps)
+    runs = len(widths) * len(LRS) * SEEDS
+    print(
+        f"{name} sweep (widths {','.join(map(str, widths))}; {runs} runs x {steps} steps; "
+        f"{flops / 1e12:.2f} TFLOP)",
+        flush=True,
+    )
+    ours = run_toolkit(widths, steps)
+    extra = ""
+    if ours.train_seconds is not None:
+        extra = f"   [training alone {ours.train_seconds:.1f} s]"
+    print(rate_line("toolkit", ours.seconds, flops, peak, extra), flush=True)
+    theirs = run_mup_loop(widths, steps)
+    print(rate_line("mup loop", theirs.seconds, flops, peak), flush=True)
+    speedup = theirs.seconds / ours.seconds
+    fraction = flops / ours.seconds / 1e9 / peak
+    kind, goal = target
+    speed_verdict = ("PASS" if speedup >= goal else "MISS") if kind == "speed-up" else ""
+    print(
+        f"  speed-up  : {speedup:.1f}x"
+        + (f"   (target >= {goal:g}x)  {speed_verdict}" if speed_verdict else "")
+    )
+    if kind == "peak":
+        verdict = "PASS" if fraction >= goal else "MISS"
+        print(f"  toolkit   : {fraction:.0%} of peak   (target >= {goal:.0%})  {verdict}")
+    lines, ok = agreement(ours.runs, theirs.runs)
+    print(
+        f"  agreement : {'yes' if ok else 'NO'} (optimal LR within one grid step; best losses "
+        f"within the seed spread or {LOSS_TOL})"
+    )
+    print("\n".join(lines), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_STEPS} steps and widths up to {QUICK_MAX_WIDTH} (a smoke run)",
+    )
+    parser.add_argument("--sweep", choices=("interactive", "canonical", "both"), default="both")
+    args = parser.parse_args()
+
+    steps = QUICK_STEPS if args.quick else STEPS
+    names = list(SWEEPS) if args.sweep == "both" else [args.sweep]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"mup {metadata.version('mup')}"
+    )
+    load_task(TASK)  # generate or read the cached data set before anything is timed
+    peak = matmul_peak()
+    print(f"matmul peak (2048^3 fp32, median of 5): {peak:.1f} GFLOP/s", flush=True)
+    for name in names:
+        widths, kind, goal = SWEEPS[name]
+        if args.quick:
+            widths = tuple(w for w in widths if w <= QUICK_MAX_WIDTH)
+        run_sweep(name, widths, steps, peak, (kind, goal))
+    print(f"matmul peak re-measured at the end: {matmul_peak():.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Fits recover known optima, slopes and scaling laws; intervals cover at their nominal rate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from toolkit.analysis import (
+    FIT_EDGE,
+    FIT_OK,
+    FIT_TOO_FEW,
+    drift,
+    fit_slope,
+    lr_curves,
+    optimal_lr,
+    predict_loss,
+    transfer_regret,
+    wider_is_better,
+)
+
+GRID = np.arange(-12.0, -1.0)  # log2 LRs
+
+
+def synthetic_runs(
+    optima: dict[int, float],
+    rng: np.random.Generator,
+    *,
+    seeds: int = 3,
+    noise: float = 0.01,
+    curvature: float = 0.05,
+    floor: dict[int, float] | None = None,
+    diverge_above: float | None = None,
+) -> pl.DataFrame:
+    """Runs whose loss is ``floor + curvature * (log2 lr - optimum)**2 + noise`` per width."""
+    rows = []
+    for width, x_opt in optima.items():
+        base = (floor or {}).get(width, 0.5)
+        for x in GRID:
+            for seed in range(seeds):
+                diverged = diverge_above is not None and x > diverge_above
+                loss = base + curvature * (x - x_opt) ** 2 + rng.normal(0, noise)
+                rows.append(
+                    {"parametrization": "mup", "optimizer": "adam", "width": width, "depth": 2,
+                     "lr": 2.0**x, "seed": seed, "status": "diverged" if diverged else "ok",
+                     "final_train_loss": None if diverged else loss}
+                )  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_optimal_lr_recovers_the_optimum_and_its_interval_covers_at_the_nominal_rate():
+    rng = np.random.default_rng(0)
+    truth = -7.3
+    draws = 300
+    covered, errors = 0, []
+    for _ in range(draws):
+        row = optimal_lr(synthetic_runs({64: truth}, rng)).row(0, named=True)
+        assert row["fit"] == FIT_OK
+        errors.append(row["log2_lr_opt"] - truth)
+        covered += row["log2_lr_lo"] <= truth <= row["log2_lr_hi"]
+    assert abs(np.mean(errors)) < 0.05  # unbiased to a twentieth of an octave
+    assert np.std(errors) < 0.3
+    assert 0.90 <= covered / draws <= 0.99, covered / draws  # nominal 95%
+
+
+def test_drift_recovers_the_slope_and_its_interval_covers_at_the_nominal_rate():
+    rng = np.random.default_rng(1)
+    widths = np.array([32, 64, 128, 256, 512])
+    covered, slopes = 0, []
+    for _ in range(500):
+        y = -6.0 - 1.0 * (np.log2(widths) - 5) + rng.normal(0, 0.3, len(widths))
+        slope, lo, hi = fit_slope(np.log2(widths), y)
+        slopes.append(slope)
+        covered += lo <= -1.0 <= hi
+    assert abs(np.mean(slopes) + 1.0) < 0.03
+    assert 0.92 <= covered / 500 <= 0.98
+
+
+def test_drift_of_optima_under_sp_like_and_mup_like_scaling():
+    rng = np.random.default_rng(2)
+    sp = synthetic_runs({32: -6, 64: -7, 128: -8, 256: -9}, rng).with_columns(
+        parametrization=pl.lit("sp")
+    )
+    mup = synthetic_runs({32: -6, 64: -6, 128: -6, 256: -6}, rng)
+    slopes = drift(optimal_lr(pl.concat([sp, mup]))).sort("parametrization")
+    mup_row, sp_row = slopes.rows(named=True)
+    assert sp_row["slope_lo"] <= -1.0 <= sp_row["slope_hi"]
+    assert mup_row["slope_lo"] <= 0.0 <= mup_row["slope_hi"]
+    assert sp_row["points"] == mup_row["points"] == 4
+
+
+def test_an_optimum_at_the_grid_edge_is_flagged_without_an_interval():
+    row = optimal_lr(synthetic_runs({64: -13.0}, np.random.default_rng(3))).row(0, named=True)
+    assert row["fit"] == FIT_EDGE
+    assert row["log2_lr_grid"] == GRID[0]
+    assert row["log2_lr_lo"] is None and row["log2_lr_hi"] is None
+
+
+def test_too_few_usable_points_says_so_instead_of_a_confident_number():
+    runs = synthetic_runs({64: -11.0}, np.random.default_rng(4), diverge_above=-11.5)
+    row = optimal_lr(runs).row(0, named=True)
+    assert row["points"] == 1 and row["diverged_lrs"] == len(GRID) - 1
+    assert row["fit"] == FIT_TOO_FEW
+    assert row["log2_lr_lo"] is None
+
+
+def test_diverged_points_are_kept_and_marked_not_dropped():
+    runs = synthetic_runs({64: -7.0}, np.random.default_rng(5), diverge_above=-4.5)
+    curves = lr_curves(runs)
+    assert curves.height == len(GRID)
+    assert curves.filter(pl.col("diverged"))["log2_lr"].to_list() == [-4.0, -3.0, -2.0]
+    assert curves.filter(pl.col("diverged"))["loss_mean"].is_null().all()
+    assert abs(optimal_lr(runs)["log2_lr_opt"][0] + 7.0) < 0.3
+
+
+def test_transfer_regret_is_the_loss_gap_at_the_transferred_lr():
+    # Noise-free: width 32 optimum at 2^-6, width 128 optimum at 2^-8, curvature 0.05.
+    runs = synthetic_runs({32: -6.0, 128: -8.0}, np.random.default_rng(6), noise=0.0)
+    regret = transfer_regret(runs).sort("width")
+    assert regret["regret"].to_list() == pytest.approx([0.0, 0.05 * 2.0**2])
+
+
+def test_regret_is_infinite_where_the_target_diverges_at_the_transferred_lr():
+    rng = np.random.default_rng(7)
+    small = synthetic_runs({32: -3.0}, rng)
+    wide = synthetic_runs({256: -9.0}, rng, diverge_above=-5.5)
+    regret = transfer_regret(pl.concat([small, wide])).sort("width")
+    assert regret["regret"][1] == math.inf
+
+
+def test_wider_is_better_at_the_transferred_lr():
+    rng = np.random.default_rng(8)
+    floors = {32: 0.9, 64: 0.7, 128: 0.6, 256: 0.55}
+    good = synthetic_runs({w: -6.0 for w in floors}, rng, floor=floors, noise=0.0)
+    assert wider_is_better(good)["wider_is_better"].item() is True
+    # Optima drifting away: at the transferred 2^-6 the losses are 0.9, 0.75, 0.8, 1.0.
+    bad = synthetic_runs({32: -6.0, 64: -7.0, 128: -8.0, 256: -9.0}, rng, floor=floors, noise=0)
+    row = wider_is_better(bad).row(0, named=True)
+    assert row["losses"] == pytest.approx([0.9, 0.75, 0.8, 1.0])
+    assert row["wider_is_better"] is False
+
+
+def test_power_law_prediction_recovers_the_law_and_its_interval_covers():
+    rng = np.random.default_rng(9)
+    widths = np.array([32.0, 48, 64, 96, 128, 256, 512, 1024])
+    a, b, c = 4.0, 0.6, 0.3
+    covered, trials = 0, 300
+    for _ in range(trials):
+        loss = a * widths**-b + c + rng.normal(0, 0.002, len(widths))
+        frame = pl.DataFrame({"width": widths, "loss_transferred": loss})
+        out = predict_loss(frame, fit_up_to=128)
+        far = out.filter(pl.col("width") == 1024).row(0, named=True)
+        truth = a * 1024**-b + c
+        assert abs(far["predicted"] - truth) < 0.05
+        covered += far["predicted_lo"] <= truth <= far["predicted_hi"]
+    assert out["fitted"].to_list() == [True] * 5 + [False] * 3
+    assert 0.85 <= covered / trials <= 1.0, covered / trials
+
+
+def test_power_law_needs_three_points():
+    frame = pl.DataFrame({"width": [32.0, 64.0, 128.0], "loss_transferred": [1.0, 0.8, 0.7]})
+    with pytest.raises(ValueError, match="fit_up_to=64"):
+        predict_loss(frame, fit_up_to=64)
+    assert predict_loss(frame, fit_up_to=128)["interval"].to_list() == [False] * 3
+
+
+@pytest.mark.slow
+def test_in_a_real_sweep_sp_drifts_to_smaller_lrs_than_mup(tmp_path):
+    """MLP, 3 hidden layers, MNIST-1D, Adam: SP's log2(lr*) falls with width, muP's does not."""
+    from toolkit import store as results
+    from toolkit.sweep import SweepSpec, run_local
+
+    spec = SweepSpec(
+        task="mnist1d",
+        parametrizations=("sp", "mup"),
+        widths=(32, 64, 128),
+        depths=(3,),
+        lrs=tuple(2.0**k for k in range(-12, -3)),
+        steps=(150,),
+        base_width=32,
+        readout_zero_init=True,
+        eval_every=150,
+    )
+    run_local(spec, tmp_path, quiet=True)
+    slopes = drift(optimal_lr(results.open(tmp_path).runs().collect()))
+    by_name = dict(zip(slopes["parametrization"], slopes["slope"], strict=True))
+    assert by_name["sp"] < by_name["mup"] - 0.25, by_name
