@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The last step adds `mup`, the reference muP implementation that the tests cross-check
 # against. --no-deps: its metadata asks for torchvision, which it never imports.
 
-.PHONY: install test lint lab clean
+.PHONY: install test lint lab data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# Shipped results: one store per study in data/, from the specs in studies/ (about
+# 15 minutes on 2 CPU cores; TOOLKIT_SMOKE=1 runs tiny grids). Re-running resumes.
+STUDIES := width_transfer depth_transfer weight_decay_transfer horizon
+data: $(VENV)/.installed
+	for study in $(STUDIES); do \
+		$(PY) -m toolkit sweep --spec studies/$$study.toml --out data/$$study --quiet || exit 1; \
+	done
 
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab notebooks/

@@ -29,8 +29,11 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import optimize, stats
 
+from toolkit.parametrization import check_choice
+
 #: Columns that identify one LR curve: every setting that is not LR, seed or outcome.
-CONFIG_KEYS = ("study", "model", "task", "parametrization", "optimizer", "width", "depth",
+CONFIG_KEYS = ("study", "model", "task", "parametrization", "depth_rule", "optimizer",
+               "weight_decay_scaling", "schedule", "base_width", "base_depth", "width", "depth",
                "weight_decay", "batch_size", "steps", "step")  # fmt: skip
 
 #: Fit outcomes of :func:`optimal_lr`.
@@ -187,30 +190,35 @@ def optimal_lr(
 
 
 def fit_slope(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> tuple[float, ...]:
-    """OLS slope of ``y`` on ``x`` with its ``level`` interval: ``(slope, lo, hi)``.
+    """OLS line of ``y`` on ``x``: ``(slope, lo, hi, intercept)`` with the slope's
+    ``level`` interval.
 
-    Two points give a slope but no interval (NaN); fewer give NaN.
+    Two points give a line but no interval (NaN); fewer give NaN.
     """
     if len(np.unique(x)) < 2:
-        return math.nan, math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan
     fit = sm.OLS(y, sm.add_constant(x)).fit()
-    slope = float(fit.params[1])
+    intercept, slope = (float(v) for v in fit.params)
     if fit.df_resid < 1:
-        return slope, math.nan, math.nan
+        return slope, math.nan, math.nan, intercept
     lo, hi = fit.conf_int(alpha=1 - level)[1]
-    return slope, float(lo), float(hi)
+    return slope, float(lo), float(hi), intercept
+
+
+#: Axes along which optima can drift.
+DRIFT_AXES = ("width", "depth", "steps")
 
 
 def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> pl.DataFrame:
     """Slope of ``log2(lr*)`` against ``log2(axis)`` per configuration, with an interval.
 
+    ``axis`` is ``width``, ``depth`` or ``steps`` (the training horizon).
     ``optima`` is the output of :func:`optimal_lr`; rows without an optimum are
     left out (``points`` says how many were used). Columns: the configuration
     keys except ``axis``, ``axis``, ``slope``, ``slope_lo``, ``slope_hi``,
-    ``points``.
+    ``intercept`` (``log2(lr*)`` at size 1, for drawing the line), ``points``.
     """
-    if axis not in ("width", "depth"):
-        raise ValueError(f"axis={axis!r} is not one of 'width', 'depth'")
+    check_choice("axis", axis, DRIFT_AXES)
     keys = _keys(optima, exclude=(axis,))
     rows = []
     usable = optima.filter(pl.col("log2_lr_opt").is_not_null())
@@ -218,19 +226,12 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
         if group[axis].n_unique() < 2:
             continue
         x = np.log2(group[axis].to_numpy().astype(float))
-        slope, lo, hi = fit_slope(x, group["log2_lr_opt"].to_numpy(), level=level)
-        rows.append(
-            {
-                **dict(zip(keys, key, strict=True)),
-                "axis": axis,
-                "slope": slope,
-                "slope_lo": lo,
-                "slope_hi": hi,
-                "points": group.height,
-            }  # fmt: skip
-        )
-    schema = {"slope": pl.Float64, "slope_lo": pl.Float64, "slope_hi": pl.Float64}
-    return pl.DataFrame(rows, schema_overrides=schema)
+        slope, lo, hi, intercept = fit_slope(x, group["log2_lr_opt"].to_numpy(), level=level)
+        row = dict(zip(keys, key, strict=True))
+        row.update(axis=axis, slope=slope, slope_lo=lo, slope_hi=hi, intercept=intercept)
+        rows.append({**row, "points": group.height})
+    columns = ("slope", "slope_lo", "slope_hi", "intercept")
+    return pl.DataFrame(rows, schema_overrides=dict.fromkeys(columns, pl.Float64))
 
 
 def loss_at_lr(curve: pl.DataFrame, log2_lr: float) -> float:

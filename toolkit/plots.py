@@ -6,6 +6,7 @@ No function here trains or loads anything.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import polars as pl
 import seaborn as sns
 from matplotlib.figure import Figure
@@ -48,6 +49,210 @@ def coord_check_plot(
     axes[0][-1].legend(
         fontsize="small", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5)
     )
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _palette(values: list, name: str = "flare") -> dict:
+    """A sequential colour per value (in the given order), e.g. one per width."""
+    return dict(zip(values, sns.color_palette(name, len(values)), strict=True))
+
+
+def _panels(frame: pl.DataFrame, col: str | None) -> list:
+    return [None] if col is None else frame[col].unique(maintain_order=True).sort().to_list()
+
+
+def _subplots(n: int, *, sharey: bool, width: float = 3.2, height: float = 2.6):
+    fig, axes = plt.subplots(
+        1, n, figsize=(width * n, height), sharey=sharey, squeeze=False, layout="constrained"
+    )
+    return fig, list(axes[0])
+
+
+def transfer_curves(
+    curves: pl.DataFrame,
+    *,
+    x: str = "log2_lr",
+    y: str = "loss_mean",
+    hue: str = "width",
+    col: str | None = "parametrization",
+    optima: pl.DataFrame | None = None,
+    ylabel: str = "train loss",
+    title: str | None = None,
+) -> Figure:
+    """Loss against log2 LR, one line per ``hue`` value (sequential palette), one panel per
+    ``col`` value with a shared y axis.
+
+    ``curves`` is :func:`toolkit.analysis.lr_curves` output (its ``diverged``
+    rows are drawn as crosses along the top of the panel, not dropped).
+    ``optima`` (:func:`toolkit.analysis.optimal_lr`) adds a marker at each
+    optimum with its interval as a horizontal bar.
+    """
+    hues = curves[hue].unique().sort().to_list()
+    colors = _palette(hues)
+    panels = _panels(curves, col)
+    fig, axes = _subplots(len(panels), sharey=True)
+    finite = curves.filter(~pl.col("diverged"))[y]
+    top = float(finite.quantile(0.98)) if finite.len() else 1.0
+    bottom = float(finite.min()) if finite.len() else 0.0
+    top = top + 0.08 * (top - bottom)
+    for ax, panel in zip(axes, panels, strict=True):
+        here = curves if col is None else curves.filter(pl.col(col) == panel)
+        for value in hues:
+            line = here.filter(pl.col(hue) == value).sort(x)
+            if line.height == 0:
+                continue
+            ok = line.filter(~pl.col("diverged"))
+            ax.plot(ok[x], ok[y], marker="o", ms=3, lw=1.4, color=colors[value], label=str(value))
+            bad = line.filter(pl.col("diverged"))
+            ax.scatter(bad[x], [top] * bad.height, marker="x", s=22, color=colors[value])
+            if optima is None:
+                continue
+            where = [pl.col(hue) == value] + ([] if col is None else [pl.col(col) == panel])
+            for row in optima.filter(*where).iter_rows(named=True):
+                if row["log2_lr_opt"] is None:
+                    continue
+                lo, hi = row["log2_lr_lo"], row["log2_lr_hi"]
+                xerr = None
+                if lo is not None and hi is not None:
+                    xerr = [[row["log2_lr_opt"] - lo], [hi - row["log2_lr_opt"]]]
+                ax.errorbar(
+                    row["log2_lr_opt"], row["loss_opt"], xerr=xerr, fmt="*", ms=9,
+                    color=colors[value], mec="black", mew=0.5, capsize=2, zorder=5,
+                )  # fmt: skip
+        ax.set(xlabel=f"log2 {x.removeprefix('log2_')}", title=str(panel) if col else None)
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.04 * (top - bottom))
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(title=hue, fontsize="small", frameon=False, loc="upper left",
+                    bbox_to_anchor=(1.0, 1.0))  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def optimum_vs_size(
+    optima: pl.DataFrame,
+    *,
+    x: str = "width",
+    hue: str = "parametrization",
+    drift: pl.DataFrame | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Optimal log2 LR (with its interval) against log2 ``x``, one series per ``hue``; with
+    ``drift`` (:func:`toolkit.analysis.drift`) the fitted line and the band its slope
+    interval spans, pivoting at the mean size."""
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8)
+    series = optima[hue].unique().sort().to_list()
+    colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
+    for value in series:
+        rows = optima.filter(pl.col(hue) == value, pl.col("log2_lr_opt").is_not_null()).sort(x)
+        sizes = np.log2(rows[x].to_numpy().astype(float))
+        y = rows["log2_lr_opt"].to_numpy()
+        lo = rows["log2_lr_lo"].fill_null(np.nan).to_numpy()
+        hi = rows["log2_lr_hi"].fill_null(np.nan).to_numpy()
+        ax.errorbar(sizes, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="o",
+                    ms=4, capsize=2, color=colors[value], label=str(value))  # fmt: skip
+        if drift is None:
+            continue
+        for line in drift.filter(pl.col(hue) == value, pl.col("axis") == x).iter_rows(named=True):
+            grid = np.linspace(sizes.min(), sizes.max(), 50)
+            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=colors[value], lw=1)
+            if line["slope_lo"] is not None and np.isfinite(line["slope_lo"]):
+                pivot = sizes.mean()
+                mid = line["intercept"] + line["slope"] * pivot
+                ax.fill_between(grid, mid + line["slope_lo"] * (grid - pivot),
+                                mid + line["slope_hi"] * (grid - pivot),
+                                color=colors[value], alpha=0.15, lw=0)  # fmt: skip
+            ax.plot([], [], " ", label=f"slope {line['slope']:+.2f}")
+    ax.set(xlabel=f"log2 {x}", ylabel="log2 optimal LR")
+    ax.legend(fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def regret_vs_size(
+    regret: pl.DataFrame, *, x: str = "width", hue: str = "parametrization", title=None
+) -> Figure:
+    """Transfer regret (loss at the transferred LR minus the optimum's) against log2 ``x``.
+    Infinite regret (divergence at the transferred LR) is drawn as a cross at the top."""
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8)
+    series = regret[hue].unique().sort().to_list()
+    colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
+    finite = regret.filter(pl.col("regret").is_finite())["regret"]
+    top = float(finite.max()) * 1.1 + 1e-3 if finite.len() else 1.0
+    for value in series:
+        rows = regret.filter(pl.col(hue) == value).sort(x)
+        sizes = np.log2(rows[x].to_numpy().astype(float))
+        values = rows["regret"].to_numpy()
+        ok = np.isfinite(values)
+        ax.plot(sizes[ok], values[ok], marker="o", ms=4, color=colors[value], label=str(value))
+        ax.scatter(sizes[~ok], [top] * int((~ok).sum()), marker="x", color=colors[value])
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set(xlabel=f"log2 {x}", ylabel="regret (loss)", ylim=(-0.02 * top, top * 1.05))
+    ax.legend(fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def predicted_vs_observed(prediction: pl.DataFrame, *, size: str = "width", title=None) -> Figure:
+    """Observed loss against size with the power law fitted on the filled points, its
+    prediction for the hollow (held-out) ones and the prediction interval."""
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8)
+    rows = prediction.sort(size)
+    n = rows[size].to_numpy()
+    ax.plot(n, rows["predicted"], color="C0", lw=1.2, label="a N^-b + c")
+    if rows["interval"].all():
+        ax.fill_between(n, rows["predicted_lo"], rows["predicted_hi"], color="C0", alpha=0.15,
+                        lw=0, label="prediction interval")  # fmt: skip
+    fitted = rows.filter(pl.col("fitted"))
+    held = rows.filter(~pl.col("fitted"))
+    ax.scatter(fitted[size], fitted["loss"], color="black", s=18, label="fitted", zorder=3)
+    ax.scatter(held[size], held["loss"], facecolor="white", edgecolor="black", s=22,
+               label="predicted, observed", zorder=3)  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel=size, ylabel="loss")
+    ax.legend(fontsize="small", frameon=False)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def loss_heatmaps(
+    curves: pl.DataFrame,
+    *,
+    x: str = "log2_lr",
+    y: str = "weight_decay",
+    col: str = "width",
+    value: str = "loss_mean",
+    title: str | None = None,
+) -> Figure:
+    """Loss over an (``x``, ``y``) grid, one heatmap per ``col`` value with a shared colour
+    scale; the best cell of each panel is outlined. Diverged cells are blank."""
+    panels = _panels(curves, col)
+    fig, axes = _subplots(len(panels), sharey=True, width=2.8, height=2.6)
+    finite = curves[value].drop_nulls()
+    vmin, vmax = float(finite.min()), float(finite.quantile(0.9))
+    for ax, panel in zip(axes, panels, strict=True):
+        grid = (
+            curves.filter(pl.col(col) == panel)
+            .pivot(on=x, index=y, values=value, sort_columns=True)
+            .sort(y)
+        )
+        matrix = grid.drop(y).to_numpy().astype(float)
+        image = ax.imshow(matrix, origin="lower", aspect="auto", cmap="mako_r", vmin=vmin,
+                          vmax=vmax)  # fmt: skip
+        columns = grid.drop(y).columns
+        ax.set_xticks(range(len(columns)), [f"{float(c):g}" for c in columns], fontsize="x-small")
+        ax.set_yticks(range(grid.height), [f"{v:g}" for v in grid[y]], fontsize="x-small")
+        if np.isfinite(matrix).any():
+            i, j = np.unravel_index(np.nanargmin(matrix), matrix.shape)
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="red"))
+        ax.set(title=f"{col} {panel}", xlabel=x.replace("_", " "))
+    axes[0].set_ylabel(y.replace("_", " "))
+    fig.colorbar(image, ax=axes, shrink=0.8, label=value.replace("_", " "))
     if title:
         fig.suptitle(title)
     return fig

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,11 @@ from toolkit.store import Store
 from toolkit.train import SCHEDULES, Member, TrainConfig, build_model, run_id, train
 
 _LOG2_RANGE = re.compile(r"^\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*(\d+)\s*$")
+
+
+def smoke_mode() -> bool:
+    """True when ``TOOLKIT_SMOKE=1``: notebooks and data commands use tiny grids."""
+    return os.environ.get("TOOLKIT_SMOKE", "") == "1"
 
 
 def parse_lrs(text: str) -> tuple[float, ...]:
@@ -199,7 +205,8 @@ class SweepSpec:
     def from_toml(cls, path: str | Path) -> list[SweepSpec]:
         """Specs from a TOML file: top-level keys are one grid; ``[[grid]]`` tables add more,
         each inheriting the top-level keys. ``lrs`` may be a list or a string such as
-        ``"2^-14:2^-2:13"``."""
+        ``"2^-14:2^-2:13"``. A ``[smoke]`` table overrides every grid in smoke mode
+        (:func:`smoke_mode`)."""
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
@@ -208,7 +215,10 @@ class SweepSpec:
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"spec={str(path)!r} is not valid TOML: {error}") from None
         grids = data.pop("grid", [{}])
-        return [cls.from_dict({**data, **grid}) for grid in grids]
+        smoke = data.pop("smoke", {})
+        if not smoke_mode():
+            smoke = {}
+        return [cls.from_dict({**data, **grid, **smoke}) for grid in grids]
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepSpec:

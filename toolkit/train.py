@@ -123,6 +123,7 @@ class TrainConfig:
             parametrization=p.name,
             base_width=p.base_width,
             base_depth=p.base_depth,
+            depth_rule=p.depth_rule if p.depth_alpha is None else f"alpha={p.depth_alpha:g}",
             depth_alpha=p.alpha,
             init_sigma=p.init_sigma,
             input_alpha=p.input_alpha,
@@ -416,7 +417,7 @@ def train(
 
     wall = time.perf_counter() - started
     curves = _curve_frame(ids, batch_losses, curve_rows, active)
-    runs = _run_frame(config, members, ids, curves, diverged_at, wall)
+    runs = _run_frame(config, members, ids, curves, diverged_at, wall, model.parameter_count())
     probes_frame = pl.DataFrame(
         probe_rows,
         schema={
@@ -460,7 +461,7 @@ def _curve_frame(ids, batch_losses, curve_rows, active) -> pl.DataFrame:
     return curves.filter(pl.col("value").is_not_nan())
 
 
-def _run_frame(config, members, ids, curves, diverged_at, wall) -> pl.DataFrame:
+def _run_frame(config, members, ids, curves, diverged_at, wall, n_params) -> pl.DataFrame:
     last_step = config.steps
     final = (
         curves.filter(pl.col("step") == last_step, pl.col("split") != "batch")
@@ -495,7 +496,9 @@ def _run_frame(config, members, ids, curves, diverged_at, wall) -> pl.DataFrame:
                 "schedule": config.schedule,
                 "base_width": record["base_width"],
                 "base_depth": record["base_depth"],
+                "depth_rule": record["depth_rule"],
                 "depth_alpha": record["depth_alpha"],
+                "n_params": n_params,
                 "weight_decay_scaling": record["weight_decay_scaling"],
                 "config_json": json.dumps(record, sort_keys=True, default=str),
             }
