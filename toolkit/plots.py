@@ -1,6 +1,7 @@
 """Figures: a tidy polars frame and column names in, a matplotlib Figure out.
 
-No function here trains or loads anything.
+No function here trains or loads anything. Every function takes ``fig=`` to draw
+into an existing figure (cleared first) instead of a new one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def coord_check_plot(
     hue: str = "layer",
     col: str = "step",
     title: str | None = None,
+    fig: Figure | None = None,
 ) -> Figure:
     """Activation size vs width (log-log), one panel per step, one line per layer.
 
@@ -31,24 +33,15 @@ def coord_check_plot(
     panels = rows[col].unique(maintain_order=True).to_list()
     layers = rows[hue].unique(maintain_order=True).to_list()
     colors = dict(zip(layers, sns.color_palette("colorblind", len(layers)), strict=True))
-    fig, axes = plt.subplots(
-        1,
-        len(panels),
-        figsize=(2.6 * len(panels), 2.6),
-        sharey=True,
-        squeeze=False,
-        layout="constrained",
-    )
-    for ax, panel in zip(axes[0], panels, strict=True):
+    fig, axes = _subplots(len(panels), sharey=True, width=2.6, height=2.6, fig=fig)
+    for ax, panel in zip(axes, panels, strict=True):
         for layer in layers:
             line = rows.filter(pl.col(col) == panel, pl.col(hue) == layer)
             ax.plot(line[x], line["value"], marker="o", ms=3, color=colors[layer], label=layer)
         ax.set(xscale="log", yscale="log", title=f"{col} {panel}", xlabel=x)
         ax.set_xscale("log", base=2)
-    axes[0][0].set_ylabel(f"{stat} of activations")
-    axes[0][-1].legend(
-        fontsize="small", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5)
-    )
+    axes[0].set_ylabel(f"{stat} of activations")
+    axes[-1].legend(fontsize="small", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if title:
         fig.suptitle(title)
     return fig
@@ -63,10 +56,16 @@ def _panels(frame: pl.DataFrame, col: str | None) -> list:
     return [None] if col is None else frame[col].unique(maintain_order=True).sort().to_list()
 
 
-def _subplots(n: int, *, sharey: bool, width: float = 3.2, height: float = 2.6):
-    fig, axes = plt.subplots(
-        1, n, figsize=(width * n, height), sharey=sharey, squeeze=False, layout="constrained"
-    )
+def _subplots(
+    n: int, *, sharey: bool, width: float = 3.2, height: float = 2.6, fig: Figure | None = None
+):
+    """``n`` side-by-side axes, in a new figure or in ``fig`` (cleared and resized), so an
+    interactive view can redraw into the figure it already has."""
+    if fig is None:
+        fig = plt.figure(layout="constrained")
+    fig.clear()
+    fig.set_size_inches(width * n, height)
+    axes = fig.subplots(1, n, sharey=sharey, squeeze=False)
     return fig, list(axes[0])
 
 
@@ -80,6 +79,7 @@ def transfer_curves(
     optima: pl.DataFrame | None = None,
     ylabel: str = "train loss",
     title: str | None = None,
+    fig: Figure | None = None,
 ) -> Figure:
     """Loss against log2 LR, one line per ``hue`` value (sequential palette), one panel per
     ``col`` value with a shared y axis.
@@ -92,7 +92,7 @@ def transfer_curves(
     hues = curves[hue].unique().sort().to_list()
     colors = _palette(hues)
     panels = _panels(curves, col)
-    fig, axes = _subplots(len(panels), sharey=True)
+    fig, axes = _subplots(len(panels), sharey=True, fig=fig)
     finite = curves.filter(~pl.col("diverged"))[y]
     top = float(finite.quantile(0.98)) if finite.len() else 1.0
     bottom = float(finite.min()) if finite.len() else 0.0
@@ -138,11 +138,12 @@ def optimum_vs_size(
     hue: str = "parametrization",
     drift: pl.DataFrame | None = None,
     title: str | None = None,
+    fig: Figure | None = None,
 ) -> Figure:
     """Optimal log2 LR (with its interval) against log2 ``x``, one series per ``hue``; with
     ``drift`` (:func:`toolkit.analysis.drift`) the fitted line and the band its slope
     interval spans, pivoting at the mean size."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8)
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
     series = optima[hue].unique().sort().to_list()
     colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
     for value in series:
@@ -173,11 +174,16 @@ def optimum_vs_size(
 
 
 def regret_vs_size(
-    regret: pl.DataFrame, *, x: str = "width", hue: str = "parametrization", title=None
+    regret: pl.DataFrame,
+    *,
+    x: str = "width",
+    hue: str = "parametrization",
+    title: str | None = None,
+    fig: Figure | None = None,
 ) -> Figure:
     """Transfer regret (loss at the transferred LR minus the optimum's) against log2 ``x``.
     Infinite regret (divergence at the transferred LR) is drawn as a cross at the top."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8)
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
     series = regret[hue].unique().sort().to_list()
     colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
     finite = regret.filter(pl.col("regret").is_finite())["regret"]
@@ -197,10 +203,16 @@ def regret_vs_size(
     return fig
 
 
-def predicted_vs_observed(prediction: pl.DataFrame, *, size: str = "width", title=None) -> Figure:
+def predicted_vs_observed(
+    prediction: pl.DataFrame,
+    *,
+    size: str = "width",
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
     """Observed loss against size with the power law fitted on the filled points, its
     prediction for the hollow (held-out) ones and the prediction interval."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8)
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
     rows = prediction.sort(size)
     n = rows[size].to_numpy()
     ax.plot(n, rows["predicted"], color="C0", lw=1.2, label="a N^-b + c")
@@ -228,11 +240,12 @@ def loss_heatmaps(
     col: str = "width",
     value: str = "loss_mean",
     title: str | None = None,
+    fig: Figure | None = None,
 ) -> Figure:
     """Loss over an (``x``, ``y``) grid, one heatmap per ``col`` value with a shared colour
     scale; the best cell of each panel is outlined. Diverged cells are blank."""
     panels = _panels(curves, col)
-    fig, axes = _subplots(len(panels), sharey=True, width=2.8, height=2.6)
+    fig, axes = _subplots(len(panels), sharey=True, width=2.8, height=2.6, fig=fig)
     finite = curves[value].drop_nulls()
     vmin, vmax = float(finite.min()), float(finite.quantile(0.9))
     for ax, panel in zip(axes, panels, strict=True):

@@ -100,6 +100,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _is_temporary(path: Path) -> bool:
     """Whether ``path`` is the temporary file of an atomic write (``.<name>.<random>.tmp``)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
@@ -109,6 +118,7 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` via a hidden ``.tmp`` file in its directory, fsync and rename."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; stores are shared files
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -303,3 +313,12 @@ def open(path: str | os.PathLike[str]) -> Store:
     Named to be called as ``toolkit.store.open``; it shadows the builtin within this module.
     """
     return Store(path, create=False)
+
+
+def shipped(study: str) -> Path:
+    """Path of a results store shipped with the toolkit in ``data/`` (e.g. ``width_transfer``)."""
+    path = Path(__file__).resolve().parent.parent / "data" / study
+    if not (path / "store.json").exists():
+        available = sorted(p.parent.name for p in path.parent.glob("*/store.json"))
+        raise StoreError(f"study={study!r} is not shipped in {path.parent}; shipped: {available}")
+    return path

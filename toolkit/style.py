@@ -5,15 +5,15 @@ read from the venue's LaTeX style file, and the font sizes (pt) at which
 figure text matches the paper's small print when the figure is included at
 100% (``\\includegraphics`` without ``width=``):
 
-========= ============================ ========== ======== ==== =====
-venue     style file                    column in  full in  base small
-========= ============================ ========== ======== ==== =====
-neurips   ``neurips_20xx.sty``          5.5        5.5      9    8
-iclr      ``iclr20xx_conference.sty``   5.5        5.5      9    8
-icml      ``icml20xx.sty``              3.25       6.75     9    8
-aistats   ``aistats20xx.sty``           3.25       6.75     9    8
-jmlr      ``jmlr2e.sty``                6.0        6.0      10   9
-========= ============================ ========== ======== ==== =====
+======= =========================== ========= ======= ==== =====
+venue   style file                  column in full in base small
+======= =========================== ========= ======= ==== =====
+neurips ``neurips_20xx.sty``        5.5       5.5     9    8
+iclr    ``iclr20xx_conference.sty`` 5.5       5.5     9    8
+icml    ``icml20xx.sty``            3.25      6.75    9    8
+aistats ``aistats20xx.sty``         3.25      6.75    9    8
+jmlr    ``jmlr2e.sty``              6.0       6.0     10   9
+======= =========================== ========= ======= ==== =====
 
 NeurIPS and ICLR set one 5.5 in column; ICML and AISTATS set a 6.75 in text
 block as two 3.25 in columns with a 0.25 in gap; JMLR sets one 6.0 in column.
@@ -89,10 +89,11 @@ VENUES: dict[str, Venue] = {
 }
 """Venue presets by name; see the module docstring for sources."""
 
-# What export needs whatever the caller's rcParams: TrueType fonts embedded
-# in PDF/PS (Type 42; Type 3 is rejected by some publishers), SVG text as
-# paths (SVG cannot embed fonts, so this looks the same everywhere) and a
-# fixed salt for SVG element ids (otherwise random per process).
+# Part of every rc(), and forced by export whatever the caller's rcParams:
+# TrueType fonts embedded in PDF/PS (Type 42; some publishers reject Type 3),
+# SVG text as paths (SVG cannot embed fonts, so this looks the same
+# everywhere) and a fixed salt for SVG element ids (otherwise random on every
+# save).
 _EXPORT_RC: dict[str, Any] = {
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
@@ -152,8 +153,8 @@ def rc(
 
     Sets the figure size (:func:`figsize`), serif fonts and sizes (pt)
     matching the venue (tick labels in math text, in the same font as
-    formulas), constrained layout (so labels fit inside the exact
-    size), ``savefig.bbox: "standard"`` (a tight bbox would change the size)
+    formulas), constrained layout (so labels fit inside the exact size),
+    ``savefig.bbox: "standard"`` (a tight bbox would change the size)
     and the font embedding :func:`export` uses (Type 42 in PDF/PS, text as
     paths in SVG).
     """
@@ -185,10 +186,9 @@ def _targets(path: Path, formats: tuple[str, ...] | None) -> list[tuple[str, Pat
         fmt = suffix or "pdf"
         check_choice("format", fmt, FORMATS)
         return [(fmt, path if suffix else path.with_name(f"{path.name}.{fmt}"))]
-    if isinstance(formats, str):
-        raise ValueError(
-            f"formats={formats!r} must be a tuple of format names, e.g. ({formats!r},)"
-        )
+    if isinstance(formats, str) or not formats:
+        names = ", ".join(map(repr, FORMATS))
+        raise ValueError(f"formats={formats!r} must be a non-empty tuple of {names}")
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
     stem = path.with_suffix("") if suffix in FORMATS else path

@@ -1,0 +1,305 @@
+"""Interactive explorers for the notebooks: controls in, a redrawn figure out.
+
+An :class:`Explorer` wires ipywidgets controls to a ``render(fig, values)``
+function (which queries a frame and calls a :mod:`toolkit.plots` function with
+``fig=``). The figure is one matplotlib ``Figure`` reused at every redraw and
+shown as a PNG image widget, so a redraw replaces the picture in place.
+Sliders are created with ``continuous_update=False``: they redraw when
+released, not at every pixel of a drag. Errors go to an output area under the
+figure (the last good picture stays). An export row writes the current figure
+with :func:`toolkit.style.export`. :class:`RunMore` adds a button that trains
+more points into the store with a progress bar and redraws.
+
+No analysis or training logic lives here: widgets only wire controls to the
+store, :mod:`toolkit.analysis` and :mod:`toolkit.plots`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from pathlib import Path
+
+import ipywidgets as widgets
+import polars as pl
+from matplotlib.figure import Figure
+
+from toolkit import plots
+from toolkit import store as results
+from toolkit.analysis import drift, losses_at_steps, lr_curves, optimal_lr, transfer_regret
+from toolkit.style import FORMATS, VENUES, export
+
+
+class StudyData:
+    """A results store read once and kept in memory; :meth:`reload` after new runs.
+
+    ``runs`` and ``curves`` are the store's tables as polars frames.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.store = results.open(self.path)
+
+    @cached_property
+    def runs(self) -> pl.DataFrame:
+        return self.store.runs().collect()
+
+    @cached_property
+    def curves(self) -> pl.DataFrame:
+        return self.store.curves().filter(pl.col("split") != "batch").collect()
+
+    @cached_property
+    def losses(self) -> pl.DataFrame:
+        """Every run's train and val loss at every evaluation step (``split`` column)."""
+        return pl.concat(
+            losses_at_steps(self.runs, self.curves, split=split).with_columns(split=pl.lit(split))
+            for split in ("train", "val")
+        )
+
+    def reload(self) -> None:
+        for name in ("runs", "curves", "losses"):
+            self.__dict__.pop(name, None)
+
+    def values(self, column: str) -> list:
+        """Sorted distinct values of a runs column (for a control's options)."""
+        return self.runs[column].unique().sort().to_list()
+
+
+def dropdown(options: list, value=None, description: str = "") -> widgets.Dropdown:
+    return widgets.Dropdown(
+        options=options, value=options[0] if value is None else value, description=description
+    )
+
+
+def choose_many(options: list, description: str = "") -> widgets.SelectMultiple:
+    """Pick several values (e.g. which widths to show); all selected at first."""
+    return widgets.SelectMultiple(
+        options=options, value=tuple(options), description=description, rows=min(len(options), 6)
+    )
+
+
+def step_slider(steps: list[int], description: str = "step") -> widgets.SelectionSlider:
+    """A slider over the recorded training steps that redraws on release only."""
+    return widgets.SelectionSlider(
+        options=steps, value=steps[-1], description=description, continuous_update=False
+    )
+
+
+class Explorer:
+    """Controls bound to a render function, one reused figure, errors and export.
+
+    Args:
+        controls: named widgets; their current values are passed to ``render``.
+        render: ``render(fig, values)`` draws into ``fig`` (already cleared).
+        name: file stem for exported figures.
+        export_dir: where exports go (default ``figures/``).
+    """
+
+    def __init__(
+        self,
+        controls: Mapping[str, widgets.ValueWidget],
+        render: Callable[[Figure, dict], object],
+        *,
+        name: str = "figure",
+        export_dir: str | Path = "figures",
+        dpi: int = 110,
+    ) -> None:
+        self.controls = dict(controls)
+        self.render = render
+        self.name = name
+        self.export_dir = Path(export_dir)
+        self.dpi = dpi
+        self.figure = Figure(layout="constrained")
+        self.image = widgets.Image(format="png")
+        self.errors = widgets.Output()
+        self.status = widgets.HTML()
+        self.draw_seconds: float | None = None
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.venue = widgets.Dropdown(options=sorted(VENUES), value="neurips", description="venue")
+        self.column = widgets.Dropdown(options=["column", "full"], description="width")
+        self.format = widgets.Dropdown(options=list(FORMATS), description="format")
+        self.export_button = widgets.Button(description="Export", icon="download")
+        self.export_button.on_click(lambda _: self.export())
+        self.extra_rows: list[widgets.Widget] = []
+        self.redraw()
+
+    def values(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _on_change(self, _change) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Render into the figure and show it; an error is shown, the old picture stays."""
+        started = time.perf_counter()
+        try:
+            self.figure.clear()
+            self.render(self.figure, self.values())
+            buffer = io.BytesIO()
+            self.figure.savefig(buffer, format="png", dpi=self.dpi)
+        except Exception:  # shown to the user under the figure, never raised into the UI
+            self.errors.clear_output()
+            with self.errors:
+                print(traceback.format_exc(limit=3))
+            return
+        self.errors.clear_output()
+        self.image.value = buffer.getvalue()
+        self.draw_seconds = time.perf_counter() - started
+
+    def export(self) -> list[Path]:
+        """Write the current figure for the chosen venue, width and format."""
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        path = self.export_dir / f"{self.name}.{self.format.value}"
+        written = export(self.figure, path, venue=self.venue.value, width=self.column.value)
+        self.status.value = "exported " + ", ".join(str(p) for p in written)
+        return written
+
+    @property
+    def widget(self) -> widgets.Widget:
+        controls = widgets.HBox(
+            list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")
+        )
+        exports = widgets.HBox([self.venue, self.column, self.format, self.export_button])
+        return widgets.VBox(
+            [controls, *self.extra_rows, self.image, self.errors, exports, self.status]
+        )
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class RunMore:
+    """A button that trains more points into the store, with a progress bar, then redraws.
+
+    ``make_spec(values)`` builds the sweep to run from the explorer's current
+    control values; runs already in the store are skipped, so a second click
+    with the same values trains nothing. The sweep's progress bar (tqdm, a
+    widget in a notebook) is shown in this row's output area.
+    """
+
+    def __init__(
+        self,
+        explorer: Explorer,
+        data: StudyData,
+        make_spec: Callable[[dict], object],
+        *,
+        description: str = "Train more points",
+    ) -> None:
+        self.explorer, self.data, self.make_spec = explorer, data, make_spec
+        self.button = widgets.Button(description=description, icon="play")
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: self.run())
+        explorer.extra_rows.append(widgets.VBox([self.button, self.output]))
+
+    def run(self) -> int:
+        """Train the missing runs of the current spec; returns how many were trained."""
+        from toolkit.sweep import run_local
+
+        self.button.disabled = True
+        self.output.clear_output()
+        try:
+            with self.output:
+                work = run_local(self.make_spec(self.explorer.values()), self.data.path)
+        finally:
+            self.button.disabled = False
+        self.data.reload()
+        self.explorer.redraw()
+        return work.runs
+
+
+SEED_MEAN = "mean over seeds"
+
+
+def _selected_losses(data: StudyData, values: dict, hue: str) -> pl.DataFrame:
+    """The loss rows the shared transfer controls select (split, step, hue values, seeds)."""
+    frame = data.losses.filter(
+        pl.col("split") == values["split"],
+        pl.col("step") == values["step"],
+        pl.col(hue).is_in(list(values[hue])),
+    )
+    for name, value in values.items():
+        if name not in ("split", "step", "seeds", "view", hue) and name in frame.columns:
+            frame = frame.filter(pl.col(name) == value)
+    if values["seeds"] != SEED_MEAN:
+        frame = frame.filter(pl.col("seed") == int(values["seeds"].removeprefix("seed ")))
+    return frame
+
+
+def transfer_controls(data: StudyData, *, hue: str, fixed: tuple[str, ...] = ()) -> dict:
+    """The shared controls of a transfer view: loss split, training step, which ``hue``
+    values to show, seed aggregation, and a dropdown for each column in ``fixed``."""
+    controls = {name: dropdown(data.values(name), description=name) for name in fixed}
+    controls["split"] = widgets.ToggleButtons(options=["train", "val"], description="loss")
+    controls["step"] = step_slider(data.losses["step"].unique().sort().to_list())
+    controls[hue] = choose_many(data.values(hue), description=hue)
+    seeds = [SEED_MEAN] + [f"seed {s}" for s in data.values("seed")]
+    controls["seeds"] = dropdown(seeds, description="seeds")
+    return controls
+
+
+def transfer_explorer(
+    data: StudyData,
+    *,
+    hue: str = "width",
+    col: str = "parametrization",
+    fixed: tuple[str, ...] = ("optimizer",),
+    name: str = "transfer",
+) -> Explorer:
+    """Transfer curves, optima with drift, or regret, for one study store.
+
+    ``hue`` is the size axis (``width``, ``depth`` or ``steps``); ``col`` splits
+    panels (e.g. SP vs muP); ``fixed`` columns get a dropdown each (e.g. the
+    optimizer). The view toggle switches between loss-vs-LR curves, the optimal
+    LR against size with its fitted drift, and the transfer regret.
+    """
+    controls = transfer_controls(data, hue=hue, fixed=fixed)
+    controls["view"] = widgets.ToggleButtons(
+        options=["curves", "optimum", "regret"], description="view"
+    )
+
+    def render(fig: Figure, values: dict) -> None:
+        frame = _selected_losses(data, values, hue)
+        title = f"{values['split']} loss at step {values['step']}"
+        if values["view"] == "curves":
+            optima = optimal_lr(frame, loss="loss")
+            plots.transfer_curves(
+                lr_curves(frame, loss="loss"), hue=hue, col=col, optima=optima,
+                ylabel=f"{values['split']} loss", title=title, fig=fig,
+            )  # fmt: skip
+        elif values["view"] == "optimum":
+            optima = optimal_lr(frame, loss="loss")
+            plots.optimum_vs_size(
+                optima, x=hue, hue=col, drift=drift(optima, axis=hue), title=title, fig=fig
+            )
+        else:
+            regret = transfer_regret(frame, axis=hue, loss="loss")
+            plots.regret_vs_size(regret, x=hue, hue=col, title=title, fig=fig)
+
+    return Explorer(controls, render, name=name)
+
+
+def heatmap_explorer(
+    data: StudyData,
+    *,
+    row: str = "weight_decay_scaling",
+    x: str = "log2_lr",
+    y: str = "weight_decay",
+    col: str = "width",
+    name: str = "heatmap",
+) -> Explorer:
+    """Loss over an (LR, weight decay) grid per width, for the rule chosen in ``row``."""
+    controls = transfer_controls(data, hue=col, fixed=(row,))
+
+    def render(fig: Figure, values: dict) -> None:
+        frame = _selected_losses(data, values, col)
+        title = f"{row} = {values[row]}: {values['split']} loss at step {values['step']}"
+        curves = lr_curves(frame, loss="loss")
+        plots.loss_heatmaps(curves, x=x, y=y, col=col, title=title, fig=fig)
+
+    return Explorer(controls, render, name=name)
