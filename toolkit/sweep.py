@@ -47,6 +47,15 @@ def smoke_mode() -> bool:
     return os.environ.get("TOOLKIT_SMOKE", "") == "1"
 
 
+def study_spec(name: str) -> Path:
+    """Path of a study's sweep spec shipped in ``studies/`` (e.g. ``width_transfer``)."""
+    path = Path(__file__).resolve().parent.parent / "studies" / f"{name}.toml"
+    if not path.exists():
+        available = sorted(p.stem for p in path.parent.glob("*.toml"))
+        raise ValueError(f"study={name!r} has no spec in {path.parent}; available: {available}")
+    return path
+
+
 def parse_lrs(text: str) -> tuple[float, ...]:
     """Learning rates from ``"1e-3,3e-3"`` or a log2 range ``"2^-14:2^-2:13"``.
 

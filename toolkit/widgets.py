@@ -142,11 +142,10 @@ class Explorer:
             buffer = io.BytesIO()
             self.figure.savefig(buffer, format="png", dpi=self.dpi)
         except Exception:  # shown to the user under the figure, never raised into the UI
-            self.errors.clear_output()
-            with self.errors:
-                print(traceback.format_exc(limit=3))
+            self.errors.outputs = ()
+            self.errors.append_stdout(traceback.format_exc(limit=3))
             return
-        self.errors.clear_output()
+        self.errors.outputs = ()
         self.image.value = buffer.getvalue()
         self.draw_seconds = time.perf_counter() - started
 
@@ -175,37 +174,43 @@ class Explorer:
 
 
 class RunMore:
-    """A button that trains more points into the store, with a progress bar, then redraws.
+    """A button that extends a study to a new size: trains it into the store with a progress
+    bar, then redraws.
 
-    ``make_spec(values)`` builds the sweep to run from the explorer's current
-    control values; runs already in the store are skipped, so a second click
-    with the same values trains nothing. The sweep's progress bar (tqdm, a
-    widget in a notebook) is shown in this row's output area.
+    ``specs`` are the study's sweeps (e.g. ``SweepSpec.from_toml(study_spec(name))``);
+    ``axis`` is the grid field to extend (``widths``, ``depths`` or ``steps``) and
+    ``options`` the values offered in a dropdown. Runs already in the store are
+    skipped, so a second click with the same choice trains nothing. The sweep's
+    progress bar (tqdm, a widget in a notebook) shows in this row's output area.
     """
 
     def __init__(
         self,
         explorer: Explorer,
         data: StudyData,
-        make_spec: Callable[[dict], object],
+        specs: list,
         *,
-        description: str = "Train more points",
+        axis: str,
+        options: list,
     ) -> None:
-        self.explorer, self.data, self.make_spec = explorer, data, make_spec
-        self.button = widgets.Button(description=description, icon="play")
+        self.explorer, self.data, self.specs, self.axis = explorer, data, specs, axis
+        self.choice = dropdown(list(options), description=axis.removesuffix("s"))
+        self.button = widgets.Button(description="Train more points", icon="play")
         self.output = widgets.Output()
         self.button.on_click(lambda _: self.run())
-        explorer.extra_rows.append(widgets.VBox([self.button, self.output]))
+        row = widgets.HBox([self.choice, self.button])
+        explorer.extra_rows.append(widgets.VBox([row, self.output]))
 
     def run(self) -> int:
-        """Train the missing runs of the current spec; returns how many were trained."""
+        """Train the study at the chosen size; returns how many runs were trained."""
         from toolkit.sweep import run_local
 
+        specs = [spec.with_(**{self.axis: (self.choice.value,)}) for spec in self.specs]
         self.button.disabled = True
         self.output.clear_output()
         try:
             with self.output:
-                work = run_local(self.make_spec(self.explorer.values()), self.data.path)
+                work = run_local(specs, self.data.path)
         finally:
             self.button.disabled = False
         self.data.reload()

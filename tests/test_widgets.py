@@ -1,0 +1,97 @@
+"""Explorers redraw in place, show errors without losing the picture, export, and run more."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import ipywidgets as widgets  # noqa: E402
+import polars as pl  # noqa: E402
+import pytest  # noqa: E402
+
+from toolkit.sweep import SweepSpec, run_local  # noqa: E402
+from toolkit.widgets import (  # noqa: E402
+    Explorer,
+    RunMore,
+    StudyData,
+    heatmap_explorer,
+    step_slider,
+    transfer_explorer,
+)
+
+SPEC = SweepSpec(
+    task="digits",
+    parametrizations=("sp", "mup"),
+    widths=(16, 32),
+    depths=(1,),
+    lrs=(2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2),
+    weight_decays=(0.0, 0.1),
+    optimizers=("adamw",),
+    steps=(20,),
+    eval_every=10,
+    base_width=16,
+)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    path = tmp_path_factory.mktemp("study")
+    run_local(SPEC, path, quiet=True)
+    return path
+
+
+def test_a_control_change_redraws_the_same_figure_with_a_new_picture(study):
+    explorer = transfer_explorer(StudyData(study), hue="width", col="parametrization")
+    figure, first = explorer.figure, explorer.image.value
+    assert first  # drew at construction
+    explorer.controls["split"].value = "val"
+    assert explorer.figure is figure
+    assert explorer.image.value != first
+    for view in ("optimum", "regret"):
+        explorer.controls["view"].value = view
+        assert explorer.image.value and not explorer.errors.outputs
+
+
+def test_sliders_redraw_on_release_not_on_every_pixel(study):
+    slider = step_slider([10, 20])
+    assert slider.continuous_update is False
+    explorer = transfer_explorer(StudyData(study))
+    assert explorer.controls["step"].continuous_update is False
+
+
+def test_an_error_is_shown_and_the_last_good_picture_stays():
+    choice = widgets.Dropdown(options=["fine", "broken"], value="fine")
+
+    def render(fig, values):
+        if values["choice"] == "broken":
+            raise RuntimeError("no data for this choice")
+        fig.subplots().plot([0, 1], [1, 0])
+
+    explorer = Explorer({"choice": choice}, render)
+    good = explorer.image.value
+    choice.value = "broken"
+    assert explorer.image.value == good
+    assert "no data for this choice" in str(explorer.errors.outputs)
+    choice.value = "fine"
+    assert not explorer.errors.outputs
+
+
+def test_export_writes_the_current_figure(study, tmp_path):
+    explorer = heatmap_explorer(StudyData(study), name="decay")
+    explorer.export_dir = tmp_path
+    explorer.format.value = "png"
+    (written,) = explorer.export()
+    assert written == tmp_path / "decay.png" and written.stat().st_size > 0
+
+
+def test_run_more_appends_a_new_size_to_the_store_and_redraws(study, tmp_path):
+    data = StudyData(study)
+    explorer = transfer_explorer(data, hue="width")
+    more = RunMore(explorer, data, [SPEC], axis="widths", options=[48])
+    before = data.runs.height
+    assert more.run() == 16  # 2 parametrizations x 4 LRs x 2 WDs
+    assert data.runs.height == before + 16
+    assert 48 in data.runs["width"].to_list()
+    assert more.run() == 0  # already there: nothing retrained
+    assert data.runs.filter(pl.col("width") == 48).height == 16
