@@ -283,6 +283,31 @@ def _run_store(args: argparse.Namespace) -> None:
         print(f"{args.store}: every file readable")
 
 
+def _figures_parser(sub) -> None:
+    parser = sub.add_parser(
+        "figures",
+        help="render the headline figure of every shipped study",
+        description="Draw each shipped study's headline figure from its store in data/ and "
+        "export it sized for a paper column (the README's pictures come from this).",
+    )
+    parser.add_argument("--out", default="docs/figures", help="directory (default docs/figures)")
+    parser.add_argument("--format", default="png", choices=("png", "pdf", "svg"))
+    parser.add_argument("--venue", default="neurips", help="paper style preset")
+    parser.add_argument("--width", default="column", choices=("column", "full"))
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.set_defaults(run=_run_figures)
+
+
+def _run_figures(args: argparse.Namespace) -> None:
+    from toolkit.figures import render_all
+
+    written = render_all(args.out, format=args.format, venue=args.venue, width=args.width)
+    if args.json:
+        _print_json([str(p) for p in written])
+    else:
+        print("\n".join(str(p) for p in written))
+
+
 def _coord_check_parser(sub) -> None:
     parser = sub.add_parser(
         "coord-check",
@@ -379,7 +404,13 @@ def _print_json(payload: object) -> None:
     sys.stdout.write("\n")
 
 
-VERBS: Sequence[Callable] = (_sweep_parser, _report_parser, _store_parser, _coord_check_parser)
+VERBS: Sequence[Callable] = (
+    _sweep_parser,
+    _report_parser,
+    _store_parser,
+    _coord_check_parser,
+    _figures_parser,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

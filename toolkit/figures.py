@@ -1,0 +1,74 @@
+"""Headline figures of the shipped studies, drawn from their stores.
+
+One recipe per study: runs frame in, Figure out. The notebooks draw their paper
+figure with these, and ``python -m toolkit figures`` renders them all (the
+pictures in the README come from that command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+from matplotlib.figure import Figure
+
+from toolkit import analysis, plots
+from toolkit.store import shipped
+from toolkit.style import export
+
+
+def width_transfer(runs: pl.DataFrame) -> Figure:
+    """SP vs muP with Adam: final training loss against log2 LR, one line per width."""
+    adam = runs.filter(pl.col("optimizer") == "adam")
+    return plots.transfer_curves(
+        analysis.lr_curves(adam), optima=analysis.optimal_lr(adam), title="MLP, MNIST-1D, Adam"
+    )
+
+
+def depth_transfer(runs: pl.DataFrame) -> Figure:
+    """One panel per depth rule, one line per number of residual blocks."""
+    return plots.transfer_curves(
+        analysis.lr_curves(runs), hue="depth", col="depth_rule",
+        optima=analysis.optimal_lr(runs), title="residual MLP, width 128, Adam",
+    )  # fmt: skip
+
+
+def weight_decay_transfer(runs: pl.DataFrame) -> Figure:
+    """Loss over the (LR, weight decay) grid per width under the sqrt(width) rule."""
+    rule = runs.filter(pl.col("weight_decay_scaling") == "sqrt_width")
+    return plots.loss_heatmaps(
+        analysis.lr_curves(rule), title="AdamW, weight decay proportional to sqrt(width)"
+    )
+
+
+def horizon(runs: pl.DataFrame) -> Figure:
+    """Optimal log2 LR against log2 training steps, with the fitted slope."""
+    optima = analysis.optimal_lr(runs)
+    return plots.optimum_vs_size(
+        optima, x="steps", drift=analysis.drift(optima, axis="steps"), title="muP, cosine decay"
+    )
+
+
+#: Study name (its store in ``data/``) -> recipe.
+RECIPES: dict[str, Callable[[pl.DataFrame], Figure]] = {
+    "width_transfer": width_transfer,
+    "depth_transfer": depth_transfer,
+    "weight_decay_transfer": weight_decay_transfer,
+    "horizon": horizon,
+}
+
+
+def render_all(
+    out: str | Path, *, format: str = "png", venue: str = "neurips", width: str = "column"
+) -> list[Path]:
+    """Draw every recipe from its shipped store and export it to ``out/<study>.<format>``."""
+    from toolkit import store
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for study, recipe in RECIPES.items():
+        fig = recipe(store.open(shipped(study)).runs().collect())
+        written += export(fig, out / f"{study}.{format}", venue=venue, width=width)
+    return written
