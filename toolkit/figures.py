@@ -30,7 +30,7 @@ def depth_transfer(runs: pl.DataFrame) -> Figure:
     """One panel per depth rule, one line per number of residual blocks."""
     return plots.transfer_curves(
         analysis.lr_curves(runs), hue="depth", col="depth_rule",
-        optima=analysis.optimal_lr(runs), title="residual MLP, width 128, Adam",
+        optima=analysis.optimal_lr(runs), title="residual MLP, width 64, Adam",
     )  # fmt: skip
 
 

@@ -96,7 +96,7 @@ def transfer_curves(
     finite = curves.filter(~pl.col("diverged"))[y]
     top = float(finite.quantile(0.98)) if finite.len() else 1.0
     bottom = float(finite.min()) if finite.len() else 0.0
-    top = top + 0.08 * (top - bottom)
+    top = top + 0.08 * (top - bottom) if top > bottom else bottom + 1.0
     for ax, panel in zip(axes, panels, strict=True):
         here = curves if col is None else curves.filter(pl.col(col) == panel)
         for value in hues:
