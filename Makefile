@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The last step adds `mup`, the reference muP implementation that the tests cross-check
 # against. --no-deps: its metadata asks for torchvision, which it never imports.
 
-.PHONY: install test lint lab data clean
+.PHONY: install browser-deps test lint lab data clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,26 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+# Debian's Chromium for the browser test (tests/test_browser.py drives JupyterLab in it with
+# Playwright). Installed only where it is missing, with apt-get as root or with passwordless
+# sudo; elsewhere (no apt-get, e.g. macOS, or no root) this prints a note and the browser test
+# is skipped (under CI it fails instead).
+browser-deps:
+	@if [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; then \
+		:; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "note: no apt-get here: install Chromium as /usr/bin/chromium to run the browser test (skipped until then)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		echo "installing Debian's chromium for the browser test"; \
+		sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "note: the browser test needs Chromium: sudo apt-get install chromium (skipped until then)"; \
+	fi
+
+test: $(VENV)/.installed browser-deps
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed

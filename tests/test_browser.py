@@ -1,0 +1,325 @@
+"""The notebook as a person uses it: JupyterLab in a real (headless) Chromium.
+
+A JupyterLab server on loopback serves a temporary copy of ``notebooks/``; Playwright
+opens the width-transfer notebook, runs every cell from the Run menu, waits for the
+explorer's figure, drags the *step* slider and checks that the figure was redrawn and
+that no error appeared anywhere. Screenshots before and after the drag are saved in
+``test-artifacts/``.
+
+Needs Chromium at ``/usr/bin/chromium`` (Debian's ``chromium`` package, installed by
+``make browser-deps``) and the Python ``playwright`` package (the ``dev`` extra). Without
+them the test is skipped, except under CI (``CI`` set), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = "01_width_transfer.ipynb"
+ARTIFACTS = ROOT / "test-artifacts"
+FAILURE_SHOT = "browser-width-transfer-failure.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+# Bounded waits (seconds); generous because CI machines are small and may be busy. Each
+# wait in the browser is also capped by what is left of BROWSER_TOTAL.
+SERVER_START = 60
+BROWSER_TOTAL = 180
+PAGE_LOAD = 60
+KERNEL_READY = 60
+RUN_ALL = 120
+REDRAW = 60
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a machine without the browser setup, but never silently in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the browser test; `make browser-deps` installs it)")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    _unavailable("Chromium not found at /usr/bin/chromium: run `make browser-deps` (Debian)")
+    raise AssertionError("unreachable")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen, log) -> None:
+    """Stop the server and the kernels it started (its own process group)."""
+    try:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        # kernels left behind by an unclean exit share the group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(request, tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 serving a temporary copy of notebooks/."""
+    chromium = _chromium()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _unavailable("the `playwright` package is not installed (pip install -e '.[dev]')")
+
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "notebooks"
+    shutil.copytree(
+        ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "figures")
+    )
+    # A private Jupyter config so no user settings or saved workspace apply, and no
+    # "get notified about news" prompt covers the notebook.
+    config = base / "config"
+    settings = config / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(os.environ)
+    env.update(
+        TOOLKIT_SMOKE="1",
+        JUPYTER_CONFIG_DIR=str(config),
+        JUPYTER_DATA_DIR=str(base / "data"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        IPYTHONDIR=str(base / "ipython"),
+    )
+    env.pop("MPLBACKEND", None)  # the kernel uses the notebook's inline backend
+    port, token = _free_port(), secrets.token_hex(24)
+    log_path = base / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+            "--ServerApp.terminals_enabled=False",
+            *(["--allow-root"] if os.geteuid() == 0 else []),  # CI runs as root
+        ],
+        cwd=base,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    request.addfinalizer(lambda: _stop(process, log))
+
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"JupyterLab exited ({process.returncode}):\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5) as reply:
+                if reply.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"JupyterLab did not answer in {SERVER_START}s:\n{_tail(log_path)}")
+        time.sleep(0.5)
+    return {"url": url, "token": token, "log": log_path, "chromium": chromium}
+
+
+# JavaScript run in the page --------------------------------------------------------------
+
+# Texts of outputs that show an error: a traceback anywhere (also in the explorer's own
+# output area), or "Error" on stderr (JupyterLab renders error outputs as stderr).
+ERRORS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output')]
+    .map(out => [out.getAttribute('data-mime-type'), out.textContent || ''])
+    .filter(([mime, text]) => /Traceback/.test(text)
+        || (mime === 'application/vnd.jupyter.stderr' && /Error/.test(text)))
+    .map(([mime, text]) => text.slice(0, 2000))"""
+
+# Run All has finished: every code cell has an execution count, or a cell failed (Run All
+# then stops and the cells after it keep an empty prompt) and nothing is still running.
+CELLS_DONE = f"""() => {{
+    const prompts = [...document.querySelectorAll(
+        '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(p => p.textContent);
+    if (prompts.length === 0) return false;
+    if (prompts.every(p => /\\[\\d+\\]/.test(p))) return true;
+    return !prompts.some(p => p.includes('*')) && ({ERRORS})().length > 0;
+}}"""
+
+# The status bar reads "Python 3 (ipykernel) | Idle" once the notebook's kernel is connected
+# and idle ("No Kernel | Initializing", "... | Connecting", "... | Busy" before that).
+KERNEL_IDLE = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(
+    item => /^(?!No Kernel).+ \\| Idle$/.test(item.textContent.trim()))"""
+
+IMAGE_BYTES = """async img => {
+    const blob = await (await fetch(img.src)).blob();
+    return await new Promise(resolve => {
+        const reader = new FileReader();
+        reader.onload = () => resolve(reader.result);
+        reader.readAsDataURL(blob);
+    });
+}"""
+
+
+def _image_png(image) -> bytes:
+    data_url = image.evaluate(IMAGE_BYTES)
+    header, _, payload = data_url.partition(",")
+    assert header.startswith("data:") and header.endswith(";base64"), header
+    return base64.b64decode(payload)
+
+
+def _assert_no_errors(page) -> None:
+    errors = page.evaluate(ERRORS)
+    assert not errors, "the notebook shows errors:\n\n" + "\n\n".join(errors)
+
+
+class _Budget:
+    """Milliseconds for one wait: its own limit, capped by what is left of the total."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def __call__(self, limit: float) -> float:
+        return max(1.0, min(limit, self.end - time.monotonic()) * 1000)
+
+
+def _screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_run_all_then_drag_the_step_slider_redraws_the_figure(lab):
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    (ARTIFACTS / FAILURE_SHOT).unlink(missing_ok=True)  # from an earlier failed run
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=lab["chromium"], args=CHROMIUM_ARGS, timeout=60_000
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        try:
+            _exercise(page, lab, _Budget(BROWSER_TOTAL))
+        except BaseException:
+            try:
+                _screenshot(page, FAILURE_SHOT)
+            finally:
+                print(f"\nJupyterLab log (tail):\n{_tail(lab['log'])}")
+            raise
+        finally:
+            browser.close()
+    print(f"\nbrowser test: {time.monotonic() - started:.0f}s in the browser")
+
+
+def _exercise(page, lab, ms: _Budget) -> None:
+    page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}", timeout=ms(PAGE_LOAD))
+    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for(timeout=ms(PAGE_LOAD))
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(KERNEL_READY))
+
+    # Run > Run All Cells, as a person would.
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+    page.wait_for_function(CELLS_DONE, timeout=ms(RUN_ALL))
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(RUN_ALL))
+    _assert_no_errors(page)
+
+    image = page.locator(".jp-NotebookPanel img.widget-image").first
+    image.wait_for(state="attached", timeout=ms(REDRAW))
+
+    page.wait_for_function(
+        "img => /^(blob|data):/.test(img.src)", arg=image.element_handle(), timeout=ms(REDRAW)
+    )
+    before_src = image.get_attribute("src")
+    before = _image_png(image)
+    assert before.startswith(b"\x89PNG"), "the explorer shows a PNG figure"
+
+    slider = page.locator(".jp-NotebookPanel .widget-slider").filter(
+        has=page.locator(".widget-label", has_text=re.compile(r"^step$"))
+    )
+    readout = slider.locator(".widget-readout")
+    handle = slider.locator(".noUi-handle")
+    track = slider.locator(".noUi-target")
+    image.scroll_into_view_if_needed()
+    handle.scroll_into_view_if_needed()  # the figure and the slider above it both in view
+    _screenshot(page, "browser-width-transfer-before.png")
+    step_before = readout.inner_text().strip()
+
+    # Drag the handle (it starts at the last step) to the left third of the track and
+    # release: with continuous_update=False the figure redraws on release.
+    box, rail = handle.bounding_box(), track.bounding_box()
+    assert box and rail
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(rail["x"] + rail["width"] * 0.3, y, steps=12)
+    page.mouse.up()
+
+    page.wait_for_function(
+        "([el, old]) => el.textContent.trim() !== old",
+        arg=[readout.element_handle(), step_before],
+        timeout=ms(REDRAW),
+    )
+    page.wait_for_function(
+        "([img, old]) => img.src !== old && /^(blob|data):/.test(img.src)",
+        arg=[image.element_handle(), before_src],
+        timeout=ms(REDRAW),
+    )
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(REDRAW))
+    step_after = readout.inner_text().strip()
+    after = _image_png(image)
+    image.scroll_into_view_if_needed()
+    _screenshot(page, "browser-width-transfer-after.png")
+
+    assert step_after != step_before
+    assert after.startswith(b"\x89PNG")
+    assert after != before, "the figure was redrawn for the new step"
+    _assert_no_errors(page)
