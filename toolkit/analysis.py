@@ -147,6 +147,7 @@ def optimal_lr(
     keys = _keys(curves)
     ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
     points = runs.filter(ok).with_columns(log2_lr=pl.col("lr").log(2))
+    by_config = points.partition_by(keys, as_dict=True, maintain_order=True)
     rows = []
     for key, curve in curves.group_by(keys, maintain_order=True):
         usable = curve.filter(~pl.col("diverged")).sort("log2_lr")
@@ -160,8 +161,7 @@ def optimal_lr(
         row.update(log2_lr_grid=grid_x[best], log2_lr_opt=grid_x[best])
         row["loss_opt"] = float(usable["loss_mean"][best])
         lo_x, hi_x = grid_x[max(best - window, 0)], grid_x[min(best + window, len(grid_x) - 1)]
-        mine = points.filter(*(pl.col(k) == v for k, v in zip(keys, key, strict=True)))
-        mine = mine.filter(pl.col("log2_lr").is_between(lo_x, hi_x))
+        mine = by_config[key].filter(pl.col("log2_lr").is_between(lo_x, hi_x))
         x_opt, lo, hi, y_opt, fit = fit_quadratic_optimum(
             mine["log2_lr"].to_numpy(), mine[loss].to_numpy(), level=level
         )

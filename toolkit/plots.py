@@ -65,6 +65,10 @@ def _subplots(
         fig = plt.figure(layout="constrained")
     fig.clear()
     fig.set_size_inches(width * n, height)
+    if fig.get_layout_engine() is None:  # fixed margins (inches): cheaper than a layout pass
+        total = width * n
+        fig.subplots_adjust(left=0.75 / total, right=1 - 1.15 / total, bottom=0.5 / height,
+                            top=1 - 0.55 / height, wspace=0.08)  # fmt: skip
     axes = fig.subplots(1, n, sharey=sharey, squeeze=False)
     return fig, list(axes[0])
 
@@ -266,6 +270,127 @@ def loss_heatmaps(
         ax.set(title=f"{col} {panel}", xlabel=x.replace("_", " "))
     axes[0].set_ylabel(y.replace("_", " "))
     fig.colorbar(image, ax=axes, shrink=0.8, label=value.replace("_", " "))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def esd_plot(
+    density: pl.DataFrame,
+    *,
+    hue: str = "width",
+    col: str | None = "parametrization",
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Empirical spectral densities on log-log axes, one line per ``hue`` value
+    (sequential palette), one panel per ``col`` value with shared axes.
+
+    ``density`` is :func:`toolkit.spectral_analysis.esd_density` output
+    (``eigenvalue``, ``density``) for one layer. A power-law tail
+    ``p(lambda) ~ lambda**-alpha`` is a straight line of slope ``-alpha``.
+    """
+    hues = density[hue].unique().sort().to_list()
+    colors = _palette(hues)
+    panels = _panels(density, col)
+    fig, axes = _subplots(len(panels), sharey=True, width=2.9, height=2.6, fig=fig)
+    for ax, panel in zip(axes, panels, strict=True):
+        here = density if col is None else density.filter(pl.col(col) == panel)
+        for value in hues:
+            line = here.filter(pl.col(hue) == value).sort("eigenvalue")
+            if line.height:
+                ax.plot(line["eigenvalue"], line["density"], marker="o", ms=2, lw=1.2,
+                        color=colors[value], label=str(value))  # fmt: skip
+        ax.set(xscale="log", yscale="log", xlabel="eigenvalue of W^T W",
+               title=str(panel) if col else None)  # fmt: skip
+    axes[0].set_ylabel("density")
+    axes[-1].legend(title=hue, fontsize="small", frameon=False, loc="upper left",
+                    bbox_to_anchor=(1.0, 1.0))  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def exponent_plot(
+    points: pl.DataFrame,
+    fits: pl.DataFrame | None = None,
+    *,
+    x: str = "width",
+    hue: str = "parametrization",
+    ylabel: str = "sigma_max",
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """A statistic against ``x`` on log2-log2 axes, one series per ``hue`` value: the
+    seed mean with its seed range (``value``, ``lo``, ``hi``, as from
+    :func:`toolkit.spectral_analysis.seed_mean`) and, with ``fits``
+    (:func:`toolkit.spectral_analysis.fit_exponent`), the fitted power law
+    ``x**k`` with ``k`` and its interval in the legend."""
+    fig, (ax,) = _subplots(1, sharey=False, width=3.8, height=2.8, fig=fig)
+    series = points[hue].unique().sort().to_list()
+    colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
+    for value in series:
+        rows = points.filter(pl.col(hue) == value, pl.col("value") > 0).sort(x)
+        sizes = np.log2(rows[x].to_numpy().astype(float))
+        y = np.log2(rows["value"].to_numpy())
+        spread = [y - np.log2(rows["lo"].to_numpy()), np.log2(rows["hi"].to_numpy()) - y]
+        ax.errorbar(sizes, y, yerr=spread, fmt="o", ms=4, capsize=2, color=colors[value],
+                    label=str(value))  # fmt: skip
+        if fits is None:
+            continue
+        for line in fits.filter(pl.col(hue) == value).iter_rows(named=True):
+            if not np.isfinite(line["exponent"]):
+                continue
+            grid = np.linspace(sizes.min(), sizes.max(), 20)
+            ax.plot(grid, line["intercept"] + line["exponent"] * grid, color=colors[value], lw=1)
+            interval = ""
+            if np.isfinite(line["exponent_lo"]):
+                interval = f" [{line['exponent_lo']:+.2f}, {line['exponent_hi']:+.2f}]"
+            ax.plot([], [], " ", label=f"k = {line['exponent']:+.2f}{interval}")
+    ax.set(xlabel=f"log2 {x}", ylabel=f"log2 {ylabel}")
+    ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def ratio_heatmaps(
+    table: pl.DataFrame,
+    *,
+    col: str = "parametrization",
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Layers x widths heatmaps of a statistic relative to the smallest width, one panel
+    per ``col`` value on a shared diverging colour scale (log2 of the ``ratio``; white
+    is width-independent). Cells are annotated with the statistic's ``value``.
+
+    ``table`` is :func:`toolkit.spectral_analysis.width_table` output; rows keep its
+    layer order.
+    """
+    panels = _panels(table, col)
+    layers = table["layer"].unique(maintain_order=True).to_list()
+    widths = table["width"].unique().sort().to_list()
+    fig, axes = _subplots(len(panels), sharey=True, width=2.2 + 0.45 * len(widths),
+                          height=1.2 + 0.35 * len(layers), fig=fig)  # fmt: skip
+    logs = np.log2(table["ratio"].to_numpy())
+    finite = logs[np.isfinite(logs)]
+    limit = max(float(np.abs(finite).max()) if finite.size else 1.0, 0.25)
+    for ax, panel in zip(axes, panels, strict=True):
+        here = table.filter(pl.col(col) == panel)
+        ratio = np.full((len(layers), len(widths)), np.nan)
+        value = np.full_like(ratio, np.nan)
+        for row in here.iter_rows(named=True):
+            i, j = layers.index(row["layer"]), widths.index(row["width"])
+            ratio[i, j], value[i, j] = row["ratio"], row["value"]
+        image = ax.imshow(np.log2(ratio), cmap="vlag", vmin=-limit, vmax=limit, aspect="auto")
+        for (i, j), v in np.ndenumerate(value):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize="x-small")
+        ax.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize="x-small")
+        ax.set_yticks(range(len(layers)), layers, fontsize="x-small")
+        ax.set(title=str(panel), xlabel="width")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="log2 ratio to smallest width")
     if title:
         fig.suptitle(title)
     return fig

@@ -17,9 +17,11 @@ store, :mod:`toolkit.analysis` and :mod:`toolkit.plots`.
 from __future__ import annotations
 
 import io
+import math
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -27,10 +29,14 @@ import ipywidgets as widgets
 import polars as pl
 from matplotlib.figure import Figure
 
-from toolkit import plots
+from toolkit import plots, spectral_analysis
 from toolkit import store as results
 from toolkit.analysis import drift, losses_at_steps, lr_curves, optimal_lr, transfer_regret
+from toolkit.coord_check import coord_check
+from toolkit.data import Task, load_task
+from toolkit.parametrization import Parametrization
 from toolkit.style import FORMATS, VENUES, export
+from toolkit.train import TrainConfig
 
 
 class StudyData:
@@ -105,14 +111,15 @@ class Explorer:
         *,
         name: str = "figure",
         export_dir: str | Path = "figures",
-        dpi: int = 110,
+        dpi: int = 90,
     ) -> None:
         self.controls = dict(controls)
         self.render = render
         self.name = name
         self.export_dir = Path(export_dir)
         self.dpi = dpi
-        self.figure = Figure(layout="constrained")
+        self.figure = Figure()  # fixed margins (see plots._subplots): no layout pass per draw
+        self._pictures: dict[tuple, bytes] = {}
         self.image = widgets.Image(format="png")
         self.errors = widgets.Output()
         self.status = widgets.HTML()
@@ -134,20 +141,34 @@ class Explorer:
         self.redraw()
 
     def redraw(self) -> None:
-        """Render into the figure and show it; an error is shown, the old picture stays."""
+        """Render into the figure and show it; an error is shown, the old picture stays.
+
+        Pictures are kept per combination of control values, so going back to a
+        setting already seen is instant; :meth:`forget` drops them when the data
+        change.
+        """
         started = time.perf_counter()
+        values = self.values()
+        key = tuple(sorted((name, repr(value)) for name, value in values.items()))
         try:
-            self.figure.clear()
-            self.render(self.figure, self.values())
-            buffer = io.BytesIO()
-            self.figure.savefig(buffer, format="png", dpi=self.dpi)
+            if key not in self._pictures:
+                self.figure.clear()
+                self.render(self.figure, values)
+                buffer = io.BytesIO()
+                self.figure.savefig(buffer, format="png", dpi=self.dpi)
+                self._pictures[key] = buffer.getvalue()
         except Exception:  # shown to the user under the figure, never raised into the UI
             self.errors.outputs = ()
             self.errors.append_stdout(traceback.format_exc(limit=3))
             return
         self.errors.outputs = ()
-        self.image.value = buffer.getvalue()
+        self.image.value = self._pictures[key]
         self.draw_seconds = time.perf_counter() - started
+
+    def forget(self) -> None:
+        """Drop the kept pictures (after new runs arrived) and redraw."""
+        self._pictures.clear()
+        self.redraw()
 
     def export(self) -> list[Path]:
         """Write the current figure for the chosen venue, width and format."""
@@ -214,7 +235,7 @@ class RunMore:
         finally:
             self.button.disabled = False
         self.data.reload()
-        self.explorer.redraw()
+        self.explorer.forget()
         return work.runs
 
 
@@ -306,5 +327,149 @@ def heatmap_explorer(
         title = f"{row} = {values[row]}: {values['split']} loss at step {values['step']}"
         curves = lr_curves(frame, loss="loss")
         plots.loss_heatmaps(curves, x=x, y=y, col=col, title=title, fig=fig)
+
+    return Explorer(controls, render, name=name)
+
+
+def _log2_label(value: float) -> str:
+    return f"2^{math.log2(value):g}"
+
+
+def coord_check_explorer(
+    config: TrainConfig | None = None,
+    *,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    lrs: Sequence[float] = tuple(2.0**k for k in range(-10, 0)),
+    optimizers: Sequence[str] = ("adam", "sgd"),
+    parametrizations: Sequence[str] = ("sp", "mup", "ntk", "mf"),
+    seeds: int = 2,
+    task: Task | None = None,
+    name: str = "coord_check",
+) -> Explorer:
+    """The coordinate check, computed live: activation size against width, one line
+    per layer, one panel per chosen parametrization (SP and muP side by side at first).
+
+    Controls: training step, learning rate, optimizer, which parametrizations, and
+    the statistic (``l1``: mean |activation|, or ``rms``). Each (parametrization,
+    optimizer, LR) is trained once by :func:`toolkit.coord_check.coord_check` for
+    ``config.steps`` steps at every width (seeds ``0..seeds-1``) and kept in the
+    explorer's ``results`` dict under that key; the step slider only redraws.
+
+    ``config`` defaults to what ``python -m toolkit coord-check`` uses (MLP with 3
+    hidden layers on MNIST-1D, base width the smallest width, 3 steps, batch 128), so
+    ``coord-check --json`` with the same flags prints the numbers drawn here. Its
+    parametrization name and optimizer are replaced by the controls' values.
+    """
+    widths = sorted(int(w) for w in widths)
+    if config is None:
+        base = Parametrization("mup", base_width=widths[0], base_depth=3)
+        config = TrainConfig(parametrization=base, width=widths[0], depth=3, steps=3)
+    task = task or load_task(config.task)
+    lrs = sorted(float(lr) for lr in lrs)
+    default_lr = min(lrs, key=lambda lr: abs(math.log2(lr) - math.log2(0.01)))
+    side_by_side = tuple(p for p in ("sp", "mup") if p in parametrizations)
+    controls = {
+        "step": widgets.SelectionSlider(options=list(range(config.steps + 1)),
+                                        value=config.steps, description="step",
+                                        continuous_update=False),
+        "lr": widgets.SelectionSlider(options=[(_log2_label(lr), lr) for lr in lrs],
+                                      value=default_lr, description="LR",
+                                      continuous_update=False),
+        "optimizer": dropdown(list(optimizers), description="optimizer"),
+        "parametrizations": widgets.SelectMultiple(
+            options=list(parametrizations), value=side_by_side or tuple(parametrizations[:1]),
+            description="param.",
+            rows=min(len(parametrizations), 4),
+        ),
+        "stat": widgets.ToggleButtons(options=["l1", "rms"], description="stat"),
+    }  # fmt: skip
+    results: dict[tuple[str, str, float], pl.DataFrame] = {}
+
+    def frame(parametrization: str, optimizer: str, lr: float) -> pl.DataFrame:
+        key = (parametrization, optimizer, lr)
+        if key not in results:
+            run_config = replace(
+                config,
+                parametrization=config.parametrization.with_(name=parametrization),
+                optimizer=optimizer,
+            )
+            found = coord_check(run_config, widths, lr=lr, seeds=range(seeds), task=task)
+            results[key] = found.with_columns(parametrization=pl.lit(parametrization))
+        return results[key]
+
+    def render(fig: Figure, values: dict) -> None:
+        chosen = list(values["parametrizations"])
+        if not chosen:
+            raise ValueError("parametrizations=() is empty: pick at least one")
+        rows = pl.concat(frame(p, values["optimizer"], values["lr"]) for p in chosen)
+        title = (f"{values['optimizer']}, LR {_log2_label(values['lr'])}, "
+                 f"step {values['step']}")  # fmt: skip
+        plots.coord_check_plot(rows.filter(pl.col("step") == values["step"]),
+                               stat=values["stat"], col="parametrization", title=title,
+                               fig=fig)  # fmt: skip
+
+    explorer = Explorer(controls, render, name=name)
+    explorer.results = results
+    return explorer
+
+
+SPECTRA_VIEWS = ("spectra across widths", "spectra across steps", "scaling with width",
+                 "condition heatmap")  # fmt: skip
+"""The views of :func:`spectra_explorer`."""
+
+
+def spectra_explorer(
+    data: StudyData, *, study: str | None = "spectra", name: str = "spectra"
+) -> Explorer:
+    """Layer spectra of a store recorded with :func:`toolkit.probes.spectral_stats`.
+
+    Views: the empirical spectral density of one layer across widths (at a step)
+    or across training steps (at a width), one panel per parametrization; a
+    statistic against width with its fitted exponent; and a statistic relative
+    to the smallest width as a layers x widths heatmap (the spectral condition
+    holds where ``cond_ratio`` stays white). Controls: view, training step,
+    layer, width, parametrizations and the statistic. ``study`` keeps that
+    study's runs (``None``: all).
+    """
+    runs = data.runs if study is None else data.runs.filter(pl.col("study") == study)
+    probes = spectral_analysis.with_settings(data.store.probes().collect(), runs)
+    if probes.height == 0:
+        raise ValueError(f"study={study!r} has no spectral probes in {data.path}")
+    means = spectral_analysis.seed_mean(probes)
+    spectra = spectral_analysis.mean_spectrum(spectral_analysis.singular_value_frame(probes))
+    stats = [s for s in spectral_analysis.SUMMARY_STATS if s in set(means["stat"].to_list())]
+    params = probes["parametrization"].unique().sort().to_list()
+    controls = {
+        "view": widgets.ToggleButtons(options=list(SPECTRA_VIEWS), description="view"),
+        "step": step_slider(probes["step"].unique().sort().to_list()),
+        "layer": dropdown(spectral_analysis.layer_order(probes), description="layer"),
+        "width": widgets.SelectionSlider(options=probes["width"].unique().sort().to_list(),
+                                         description="width", continuous_update=False),
+        "parametrizations": choose_many(params, description="param."),
+        "stat": dropdown(stats, value="cond_ratio", description="stat"),
+    }  # fmt: skip
+
+    def render(fig: Figure, values: dict) -> None:
+        chosen = pl.col("parametrization").is_in(list(values["parametrizations"]))
+        layer, step, view = values["layer"], values["step"], values["view"]
+        if view == "spectra across widths":
+            rows = spectra.filter(chosen, pl.col("layer") == layer, pl.col("step") == step)
+            plots.esd_plot(spectral_analysis.esd_density(rows), hue="width",
+                           title=f"{layer}, step {step}", fig=fig)  # fmt: skip
+        elif view == "spectra across steps":
+            width = values["width"]
+            rows = spectra.filter(chosen, pl.col("layer") == layer, pl.col("width") == width)
+            plots.esd_plot(spectral_analysis.esd_density(rows), hue="step",
+                           title=f"{layer}, width {width}", fig=fig)  # fmt: skip
+        elif view == "scaling with width":
+            where = [chosen, pl.col("layer") == layer, pl.col("step") == step]
+            fits = spectral_analysis.fit_exponent(probes.filter(*where), stat=values["stat"])
+            points = means.filter(*where, pl.col("stat") == values["stat"])
+            plots.exponent_plot(points, fits, ylabel=values["stat"],
+                                title=f"{layer}, step {step}", fig=fig)  # fmt: skip
+        else:
+            table = spectral_analysis.width_table(probes.filter(chosen), stat=values["stat"],
+                                                  step=step)  # fmt: skip
+            plots.ratio_heatmaps(table, title=f"{values['stat']} at step {step}", fig=fig)
 
     return Explorer(controls, render, name=name)
