@@ -217,8 +217,8 @@ def _run_report(args: argparse.Namespace) -> None:
 
     runs = results.open(args.store).runs().collect()
     optima = optimal_lr(runs)
-    drifts = [drift(optima, axis=axis) for axis in ("width", "depth")]
-    drifts = pl.concat([d for d in drifts if d.height], how="diagonal_relaxed")
+    drifts = [d for d in (drift(optima, axis=axis) for axis in ("width", "depth")) if d.height]
+    drifts = pl.concat(drifts, how="diagonal_relaxed") if drifts else pl.DataFrame()
     regrets = [
         transfer_regret(runs, axis=axis).with_columns(axis=pl.lit(axis))
         for axis in ("width", "depth")
