@@ -86,6 +86,7 @@ def test_members_trained_together_match_members_trained_alone(digits, optimizer)
         "adam": (1e-3, 1e-2),
         "adamw": (1e-3, 1e-2),
         "adam-atan2": (1e-3, 1e-2),
+        "muon": (1e-3, 1e-2),
     }
     members = [
         Member(lr=lrs[optimizer][0], weight_decay=0.0, seed=0),

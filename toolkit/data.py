@@ -1,11 +1,14 @@
 """Offline supervised tasks for proxy-model experiments.
 
-Every task is generated locally or shipped inside an installed package; nothing is
-downloaded. Each :class:`Task` holds a train and a validation split as float32 input
-matrices of shape ``(n, d_in)`` and labels or targets:
+Every task is generated locally or shipped inside an installed package or this
+repository; nothing is downloaded. Each :class:`Task` holds a train and a validation
+split as float32 input matrices of shape ``(n, d_in)`` and labels or targets:
 
 * classification: ``y`` has shape ``(n,)``, dtype int64, values in ``[0, d_out)``;
-* regression: ``y`` has shape ``(n, d_out)``, dtype float32.
+* regression: ``y`` has shape ``(n, d_out)``, dtype float32;
+* language (next-token prediction): ``x`` and ``y`` are int64 token ids of shape
+  ``(n, d_in)``, ``d_in`` the sequence length, ``y`` the token after each position of
+  ``x``; ``d_out`` is the vocabulary size. Not standardised.
 
 Inputs are standardised per feature with the *train* split's mean and (population)
 standard deviation; features whose train standard deviation is below ``1e-6`` are only
@@ -29,6 +32,12 @@ Available tasks (:data:`TASKS`):
     and output dimension 1 (no biases, entries of ``W1`` and ``W2`` drawn from
     ``N(0, 1/fan_in)``, noise standard normal). Drawn from a ``torch.Generator`` seeded by
     the ``seed`` argument of :func:`load_task`.
+``"chars"``
+    Character-level language modelling on Python's language reference (the help topics
+    of the standard library's ``pydoc_data``, PSF licence), committed as
+    ``data/chars/corpus.txt`` (268 KB, 94 distinct characters): sequences of 64
+    characters, 3,768 train / 418 validation, the last 10% of the text being the
+    validation split. See :mod:`toolkit.text`.
 """
 
 from __future__ import annotations
@@ -49,9 +58,12 @@ import torch
 
 __all__ = ["TASKS", "Task", "cache_dir", "load_task"]
 
-TASKS: tuple[str, ...] = ("mnist1d", "digits", "teacher")
+TASKS: tuple[str, ...] = ("mnist1d", "digits", "teacher", "chars")
 
-_KINDS = ("classification", "regression")
+LANGUAGE_TASKS: tuple[str, ...] = ("chars",)
+"""Tasks whose inputs are token sequences (for models that read tokens)."""
+
+_KINDS = ("classification", "regression", "language")
 _STD_FLOOR = 1e-6
 
 # MNIST-1D generation: the package's defaults except for the number of samples.
@@ -77,12 +89,13 @@ class Task:
 
     Attributes:
         name: task name, one of :data:`TASKS`.
-        x_train: ``(n_train, d_in)`` float32 inputs, standardised with train statistics.
-        y_train: ``(n_train,)`` int64 class labels (classification) or ``(n_train, d_out)``
-            float32 targets (regression).
+        x_train: ``(n_train, d_in)`` float32 inputs, standardised with train statistics
+            (language: int64 token ids).
+        y_train: ``(n_train,)`` int64 class labels (classification), ``(n_train, d_out)``
+            float32 targets (regression) or ``(n_train, d_in)`` int64 next tokens (language).
         x_val: ``(n_val, d_in)`` float32 inputs, standardised with train statistics.
         y_val: ``(n_val,)`` or ``(n_val, d_out)``, as ``y_train``.
-        kind: ``"classification"`` or ``"regression"``.
+        kind: ``"classification"``, ``"regression"`` or ``"language"``.
     """
 
     name: str
@@ -96,6 +109,14 @@ class Task:
         if self.kind not in _KINDS:
             raise ValueError(f"kind={self.kind!r} is not one of {_quoted(_KINDS)}")
         for split, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)):
+            if self.kind == "language":
+                tokens = x.ndim == 2 and x.dtype == torch.int64
+                if not tokens or (y.shape, y.dtype) != (x.shape, x.dtype):
+                    raise ValueError(
+                        f"language x_{split} and y_{split} must be int64 tensors of one 2-D "
+                        f"shape, got {tuple(x.shape)} {x.dtype} and {tuple(y.shape)} {y.dtype}"
+                    )
+                continue
             if x.ndim != 2 or x.dtype != torch.float32:
                 raise ValueError(
                     f"x_{split} must be a 2-D float32 tensor, got shape {tuple(x.shape)} "
@@ -123,7 +144,11 @@ class Task:
 
     @property
     def d_out(self) -> int:
-        """Number of classes (classification) or target dimensions (regression)."""
+        """Number of classes (classification), target dimensions (regression) or token ids
+        (language: one more than the largest id in either split)."""
+        if self.kind == "language":
+            splits = (self.x_train, self.y_train, self.x_val, self.y_val)
+            return max(int(t.max()) for t in splits) + 1
         if self.kind == "classification":
             return int(max(int(self.y_train.max()), int(self.y_val.max()))) + 1
         return int(self.y_train.shape[1])
@@ -152,8 +177,9 @@ class Task:
 def load_task(name: str, *, device: torch.device | str = "cpu", seed: int = 0) -> Task:
     """Load (or generate) the task called ``name``, with its tensors on ``device``.
 
-    ``seed`` only affects generated tasks (``"teacher"``); ``"mnist1d"`` and ``"digits"``
-    are fixed data sets with fixed splits. The same call always returns identical tensors.
+    ``seed`` only affects generated tasks (``"teacher"``); ``"mnist1d"``, ``"digits"`` and
+    ``"chars"`` are fixed data sets with fixed splits. The same call always returns
+    identical tensors.
 
     Raises:
         ValueError: if ``name`` is not one of :data:`TASKS`.
@@ -166,6 +192,8 @@ def load_task(name: str, *, device: torch.device | str = "cpu", seed: int = 0) -
         task = _classification(name, x_train, y_train, x_val, y_val)
     elif name == "teacher":
         task = _teacher(seed)
+    elif name == "chars":
+        task = _chars()
     else:
         raise ValueError(f"unknown task: name={name!r} is not one of {_quoted(TASKS)}")
     return task.to(device)
@@ -338,3 +366,13 @@ def _teacher(seed: int) -> Task:
         y_val=y[TEACHER_N_TRAIN:].contiguous(),
         kind="regression",
     )
+
+
+# ---------------------------------------------------------------------------- chars
+
+
+def _chars() -> Task:
+    from toolkit.text import char_splits
+
+    x_train, y_train, x_val, y_val, _ = char_splits()
+    return Task("chars", x_train, y_train, x_val, y_val, kind="language")

@@ -43,8 +43,11 @@ class EnsembleModel(nn.Module):
     ``shape_only=True`` puts every tensor on PyTorch's ``meta`` device (no
     memory, no random numbers), for counting parameters and FLOPs;
     when ``capture`` is a dict, each layer's output is stored in it under the
-    layer's name, shape ``(members, batch, features)``.
+    layer's name, shape ``(members, batch, features)``. ``reads_tokens`` says
+    whether ``x`` holds token ids (a language task) rather than features.
     """
+
+    reads_tokens: bool = False
 
     def __init__(
         self,
@@ -91,8 +94,12 @@ class EnsembleModel(nn.Module):
         *,
         base_fan_in: int | None = None,
         in_block: bool = False,
+        query: bool = False,
     ) -> nn.Parameter:
-        """Register one tensor; weights are ``(fan_in, fan_out)``, vectors ``(fan_out,)``."""
+        """Register one tensor; weights are ``(fan_in, fan_out)``, vectors ``(fan_out,)``.
+
+        ``query`` marks an attention query projection (zero at init when the
+        parametrization's ``query_zero_init`` is set)."""
         shape = (fan_in, fan_out) if kind is Kind.WEIGHT else (fan_out,)
         spec = TensorSpec(
             name=name,
@@ -103,6 +110,7 @@ class EnsembleModel(nn.Module):
             fan_out=fan_out,
             base_fan_in=fan_in if base_fan_in is None else base_fan_in,
             in_block=in_block,
+            query=query,
         )
         forward, std = forward_and_init(spec, self.parametrization, width=self.width)
         if self.shape_only:
@@ -305,3 +313,6 @@ class ResidualMLP(EnsembleModel):
 
 MODELS: dict[str, type[EnsembleModel]] = {"mlp": MLP, "resmlp": ResidualMLP}
 """Model classes by the name used in configs and on the command line."""
+
+# The Transformer has its own module and adds itself to MODELS when imported.
+import toolkit.transformer  # noqa: E402, F401

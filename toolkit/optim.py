@@ -8,8 +8,8 @@ is ``weight_decay[member] * wd_mult[tensor]``; Adam's epsilon is
 nothing about widths or parametrizations.
 
 Weight-decay conventions follow PyTorch: SGD and Adam add ``wd * p`` to the
-gradient (L2); AdamW and Adam-atan2 shrink the weight by ``1 - lr * wd`` before
-the update (decoupled, Loshchilov & Hutter 2019).
+gradient (L2); AdamW, Adam-atan2 and Muon shrink the weight by ``1 - lr * wd``
+before the update (decoupled, Loshchilov & Hutter 2019).
 
 Updates use PyTorch's multi-tensor (``torch._foreach_*``) kernels: a tiny
 model's step is dominated by per-operation overhead, and one kernel launch per
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from toolkit.parametrization import Resolved, check_choice
+from toolkit.parametrization import Resolved, check_choice, check_positive, orthogonalised
 
 
 class EnsembleOptimizer:
@@ -194,11 +194,106 @@ class AdamAtan2(Adam):
         self._apply(directions, lr_scale * self.a)
 
 
+NEWTON_SCHULZ = {"quintic": (3.4445, -4.7750, 2.0315), "cubic": (1.5, -0.5, 0.0)}
+"""Coefficients ``(a, b, c)`` of the odd polynomial ``a x + b x**3 + c x**5`` that
+:func:`orthogonalise` applies to the singular values. ``quintic`` (Jordan et al. 2024)
+pushes small singular values up fast and leaves all of them in roughly ``[0.7, 1.2]``
+after 5 steps; ``cubic`` (the classic Newton–Schulz iteration, Higham 2008, section 8.3)
+converges to exactly 1 but slowly for small singular values."""
+
+
+def orthogonalise(
+    g: torch.Tensor, *, steps: int = 5, iteration: str = "quintic", eps: float = 1e-7
+) -> torch.Tensor:
+    """Approximate ``U V^T`` of each member's ``g = U S V^T`` by Newton–Schulz iterations.
+
+    ``g`` is ``(members, fan_in, fan_out)``. Each member is scaled to unit Frobenius
+    norm (so every singular value is at most 1), then ``steps`` times
+    ``X <- a X + (b A + c A^2) X`` with ``A = X X^T`` (batched ``torch.bmm``, the
+    Gram matrix on the smaller side). Singular vectors are kept; each singular value
+    goes through the polynomial of :data:`NEWTON_SCHULZ` ``[iteration]``.
+    """
+    a, b, c = NEWTON_SCHULZ[iteration]
+    wide = g.shape[1] <= g.shape[2]
+    x = g if wide else g.transpose(1, 2)
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
+    for _ in range(steps):
+        gram = torch.bmm(x, x.transpose(1, 2))
+        poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c) if c else gram * b
+        x = torch.baddbmm(x, poly, x, beta=a)
+    return x if wide else x.transpose(1, 2)
+
+
+class Muon(EnsembleOptimizer):
+    """Muon (Jordan et al. 2024) for hidden matrices, AdamW for every other tensor.
+
+    For each hidden matrix (:func:`toolkit.parametrization.orthogonalised`), with
+    momentum ``mu`` and Nesterov's look-ahead::
+
+        B <- mu B + G,   U = G + mu B,   W <- W (1 - lr wd) - lr sqrt(fan_out / fan_in) O(U)
+
+    where ``O`` is :func:`orthogonalise`. The update's spectral norm is ``lr *
+    sqrt(fan_out / fan_in)`` (up to the iteration's spread of singular values around
+    1): the spectral condition for feature learning (Yang, Simon & Bernstein 2023), met
+    at every width without an LR exponent. Embeddings, the readout, biases and gains
+    get AdamW with this optimizer's LR, weight decay, ``betas`` and ``eps``
+    (Jordan et al. do the same).
+    """
+
+    def __init__(self, params, resolved, lr, weight_decay, *, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5, iteration: str = "quintic",
+                 betas=(0.9, 0.999), eps: float = 1e-8) -> None:  # fmt: skip
+        check_choice("iteration", iteration, NEWTON_SCHULZ)
+        check_positive("ns_steps", ns_steps, integer=True)
+        super().__init__(params, resolved, lr, weight_decay, eps=eps)
+        self.momentum, self.nesterov = momentum, nesterov
+        self.ns_steps, self.iteration = ns_steps, iteration
+        self.matrices = [i for i, r in enumerate(resolved) if orthogonalised(r.spec)]
+        self.scales = [math.sqrt(r.spec.fan_out / r.spec.fan_in) for r in resolved]
+        self.buffers = [torch.zeros_like(self.params[i]) for i in self.matrices]
+        others = [i for i in range(len(self.params)) if i not in self.matrices]
+        self.adamw = None
+        if others:
+            pick = [self.params[i] for i in others], [resolved[i] for i in others]
+            self.adamw = AdamW(*pick, lr, weight_decay, betas=betas, eps=eps)
+
+    def _update(self, grads, lr_scale) -> None:
+        if self.adamw is not None:
+            self.adamw.step(lr_scale)
+        if not self.matrices:
+            return
+        params = [self.params[i] for i in self.matrices]
+        g = [grads[i] for i in self.matrices]
+        lr = [self.lr[i] for i in self.matrices]
+        if self.uses_weight_decay:
+            factors = torch._foreach_mul(lr, [self.wd[i] for i in self.matrices])
+            torch._foreach_mul_(factors, -lr_scale)
+            torch._foreach_add_(factors, 1.0)
+            torch._foreach_mul_(params, factors)
+        torch._foreach_mul_(self.buffers, self.momentum)
+        torch._foreach_add_(self.buffers, g)
+        looks = self.buffers
+        if self.nesterov:
+            looks = torch._foreach_add(g, self.buffers, alpha=self.momentum)
+        for i, p, u, rate in zip(self.matrices, params, looks, lr, strict=True):
+            step = orthogonalise(u, steps=self.ns_steps, iteration=self.iteration)
+            p.sub_(step * (rate * (lr_scale * self.scales[i])))
+
+    @torch.no_grad()
+    def freeze(self, member: int) -> None:
+        super().freeze(member)
+        for buffer in self.buffers:
+            buffer[member] = 0.0
+        if self.adamw is not None:
+            self.adamw.freeze(member)
+
+
 OPTIMIZERS: dict[str, type[EnsembleOptimizer]] = {
     "sgd": SGD,
     "adam": Adam,
     "adamw": AdamW,
     "adam-atan2": AdamAtan2,
+    "muon": Muon,
 }
 """Optimizer classes by the name used in configs and on the command line."""
 

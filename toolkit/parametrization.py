@@ -29,6 +29,17 @@ across parameterizations and optimizers", Table 1):
 * Adam epsilon ``eps * m ** e``, following the size of the stored tensor's
   gradient (Everett et al. 2024, section 4), so epsilon never swamps it.
 
+Muon (:class:`toolkit.optim.Muon`) orthogonalises the update of each hidden
+matrix and sets its spectral norm to ``lr * sqrt(fan_out / fan_in)``: the
+spectral condition for feature learning (Yang, Simon & Bernstein 2023) holds
+at every width with no LR exponent. Its family (:data:`OPTIMIZER_FAMILIES`)
+takes the Adam exponents for every other tensor (which Muon leaves to AdamW)
+and ``lr_muon`` for hidden matrices: 0 where the stored matrix is the
+effective one (SP, muP: SP's single LR is then already right for hidden
+matrices), ``-a`` where a forward multiplier ``m**-a`` shrinks the update
+again (mean-field), and 0 for NTK, whose hidden updates are meant to shrink
+like ``m**-1/2`` (lazy training).
+
 Depth (residual blocks ``x + mL**-alpha f(x)``) adds, for tensors inside a
 block: branch multiplier ``mL**-alpha``, Adam LR ``mL**(alpha - 1)``, SGD LR
 ``mL**(2 alpha - 1)`` and Adam epsilon ``mL**-alpha`` (Yang et al. 2023,
@@ -94,6 +105,7 @@ class TensorSpec:
     fan_out: int
     base_fan_in: int
     in_block: bool = False
+    query: bool = False  # an attention query projection (see ``query_zero_init``)
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ class WidthRule:
     lr_sgd: float = 0.0  # c for SGD: lr * m**-c
     lr_adam: float = 0.0  # c for Adam-like optimizers: lr * m**-c
     eps: float = 0.0  # Adam epsilon * m**eps
+    lr_muon: float = 0.0  # c of hidden matrices under Muon (every other role: lr_adam)
 
 
 # SP: PyTorch-style fan-in init, one LR for everything. Tensors whose fan-in
@@ -150,7 +163,7 @@ _NTK = {
 # which is exactly what a comparison of the two can expose.
 _MF = {
     Role.INPUT: WidthRule(lr_sgd=-1.0, eps=-1.0),
-    Role.HIDDEN: WidthRule(multiplier=0.5, lr_sgd=-1.0, lr_adam=0.5, eps=-1.5),
+    Role.HIDDEN: WidthRule(multiplier=0.5, lr_sgd=-1.0, lr_adam=0.5, eps=-1.5, lr_muon=-0.5),
     Role.OUTPUT: WidthRule(multiplier=1.0, lr_sgd=-1.0, eps=-1.0),
     Role.VECTOR: WidthRule(lr_sgd=-1.0, eps=-1.0),
     Role.FIXED: WidthRule(),
@@ -178,8 +191,10 @@ OPTIMIZER_FAMILIES: dict[str, str] = {
     "adam": "adam",
     "adamw": "adam",
     "adam-atan2": "adam",
+    "muon": "muon",
 }
-"""Which LR exponent an optimizer uses: SGD-like (update ~ gradient) or Adam-like."""
+"""Which LR exponents an optimizer uses: SGD-like (update ~ gradient), Adam-like (update
+invariant to the gradient's scale) or Muon (Adam-like, hidden matrices by ``lr_muon``)."""
 
 
 def check_choice(argument: str, value: object, allowed: Iterable[object]) -> None:
@@ -216,6 +231,11 @@ class Parametrization:
         readout_zero_init: initialise the readout to zero (recommended for muP
             by Tensor Programs V; off by default so muP equals SP at base width).
         weight_decay_scaling: ``none``, ``coupled`` or ``sqrt_width``.
+        attn_alpha: constant multiplier of attention logits (tuned at base width).
+        query_zero_init: initialise attention query projections to zero, so every
+            head attends uniformly at step 0 (recommended for muP by Tensor
+            Programs V); like ``readout_zero_init`` it applies to every
+            parametrization, so they still agree at the base shape.
     """
 
     name: str = "sp"
@@ -228,6 +248,8 @@ class Parametrization:
     output_alpha: float = 1.0
     readout_zero_init: bool = False
     weight_decay_scaling: str = "coupled"
+    attn_alpha: float = 1.0
+    query_zero_init: bool = False
     width_rules: dict[Role, WidthRule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -238,7 +260,7 @@ class Parametrization:
         if self.depth_alpha is not None:
             check_positive("depth_alpha", self.depth_alpha)
         check_positive("init_sigma", self.init_sigma)
-        for argument in ("input_alpha", "output_alpha"):
+        for argument in ("input_alpha", "output_alpha", "attn_alpha"):
             check_positive(argument, getattr(self, argument))
         check_choice("weight_decay_scaling", self.weight_decay_scaling, WEIGHT_DECAY_SCALINGS)
         object.__setattr__(self, "width_rules", WIDTH_RULES[self.name])
@@ -290,8 +312,11 @@ def forward_and_init(
         forward *= param.input_alpha
     elif spec.role is Role.OUTPUT:
         forward *= param.output_alpha
+    zero = (spec.role is Role.OUTPUT and param.readout_zero_init) or (
+        spec.query and param.query_zero_init
+    )
     std = 0.0
-    if spec.kind is Kind.WEIGHT and not (spec.role is Role.OUTPUT and param.readout_zero_init):
+    if spec.kind is Kind.WEIGHT and not zero:
         std = param.init_sigma / math.sqrt(spec.base_fan_in) * m**-rule.init
     return forward, std
 
@@ -306,18 +331,23 @@ def resolve(
 ) -> list[Resolved]:
     """Per-tensor init std, forward multiplier and LR / WD / epsilon multipliers.
 
-    ``width`` and ``depth`` are the model's; ``optimizer`` selects the SGD or
-    Adam LR exponents (:data:`OPTIMIZER_FAMILIES`).
+    ``width`` and ``depth`` are the model's; ``optimizer`` selects the SGD, Adam
+    or Muon LR exponents (:data:`OPTIMIZER_FAMILIES`). Muon is Adam-like for the
+    depth rule too: its update size does not follow the gradient's.
     """
     check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
     m = width / param.base_width
     m_depth = depth / param.base_depth
     alpha = param.alpha
-    adam_like = OPTIMIZER_FAMILIES[optimizer] == "adam"
+    family = OPTIMIZER_FAMILIES[optimizer]
+    adam_like = family != "sgd"
     out = []
     for spec in specs:
         rule = param.width_rules[spec.role]
-        lr = m ** -(rule.lr_adam if adam_like else rule.lr_sgd)
+        if family == "muon" and orthogonalised(spec):
+            lr = m**-rule.lr_muon
+        else:
+            lr = m ** -(rule.lr_adam if adam_like else rule.lr_sgd)
         eps = m**rule.eps
         if spec.in_block and alpha is not None:
             lr *= m_depth ** ((alpha - 1.0) if adam_like else (2.0 * alpha - 1.0))
@@ -334,6 +364,11 @@ def resolve(
             )
         )
     return out
+
+
+def orthogonalised(spec: TensorSpec) -> bool:
+    """Whether Muon orthogonalises this tensor's update: hidden matrices only."""
+    return spec.role is Role.HIDDEN and spec.kind is Kind.WEIGHT
 
 
 def _weight_decay_mult(scaling: str, spec: TensorSpec, lr_mult: float, m: float) -> float:

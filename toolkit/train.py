@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit import __version__
-from toolkit.data import Task, load_task
+from toolkit.data import LANGUAGE_TASKS, Task, load_task
 from toolkit.models import MODELS, EnsembleModel
 from toolkit.optim import OPTIMIZERS, make_optimizer
 from toolkit.parametrization import (
@@ -52,25 +52,31 @@ class TrainConfig:
     """Everything shared by the members of one group.
 
     Args:
-        model: ``mlp`` or ``resmlp`` (:data:`toolkit.models.MODELS`).
-        task: a task name of :mod:`toolkit.data`.
+        model: ``mlp``, ``resmlp`` or ``transformer`` (:data:`toolkit.models.MODELS`).
+        task: a task name of :mod:`toolkit.data`; default ``chars`` for a model that
+            reads tokens (the transformer), else ``mnist1d``.
         parametrization: width/depth rules, base shape and multipliers.
-        optimizer: ``sgd``, ``adam``, ``adamw`` or ``adam-atan2``.
-        width: hidden width ``n``.
-        depth: hidden layers (``mlp``) or residual blocks (``resmlp``).
+        optimizer: ``sgd``, ``adam``, ``adamw``, ``adam-atan2`` or ``muon``.
+        width: hidden width ``n`` (``d_model`` of the transformer).
+        depth: hidden layers (``mlp``) or residual blocks (``resmlp``, ``transformer``).
         steps: optimizer steps.
         batch_size: examples per step per member.
         schedule: ``constant``, or ``cosine`` / ``linear`` decay to zero after
             ``warmup_steps`` of linear warmup.
         eval_every: evaluate train/val loss every this many steps (and at the end).
-        eval_examples: examples of each split used for evaluation (a fixed subset).
-        momentum, betas, eps: optimizer hyperparameters at base shape.
+        eval_examples: examples of each split used for evaluation (a fixed subset); for
+            a language task an example is one predicted token, rounded up to whole
+            sequences.
+        momentum, betas, eps: optimizer hyperparameters at base shape (``momentum`` is
+            SGD's and Muon's, ``betas`` and ``eps`` Adam's and Muon's AdamW part's).
+        head_dim, tie_embeddings: the transformer's head dimension and whether its readout
+            is the token embedding (recorded for the transformer only).
         divergence_factor: a loss above this times the member's first loss is divergence.
         study: a label stored with every run.
     """
 
     model: str = "mlp"
-    task: str = "mnist1d"
+    task: str | None = None
     parametrization: Parametrization = field(default_factory=Parametrization)
     optimizer: str = "adam"
     width: int = 128
@@ -89,12 +95,26 @@ class TrainConfig:
     eps: float = 1e-8
     divergence_factor: float = 100.0
     study: str = ""
+    head_dim: int = 16
+    tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODELS)
+        tokens = MODELS[self.model].reads_tokens
+        if self.task is None:
+            object.__setattr__(self, "task", LANGUAGE_TASKS[0] if tokens else "mnist1d")
+        if tokens != (self.task in LANGUAGE_TASKS):
+            names = ", ".join(repr(name) for name in LANGUAGE_TASKS)
+            allowed = names if tokens else f"any task but {names}"
+            raise ValueError(
+                f"task={self.task!r} does not fit model={self.model!r}, which reads "
+                f"{'token sequences' if tokens else 'feature vectors'}; allowed: {allowed}"
+            )
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        for argument in ("width", "depth", "steps", "batch_size", "eval_every", "eval_examples"):
+        for argument in (
+            "width", "depth", "steps", "batch_size", "eval_every", "eval_examples", "head_dim"
+        ):  # fmt: skip
             check_positive(argument, getattr(self, argument), integer=True)
         if not (isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.steps):
             raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an integer in [0, steps]")
@@ -107,16 +127,27 @@ class TrainConfig:
         kwargs = {"activation": self.activation, "bias": self.bias}
         if self.model == "resmlp":
             kwargs["prenorm"] = self.prenorm
+        if self.model == "transformer":
+            kwargs.update(head_dim=self.head_dim, tie_embeddings=self.tie_embeddings)
         return kwargs
 
     def optimizer_kwargs(self) -> dict:
         if self.optimizer == "sgd":
             return {"momentum": self.momentum}
+        if self.optimizer == "muon":
+            return {"momentum": self.momentum, "betas": self.betas, "eps": self.eps}
         return {"betas": self.betas, "eps": self.eps}
 
     def record(self) -> dict:
-        """Flat, JSON-friendly description (the parametrization's fields prefixed)."""
+        """Flat, JSON-friendly description (the parametrization's fields prefixed).
+
+        Settings that only the transformer has (head dimension, tied embeddings, the attention
+        multiplier and query initialisation) appear for the transformer only, so the run
+        ids of other models do not depend on them.
+        """
         out = {k: v for k, v in asdict(self).items() if k != "parametrization"}
+        if self.model != "transformer":
+            del out["head_dim"], out["tie_embeddings"]
         out["betas"] = list(self.betas)
         p = self.parametrization
         out.update(
@@ -131,6 +162,8 @@ class TrainConfig:
             readout_zero_init=p.readout_zero_init,
             weight_decay_scaling=p.weight_decay_scaling,
         )
+        if self.model == "transformer":
+            out.update(attn_alpha=p.attn_alpha, query_zero_init=p.query_zero_init)
         return out
 
 
@@ -240,32 +273,38 @@ def gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def per_member_loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean loss of each member, ``(members,)``: cross-entropy or mean squared error."""
-    members, batch = output.shape[:2]
-    if task.kind == "classification":
-        flat = F.cross_entropy(
-            output.reshape(members * batch, -1), target.reshape(-1), reduction="none"
-        )
-        return flat.view(members, batch).mean(1)
-    return (output - target).pow(2).flatten(1).mean(1)
+    """Mean loss of each member, ``(members,)``: mean squared error (regression), or
+    cross-entropy averaged over examples (classification: ``output`` ``(members, batch,
+    classes)``) or over every predicted token (language: ``(members, batch, T, vocab)``)."""
+    if task.kind == "regression":
+        return (output - target).pow(2).flatten(1).mean(1)
+    flat = F.cross_entropy(output.flatten(0, -2), target.flatten(), reduction="none")
+    return flat.view(output.shape[0], -1).mean(1)
 
 
 @torch.no_grad()
 def evaluate(model: EnsembleModel, task: Task, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024):
-    """Per-member loss and accuracy (NaN for regression) on ``(x, y)``, shared by all members."""
+    """Per-member loss and accuracy (NaN for regression) on ``(x, y)``, shared by all members.
+
+    ``chunk`` bounds the predictions per forward pass (examples, or tokens of a language
+    task); a language task's accuracy is the share of tokens predicted right.
+    """
     members = model.members
     loss = torch.zeros(members, device=x.device)
     correct = torch.zeros(members, device=x.device)
+    if task.kind == "language":
+        chunk = max(1, chunk // x.shape[1])
     for start in range(0, x.shape[0], chunk):
         xb, yb = x[start : start + chunk], y[start : start + chunk]
         out = model(xb.unsqueeze(0).expand(members, *xb.shape))
         target = yb.unsqueeze(0).expand(members, *yb.shape)
         loss += per_member_loss(task, out, target) * xb.shape[0]
-        if task.kind == "classification":
-            correct += (out.argmax(-1) == target).float().sum(1)
+        if task.kind != "regression":
+            hits = (out.argmax(-1) == target).float().view(members, xb.shape[0], -1)
+            correct += hits.mean(2).sum(1)
     loss /= x.shape[0]
     accuracy = (
-        correct / x.shape[0] if task.kind == "classification" else torch.full_like(loss, math.nan)
+        correct / x.shape[0] if task.kind != "regression" else torch.full_like(loss, math.nan)
     )
     return loss, accuracy
 
@@ -285,6 +324,23 @@ def build_model(
         shape_only=shape_only,
         **config.model_kwargs(),
     )
+
+
+def load_tensors(model: EnsembleModel, values: Mapping[str, torch.Tensor]) -> None:
+    """Overwrite every tensor of ``model`` with ``values[name]``, shaped ``(members, ...)``."""
+    specs_params = model.named_tensors()
+    names = {s.name for s, _ in specs_params}
+    if set(values) != names:
+        raise ValueError(f"init has tensors {sorted(values)}; the model has {sorted(names)}")
+    with torch.no_grad():
+        for spec, param in specs_params:
+            value = values[spec.name]
+            if value.shape != param.shape:
+                raise ValueError(
+                    f"init[{spec.name!r}] has shape {tuple(value.shape)}; "
+                    f"the model's is {tuple(param.shape)}"
+                )
+            param.copy_(value)
 
 
 def _check_members(members: Sequence[Member]) -> None:
@@ -307,6 +363,7 @@ def train(
     probe_steps: Iterable[int] = (),
     device: str | torch.device = "cpu",
     on_step: Callable[[int], None] | None = None,
+    init: Mapping[str, torch.Tensor] | None = None,
 ) -> Records:
     """Train all ``members`` of one group together and return tidy records.
 
@@ -317,6 +374,10 @@ def train(
         probes: called at ``probe_steps`` (see module docstring).
         device: ``"cpu"`` (default) or e.g. ``"cuda"``.
         on_step: called after every update with the number of steps done.
+        init: starting values, tensor name -> ``(members, ...)``, replacing the
+            seeded initialisation (e.g. pre-trained weights to fine-tune; the
+            seed still orders the data). Run ids do not see them: keep such runs
+            out of a store shared with runs from the seeded initialisation.
     """
     _check_members(members)
     started = time.perf_counter()
@@ -326,6 +387,8 @@ def train(
     seeds = [m.seed for m in members]
     model = build_model(config, task.d_in, task.d_out, seeds).to(device)
     specs_params = model.named_tensors()
+    if init is not None:
+        load_tensors(model, init)
     resolved = resolve(
         [s for s, _ in specs_params],
         config.parametrization,
@@ -355,10 +418,13 @@ def train(
             model, 0, x_probe.expand(n_members, *x_probe.shape), initial, initial
         )
 
+    eval_rows = config.eval_examples
+    if task.kind == "language":  # eval_examples counts predicted tokens
+        eval_rows = -(-eval_rows // task.d_in)
     eval_index = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(1))
-    eval_index = eval_index[: config.eval_examples].to(device)
+    eval_index = eval_index[:eval_rows].to(device)
     x_eval_train, y_eval_train = task.x_train[eval_index], task.y_train[eval_index]
-    x_eval_val, y_eval_val = task.x_val[: config.eval_examples], task.y_val[: config.eval_examples]
+    x_eval_val, y_eval_val = task.x_val[:eval_rows], task.y_val[:eval_rows]
 
     batch_losses = torch.full((config.steps, n_members), math.nan)
     curve_rows: list[tuple[int, str, str, torch.Tensor]] = []
@@ -377,7 +443,7 @@ def train(
             loss, accuracy = evaluate(model, task, x, y)
             # Frozen members were cleared: their numbers mean nothing, record NaN.
             curve_rows.append((step, split, "loss", torch.where(active, loss.cpu(), math.nan)))
-            if task.kind == "classification":
+            if task.kind != "regression":
                 curve_rows.append(
                     (step, split, "accuracy", torch.where(active, accuracy.cpu(), math.nan))
                 )
