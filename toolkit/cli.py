@@ -308,6 +308,42 @@ def _run_figures(args: argparse.Namespace) -> None:
         print("\n".join(str(p) for p in written))
 
 
+def _intrinsic_dim_parser(sub) -> None:
+    parser = sub.add_parser(
+        "intrinsic-dim",
+        help="intrinsic dimension d_int of the loss landscape per width and depth",
+        description=(
+            "Train each model in random subspaces of growing dimension d and report the "
+            "smallest d whose performance reaches THRESHOLD times full training (Li et al. "
+            "2018), with a bootstrap interval over seeds."
+        ),
+    )
+    _add_sweep_flags(parser)
+    parser.add_argument("--projection", default="fastfood", choices=("dense", "sparse", "fastfood"))
+    parser.add_argument("--threshold", type=float, default=0.9, help="fraction of the baseline")
+    parser.set_defaults(run=_run_intrinsic_dim)
+
+
+def _run_intrinsic_dim(args: argparse.Namespace) -> None:
+    from toolkit.intrinsic import intrinsic_dim_records
+
+    records = []
+    for spec in sweep_specs(args):
+        for name in spec.parametrizations:
+            records += intrinsic_dim_records(
+                spec.model, spec.task, name, spec.widths, spec.depths,
+                projection=args.projection, threshold=args.threshold, seeds=spec.seeds,
+                steps=spec.steps[0], batch_size=spec.batch_sizes[0],
+                lrs=spec.lrs if args.lrs is not None else None, optimizer=spec.optimizers[0],
+                base_width=spec.base_width if args.base_width is not None else None,
+                device=args.device,
+            )  # fmt: skip
+    if args.json:
+        _print_json(records)
+    else:
+        _print_table(pl.DataFrame(records))
+
+
 def _coord_check_parser(sub) -> None:
     parser = sub.add_parser(
         "coord-check",
@@ -318,7 +354,9 @@ def _coord_check_parser(sub) -> None:
         ),
     )
     parser.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    parser.add_argument("--task", default="mnist1d", choices=TASKS)
+    parser.add_argument(
+        "--task", default=None, choices=TASKS, help="default: chars (transformer), else mnist1d"
+    )
     parser.add_argument("--parametrization", default="mup", choices=sorted(WIDTH_RULES))
     parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     parser.add_argument("--depth", type=int, default=3, help="hidden layers or blocks")
@@ -409,6 +447,7 @@ VERBS: Sequence[Callable] = (
     _report_parser,
     _store_parser,
     _coord_check_parser,
+    _intrinsic_dim_parser,
     _figures_parser,
 )
 

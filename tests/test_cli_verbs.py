@@ -1,0 +1,38 @@
+"""The intrinsic-dimension and Transformer coordinate-check verbs print their contract records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _json(*argv: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", *argv], capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout)
+
+
+def test_intrinsic_dim_json_records_name_the_threshold():
+    records = _json(
+        "intrinsic-dim", "--model", "mlp", "--task", "digits", "--parametrization", "sp,mup",
+        "--widths", "16", "--depths", "1", "--seeds", "2", "--steps", "20",
+        "--projection", "fastfood", "--threshold", "0.8", "--json",
+    )  # fmt: skip
+    assert [r["parametrization"] for r in records] == ["sp", "mup"]
+    keys = {"width", "depth", "parametrization", "projection", "D", "baseline", "d_int80",
+            "d_int80_lo", "d_int80_hi"}  # fmt: skip
+    assert all(set(r) == keys for r in records)
+    assert all(r["D"] > 0 and 0 < r["baseline"] <= 1 for r in records)
+
+
+def test_transformer_coord_check_defaults_to_the_character_corpus_and_shows_attention_logits():
+    records = _json(
+        "coord-check", "--model", "transformer", "--widths", "32,64", "--depth", "1",
+        "--steps", "1", "--batch-size", "4", "--json",
+    )  # fmt: skip
+    roles = {r["layer"]: r["role"] for r in records}
+    assert roles["block1.attn.logits"] == "hidden"
+    assert {r["stat"] for r in records} >= {"l1", "rms"}
+    assert {r["width"] for r in records} == {32, 64}
