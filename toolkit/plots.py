@@ -325,8 +325,8 @@ def exponent_plot(
     seed mean with its seed range (``value``, ``lo``, ``hi``, as from
     :func:`toolkit.spectral_analysis.seed_mean`) and, with ``fits``
     (:func:`toolkit.spectral_analysis.fit_exponent`), the fitted power law
-    ``x**k`` with ``k`` and its interval in the legend."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.8, height=2.8, fig=fig)
+    ``x**k``, labelled with ``k`` and its interval."""
+    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
     series = points[hue].unique().sort().to_list()
     colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
     for value in series:
@@ -334,21 +334,20 @@ def exponent_plot(
         sizes = np.log2(rows[x].to_numpy().astype(float))
         y = np.log2(rows["value"].to_numpy())
         spread = [y - np.log2(rows["lo"].to_numpy()), np.log2(rows["hi"].to_numpy()) - y]
-        ax.errorbar(sizes, y, yerr=spread, fmt="o", ms=4, capsize=2, color=colors[value],
-                    label=str(value))  # fmt: skip
-        if fits is None:
-            continue
-        for line in fits.filter(pl.col(hue) == value).iter_rows(named=True):
+        label = str(value)
+        lines = [] if fits is None else fits.filter(pl.col(hue) == value).rows(named=True)
+        for line in lines:
             if not np.isfinite(line["exponent"]):
                 continue
             grid = np.linspace(sizes.min(), sizes.max(), 20)
             ax.plot(grid, line["intercept"] + line["exponent"] * grid, color=colors[value], lw=1)
-            interval = ""
+            label = f"{value}: k = {line['exponent']:+.2f}"
             if np.isfinite(line["exponent_lo"]):
-                interval = f" [{line['exponent_lo']:+.2f}, {line['exponent_hi']:+.2f}]"
-            ax.plot([], [], " ", label=f"k = {line['exponent']:+.2f}{interval}")
+                label += f" [{line['exponent_lo']:+.2f}, {line['exponent_hi']:+.2f}]"
+        ax.errorbar(sizes, y, yerr=spread, fmt="o", ms=4, capsize=2, color=colors[value],
+                    label=label)  # fmt: skip
     ax.set(xlabel=f"log2 {x}", ylabel=f"log2 {ylabel}")
-    ax.legend(fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize="small", frameon=False)
     if title:
         ax.set_title(title)
     return fig

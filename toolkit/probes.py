@@ -2,12 +2,27 @@
 
 A probe is called by the training loop with a
 :class:`toolkit.train.ProbeContext` and returns a list of dicts with keys
-``member``, ``layer``, ``role``, ``stat`` and ``value``.
+``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBES` names
+them (``activations``, ``spectra``); :func:`log_spaced_steps` is the default
+schedule to record them at.
 """
 
 from __future__ import annotations
 
-from toolkit.train import ProbeContext
+import numpy as np
+import torch
+
+from toolkit.parametrization import Kind, check_positive
+from toolkit.spectra import (
+    FULL_UP_TO,
+    MIN_EIGENVALUES,
+    cond_ratio,
+    fit_power_law,
+    log_spaced_ranks,
+    singular_values,
+    stable_rank,
+)
+from toolkit.train import Probe, ProbeContext
 
 #: The layers an MLP or residual MLP captures, by role. A residual stream
 #: (``block{l}``) is a sum of width-sized vectors and counts as ``hidden``.
@@ -40,3 +55,110 @@ def activation_stats(ctx: ProbeContext) -> list[dict]:
             rows.append({"member": member, "layer": layer, "role": role, "stat": "l1", "value": a})
             rows.append({"member": member, "layer": layer, "role": role, "stat": "rms", "value": r})
     return rows
+
+
+def log_spaced_steps(steps: int, n: int = 8) -> list[int]:
+    """Step 0 and up to ``n - 1`` log-spaced steps in ``1..steps``, always with ``steps``.
+
+    E.g. ``log_spaced_steps(500)`` is ``[0, 1, 3, 8, 22, 63, 177, 500]``: dense
+    early, where spectra and activations change fastest, sparse later.
+    """
+    check_positive("steps", steps, integer=True)
+    check_positive("n", n, integer=True)
+    if n == 1:
+        return [int(steps)]
+    later = np.unique(np.round(np.geomspace(1, steps, n - 1)).astype(int))
+    return [0, *(int(s) for s in later)]
+
+
+def sv_stat(rank: int) -> str:
+    """Stat name of the ``rank``-th largest singular value (1-based): ``sv_1``, ``sv_2``..."""
+    return f"sv_{rank}"
+
+
+def spectral_stats(
+    ctx: ProbeContext, *, sv_points: int = 32, full_up_to: int = FULL_UP_TO
+) -> list[dict]:
+    """Spectral statistics of every weight matrix, per member.
+
+    Spectra are of the *effective* weight ``W = forward_mult * stored`` (what
+    the layer multiplies its input by, the matrix the spectral condition of
+    Yang, Simon & Bernstein 2023 is about); a residual block's branch
+    multiplier is not folded in. With ``W_0`` the initial and ``W_prev`` the
+    previous step's effective weight, and ``sqrt(fan_out / fan_in)`` the
+    condition's scale (:mod:`toolkit.spectra`), the stats are:
+
+    ===================== ==================================================
+    ``sigma_max``         ``||W||_2``
+    ``fro_norm``          ``||W||_F``
+    ``stable_rank``       ``||W||_F**2 / ||W||_2**2``
+    ``cond_ratio``        ``||W||_2 / sqrt(fan_out / fan_in)``
+    ``delta_cond_ratio``  ``||W - W_0||_2 / sqrt(fan_out / fan_in)`` (0 at step 0)
+    ``update_cond_ratio`` ``||W - W_prev||_2 / sqrt(fan_out / fan_in)`` (from step 1)
+    ``update_ratio``      ``||W - W_prev||_F / ||W_prev||_F`` (from step 1)
+    ``act_rms``           RMS of the layer's output on the probe batch
+    ``alpha``             power-law exponent of the ESD, only where the fit is
+                          reliable (:func:`toolkit.spectra.fit_power_law`)
+    ``sv_<rank>``         singular values at up to ``sv_points`` log-spaced
+                          ranks, always with the first and the last
+                          (:func:`toolkit.spectra.log_spaced_ranks`)
+    ===================== ==================================================
+
+    ``update_*`` need the previous step's weights, which the training loop keeps
+    only for the steps just before a probe step, so they are recorded from step
+    1 on. For a matrix whose smaller side exceeds ``full_up_to`` only the top
+    :data:`~toolkit.spectra.TOP_K` singular values are computed (the ``sv_*``
+    ranks are among those; ``stable_rank`` still uses the exact Frobenius norm)
+    and no ``alpha`` is fitted.
+    """
+    if not (isinstance(sv_points, int) and sv_points >= 0):
+        raise ValueError(f"sv_points={sv_points!r} must be an integer >= 0")
+    activations = ctx.activations()
+    rows: list[dict] = []
+    for spec, param in ctx.model.named_tensors():
+        if spec.kind is not Kind.WEIGHT:
+            continue
+        layer, role = spec.name.removesuffix(".weight"), spec.role.value
+        mult = ctx.model.forward_mults[spec.name]
+        weight = param.detach() * mult
+        values = singular_values(weight, full_up_to=full_up_to)
+        full = values.shape[-1] == min(spec.fan_in, spec.fan_out)
+        fit_alpha = full and values.shape[-1] >= MIN_EIGENVALUES  # else never reliable
+        fro = weight.flatten(1).norm(dim=1)
+        stats = {
+            "sigma_max": values[:, 0],
+            "fro_norm": fro,
+            "stable_rank": stable_rank(fro, values[:, 0]),
+            "cond_ratio": cond_ratio(values[:, 0], spec.fan_in, spec.fan_out),
+            "delta_cond_ratio": torch.zeros_like(fro),
+        }
+        if ctx.step > 0:
+            delta = weight - ctx.initial[spec.name] * mult
+            delta_norm = singular_values(delta, full_up_to=full_up_to)[:, 0]
+            stats["delta_cond_ratio"] = cond_ratio(delta_norm, spec.fan_in, spec.fan_out)
+            previous = ctx.previous[spec.name] * mult
+            update = weight - previous
+            update_norm = singular_values(update, full_up_to=full_up_to)[:, 0]
+            stats["update_cond_ratio"] = cond_ratio(update_norm, spec.fan_in, spec.fan_out)
+            stats["update_ratio"] = update.flatten(1).norm(dim=1) / previous.flatten(1).norm(dim=1)
+        if layer in activations:
+            stats["act_rms"] = activations[layer].flatten(1).pow(2).mean(1).sqrt()
+        columns = {stat: value.double().cpu().tolist() for stat, value in stats.items()}
+        spectra = values.double().cpu().numpy()
+        ranks = log_spaced_ranks(spectra.shape[-1], sv_points) if sv_points else []
+        for member in range(ctx.model.members):
+            row = {"member": member, "layer": layer, "role": role}
+            for stat, value in columns.items():
+                rows.append({**row, "stat": stat, "value": value[member]})
+            if fit_alpha and np.isfinite(spectra[member]).all():
+                fit = fit_power_law(spectra[member] ** 2)
+                if fit.reliable:
+                    rows.append({**row, "stat": "alpha", "value": fit.alpha})
+            for rank in ranks:
+                value = float(spectra[member, rank - 1])
+                rows.append({**row, "stat": sv_stat(rank), "value": value})
+    return rows
+
+
+PROBES: dict[str, Probe] = {"activations": activation_stats, "spectra": spectral_stats}
+"""Probes by the name a sweep asks for them with."""

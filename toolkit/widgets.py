@@ -402,6 +402,9 @@ def coord_check_explorer(
         if not chosen:
             raise ValueError("parametrizations=() is empty: pick at least one")
         rows = pl.concat(frame(p, values["optimizer"], values["lr"]) for p in chosen)
+        # Panels follow the options' order (SP before muP), not the alphabet.
+        order = pl.Enum(list(parametrizations))
+        rows = rows.with_columns(pl.col("parametrization").cast(order))
         title = (f"{values['optimizer']}, LR {_log2_label(values['lr'])}, "
                  f"step {values['step']}")  # fmt: skip
         plots.coord_check_plot(rows.filter(pl.col("step") == values["step"]),
@@ -439,10 +442,13 @@ def spectra_explorer(
     spectra = spectral_analysis.mean_spectrum(spectral_analysis.singular_value_frame(probes))
     stats = [s for s in spectral_analysis.SUMMARY_STATS if s in set(means["stat"].to_list())]
     params = probes["parametrization"].unique().sort().to_list()
+    layers = spectral_analysis.layer_order(probes)
+    roles = dict(probes.select("layer", "role").unique().iter_rows())
+    hidden = [layer for layer in layers if roles[layer] == "hidden"]
     controls = {
         "view": widgets.ToggleButtons(options=list(SPECTRA_VIEWS), description="view"),
         "step": step_slider(probes["step"].unique().sort().to_list()),
-        "layer": dropdown(spectral_analysis.layer_order(probes), description="layer"),
+        "layer": dropdown(layers, value=hidden[0] if hidden else None, description="layer"),
         "width": widgets.SelectionSlider(options=probes["width"].unique().sort().to_list(),
                                          description="width", continuous_update=False),
         "parametrizations": choose_many(params, description="param."),

@@ -1,0 +1,58 @@
+"""The live coordinate-check explorer trains each setting once, redraws steps from memory,
+and draws the numbers ``python -m toolkit coord-check --json`` prints for the same flags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import polars as pl  # noqa: E402
+import pytest  # noqa: E402
+
+from toolkit.widgets import coord_check_explorer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    return coord_check_explorer(widths=(16, 32), seeds=1)
+
+
+def test_starts_with_sp_and_mup_side_by_side(explorer):
+    assert explorer.controls["parametrizations"].value == ("sp", "mup")
+    assert not explorer.errors.outputs and explorer.image.value
+    assert [ax.get_title() for ax in explorer.figure.axes] == [
+        "parametrization sp",
+        "parametrization mup",
+    ]
+    assert sorted(explorer.results) == [("mup", "adam", 2**-7), ("sp", "adam", 2**-7)]
+
+
+def test_the_step_slider_redraws_without_training(explorer):
+    trained = dict(explorer.results)
+    before = explorer.image.value
+    explorer.controls["step"].value = 1
+    assert explorer.image.value != before
+    assert explorer.results == trained
+    explorer.controls["optimizer"].value = "sgd"
+    assert ("sp", "sgd", 2**-7) in explorer.results and not explorer.errors.outputs
+    explorer.controls["parametrizations"].value = ()
+    assert "parametrizations=() is empty" in str(explorer.errors.outputs)
+
+
+def test_draws_what_the_cli_prints_for_the_same_flags(explorer):
+    argv = ["coord-check", "--parametrization", "mup", "--optimizer", "adam", "--lr",
+            str(2**-7), "--widths", "16,32", "--seeds", "1", "--json"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "toolkit", *argv], capture_output=True, text=True, check=True
+    )
+    printed = pl.DataFrame(json.loads(result.stdout)).sort("width", "layer", "step", "stat")
+    drawn = explorer.results["mup", "adam", 2**-7].sort("width", "layer", "step", "stat")
+    assert printed["value"].to_list() == drawn["value"].to_list()
+    assert printed.select("width", "layer", "step", "stat").equals(
+        drawn.select("width", "layer", "step", "stat")
+    )
