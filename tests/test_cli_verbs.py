@@ -36,3 +36,17 @@ def test_transformer_coord_check_defaults_to_the_character_corpus_and_shows_atte
     assert roles["block1.attn.logits"] == "hidden"
     assert {r["stat"] for r in records} >= {"l1", "rms"}
     assert {r["width"] for r in records} == {32, 64}
+
+
+def test_spectra_json_records_carry_the_spectral_statistics():
+    records = _json(
+        "spectra", "--task", "digits", "--parametrization", "sp,mup", "--widths", "16,32",
+        "--depths", "2", "--lrs", "0.01", "--steps", "10", "--json",
+    )  # fmt: skip
+    assert {"width", "depth", "parametrization", "layer", "role", "step", "stat", "value"} <= set(
+        records[0]
+    )
+    stats = {r["stat"] for r in records}
+    assert stats >= {"sigma_max", "stable_rank", "fro_norm", "cond_ratio", "delta_cond_ratio",
+                     "update_cond_ratio", "act_rms"}  # fmt: skip
+    assert {r["parametrization"] for r in records} == {"sp", "mup"}

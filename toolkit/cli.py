@@ -308,6 +308,37 @@ def _run_figures(args: argparse.Namespace) -> None:
         print("\n".join(str(p) for p in written))
 
 
+def _spectra_parser(sub) -> None:
+    parser = sub.add_parser(
+        "spectra",
+        help="layer spectra and spectral-condition ratios recorded during training",
+        description=(
+            "Train the grid of the sweep flags and print every weight matrix's spectral "
+            "statistics (sigma_max, stable_rank, fro_norm, cond_ratio, delta_cond_ratio, "
+            "update_cond_ratio, act_rms, alpha where reliable) at log-spaced steps."
+        ),
+    )
+    _add_sweep_flags(parser)
+    parser.set_defaults(run=_run_spectra)
+
+
+def _run_spectra(args: argparse.Namespace) -> None:
+    from toolkit.spectra_study import spectra_records
+
+    records = spectra_records(sweep_specs(args), device=args.device)
+    if args.json:
+        _print_json(records)
+        return
+    frame = pl.DataFrame(records)
+    last = frame.filter(pl.col("step") == pl.col("step").max())
+    _print_table(
+        last.group_by("parametrization", "width", "layer", "stat")
+        .agg(pl.col("value").mean())
+        .pivot(on="stat", index=["parametrization", "width", "layer"], values="value")
+        .sort("parametrization", "layer", "width")
+    )
+
+
 def _intrinsic_dim_parser(sub) -> None:
     parser = sub.add_parser(
         "intrinsic-dim",
@@ -448,6 +479,7 @@ VERBS: Sequence[Callable] = (
     _store_parser,
     _coord_check_parser,
     _intrinsic_dim_parser,
+    _spectra_parser,
     _figures_parser,
 )
 
