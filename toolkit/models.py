@@ -138,6 +138,30 @@ class EnsembleModel(nn.Module):
             return out if mult == 1.0 else out * mult
         return torch.baddbmm(bias.unsqueeze(1), h, weight, alpha=mult)
 
+    def _layer(
+        self,
+        name: str,
+        role: Role,
+        fan_in: int,
+        fan_out: int,
+        base_fan_in: int,
+        *,
+        in_block: bool = False,
+    ):
+        """A linear map: ``name.weight`` with ``role`` and, if ``bias``, ``name.bias`` (role
+        ``fixed`` after the readout, ``vector`` elsewhere). Returns ``(name, weight, bias)``."""
+        weight = self._add(
+            f"{name}.weight", role, Kind.WEIGHT, fan_in, fan_out,
+            base_fan_in=base_fan_in, in_block=in_block,
+        )  # fmt: skip
+        bias = None
+        if self.bias:
+            bias_role = Role.FIXED if role is Role.OUTPUT else Role.VECTOR
+            bias = self._add(
+                f"{name}.bias", bias_role, Kind.BIAS, fan_in, fan_out, in_block=in_block
+            )
+        return name, weight, bias
+
     def named_tensors(self) -> list[tuple[TensorSpec, nn.Parameter]]:
         """``(spec, parameter)`` pairs in registration order."""
         params = dict(self.named_parameters())
@@ -191,16 +215,6 @@ class MLP(EnsembleModel):
         for i in range(1, depth):
             self.layers.append(self._layer(f"hidden{i}", Role.HIDDEN, width, width, n0))
         self.layers.append(self._layer("readout", Role.OUTPUT, width, d_out, n0))
-
-    def _layer(self, name: str, role: Role, fan_in: int, fan_out: int, base_fan_in: int):
-        weight = self._add(
-            f"{name}.weight", role, Kind.WEIGHT, fan_in, fan_out, base_fan_in=base_fan_in
-        )
-        bias = None
-        if self.bias:
-            bias_role = Role.FIXED if role is Role.OUTPUT else Role.VECTOR
-            bias = self._add(f"{name}.bias", bias_role, Kind.BIAS, fan_in, fan_out)
-        return name, weight, bias
 
     def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
         h = x
@@ -269,24 +283,6 @@ class ResidualMLP(EnsembleModel):
         if prenorm:
             self.final_gain = self._add("final_norm.gain", Role.VECTOR, Kind.GAIN, width, width)
         self.readout = self._layer("readout", Role.OUTPUT, width, d_out, n0, in_block=False)
-
-    def _layer(self, name, role, fan_in, fan_out, base_fan_in, *, in_block):
-        weight = self._add(
-            f"{name}.weight",
-            role,
-            Kind.WEIGHT,
-            fan_in,
-            fan_out,
-            base_fan_in=base_fan_in,
-            in_block=in_block,
-        )
-        bias = None
-        if self.bias:
-            bias_role = Role.FIXED if role is Role.OUTPUT else Role.VECTOR
-            bias = self._add(
-                f"{name}.bias", bias_role, Kind.BIAS, fan_in, fan_out, in_block=in_block
-            )
-        return name, weight, bias
 
     def _norm(self, x: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
         if gain is None:
