@@ -17,6 +17,7 @@ from toolkit.spectra import (
     fit_power_law,
     log_spaced_ranks,
     singular_values,
+    spectral_norm,
     stable_rank,
 )
 from toolkit.train import Member, ProbeContext, TrainConfig, build_model, train
@@ -49,6 +50,24 @@ def test_large_matrices_get_accurate_top_singular_values():
     np.testing.assert_allclose(top[:, 0].numpy(), expected[:, 0], rtol=1e-4)
     np.testing.assert_allclose(top.numpy(), expected, rtol=2e-2)
     assert torch.equal(top, singular_values(matrices, full_up_to=100, top_k=16))
+
+
+def test_krylov_spectral_norm_matches_numpy_on_hard_and_easy_matrices():
+    generator = torch.Generator().manual_seed(7)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    gaussian = randn(4, 160, 130)  # no gap below sigma_max: the slowest case
+    low_rank = randn(4, 200, 3) @ randn(4, 3, 150)  # the Krylov space runs out
+    spike = 0.01 * randn(4, 150, 150) + randn(4, 150, 1) @ randn(4, 1, 150) / 150
+    for matrices in (gaussian, low_rank, spike, gaussian.mT, gaussian[:, :5, :7]):
+        expected = np.linalg.norm(matrices.numpy(), 2, axis=(-2, -1))
+        np.testing.assert_allclose(spectral_norm(matrices).numpy(), expected, rtol=1e-5)
+    assert spectral_norm(torch.zeros(2, 3, 200, 200)).shape == (2, 3)
+    assert (spectral_norm(torch.zeros(2, 200, 200)) == 0).all()
+    with pytest.raises(ValueError, match="max_steps=0"):
+        spectral_norm(gaussian, max_steps=0)
 
 
 def test_norms_and_stable_rank_match_numpy():

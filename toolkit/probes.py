@@ -20,6 +20,7 @@ from toolkit.spectra import (
     fit_power_law,
     log_spaced_ranks,
     singular_values,
+    spectral_norm,
     stable_rank,
 )
 from toolkit.train import Probe, ProbeContext
@@ -106,7 +107,10 @@ def spectral_stats(
 
     ``update_*`` need the previous step's weights, which the training loop keeps
     only for the steps just before a probe step, so they are recorded from step
-    1 on. For a matrix whose smaller side exceeds ``full_up_to`` only the top
+    1 on. The full spectrum is an SVD of ``W``; the norms of ``W - W_0`` and
+    ``W - W_prev`` come from Lanczos iterations
+    (:func:`toolkit.spectra.spectral_norm`), a fraction of an SVD's cost. For a
+    matrix whose smaller side exceeds ``full_up_to`` only the top
     :data:`~toolkit.spectra.TOP_K` singular values are computed (the ``sv_*``
     ranks are among those; ``stable_rank`` still uses the exact Frobenius norm)
     and no ``alpha`` is fitted.
@@ -133,12 +137,12 @@ def spectral_stats(
             "delta_cond_ratio": torch.zeros_like(fro),
         }
         if ctx.step > 0:
-            delta = weight - ctx.initial[spec.name] * mult
-            delta_norm = singular_values(delta, full_up_to=full_up_to)[:, 0]
+            delta_norm = spectral_norm(weight - ctx.initial[spec.name] * mult)
             stats["delta_cond_ratio"] = cond_ratio(delta_norm, spec.fan_in, spec.fan_out)
             previous = ctx.previous[spec.name] * mult
             update = weight - previous
-            update_norm = singular_values(update, full_up_to=full_up_to)[:, 0]
+            # After one step the update is the whole change since initialisation.
+            update_norm = delta_norm if ctx.step == 1 else spectral_norm(update)
             stats["update_cond_ratio"] = cond_ratio(update_norm, spec.fan_in, spec.fan_out)
             stats["update_ratio"] = update.flatten(1).norm(dim=1) / previous.flatten(1).norm(dim=1)
         if layer in activations:
