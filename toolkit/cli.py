@@ -33,6 +33,7 @@ from toolkit.parametrization import (
     Parametrization,
     check_positive,
 )
+from toolkit.projections import PROJECTIONS
 from toolkit.train import SCHEDULES, TrainConfig
 
 
@@ -134,8 +135,9 @@ def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
-def sweep_specs(args: argparse.Namespace) -> list:
-    """The sweep(s) described by ``--spec`` and the flags, validated."""
+def sweep_specs(args: argparse.Namespace, *, extra: Sequence[str] = ()) -> list:
+    """The sweep(s) described by ``--spec`` and the flags, validated (``extra``: study
+    settings a spec file may hold besides the sweep's, see ``SweepSpec.from_toml``)."""
     from toolkit.sweep import SweepSpec
 
     overrides = {
@@ -146,7 +148,7 @@ def sweep_specs(args: argparse.Namespace) -> list:
     if args.readout_zero_init:
         overrides["readout_zero_init"] = True
     if args.spec:
-        return [s.with_(**overrides) for s in SweepSpec.from_toml(args.spec)]
+        return [s.with_(**overrides) for s in SweepSpec.from_toml(args.spec, extra=extra)]
     return [SweepSpec(**overrides)]
 
 
@@ -346,29 +348,56 @@ def _intrinsic_dim_parser(sub) -> None:
         description=(
             "Train each model in random subspaces of growing dimension d and report the "
             "smallest d whose performance reaches THRESHOLD times full training (Li et al. "
-            "2018), with a bootstrap interval over seeds."
+            "2018), with a bootstrap interval over seeds. With --out, every measurement is "
+            "kept in DIR (re-running skips those already there)."
         ),
     )
     _add_sweep_flags(parser)
-    parser.add_argument("--projection", default="fastfood", choices=("dense", "sparse", "fastfood"))
+    parser.add_argument(
+        "--projection",
+        default=None,
+        choices=sorted(PROJECTIONS),
+        help="random subspace (default: the spec's projections, else fastfood)",
+    )
     parser.add_argument("--threshold", type=float, default=0.9, help="fraction of the baseline")
+    parser.add_argument("--out", default=None, help="directory that keeps the measurements")
+    parser.add_argument("--quiet", action="store_true", help="no line per measurement")
     parser.set_defaults(run=_run_intrinsic_dim)
 
 
 def _run_intrinsic_dim(args: argparse.Namespace) -> None:
-    from toolkit.intrinsic import intrinsic_dim_records
+    from toolkit.intrinsic import DEFAULT_LRS, check_threshold, intrinsic_dim_records
+    from toolkit.intrinsic_study import (
+        d_int_records,
+        d_int_table,
+        load,
+        run_study,
+        spec_projections,
+    )
 
-    records = []
-    for spec in sweep_specs(args):
-        for name in spec.parametrizations:
-            records += intrinsic_dim_records(
-                spec.model, spec.task, name, spec.widths, spec.depths,
-                projection=args.projection, threshold=args.threshold, seeds=spec.seeds,
-                steps=spec.steps[0], batch_size=spec.batch_sizes[0],
-                lrs=spec.lrs if args.lrs is not None else None, optimizer=spec.optimizers[0],
-                base_width=spec.base_width if args.base_width is not None else None,
-                device=args.device,
-            )  # fmt: skip
+    check_threshold(args.threshold)
+    specs = sweep_specs(args, extra=("projections",))
+    if not args.spec:  # flags alone: the baseline LR grid and base width of intrinsic_dims
+        defaults = {"lrs": DEFAULT_LRS} if args.lrs is None else {}
+        if args.base_width is None:
+            defaults["base_width"] = min(specs[0].widths)
+        specs = [spec.with_(**defaults) for spec in specs]
+    if args.out is not None:
+        paths = run_study(
+            specs, args.out, projection=args.projection, device=args.device, quiet=args.quiet
+        )
+        records = d_int_records(d_int_table(load(paths), threshold=args.threshold))
+    else:
+        records = []
+        for spec in specs:
+            for name in spec.parametrizations:
+                for projection in spec_projections(spec, args.projection):
+                    records += intrinsic_dim_records(
+                        spec.model, spec.task, name, spec.widths, spec.depths, projection,
+                        args.threshold, spec.seeds, spec.steps[0], spec.batch_sizes[0],
+                        spec.lrs, optimizer=spec.optimizers[0], base_width=spec.base_width,
+                        device=args.device,
+                    )  # fmt: skip
     if args.json:
         _print_json(records)
     else:

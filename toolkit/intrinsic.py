@@ -29,7 +29,7 @@ two halves of a classification task's classes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -131,7 +131,8 @@ class IntrinsicDimension:
     ``estimate``, ``lo`` and ``hi`` are evaluated values of ``d``, or ``inf``
     when no evaluated ``d`` reaches the target. ``frame`` has one row per
     ``d x seed`` (``d, seed, metric`` and whatever the measurement added);
-    ``baseline`` is the mean full-training metric.
+    ``baselines`` one row per seed of full training (``seed, metric``, ...) and
+    ``baseline`` their mean metric.
     """
 
     threshold: float
@@ -142,6 +143,7 @@ class IntrinsicDimension:
     baseline: float
     D: int
     frame: pl.DataFrame
+    baselines: pl.DataFrame
 
     @property
     def key(self) -> str:
@@ -163,6 +165,17 @@ class IntrinsicDimension:
             f"{key}_lo": self.lo,
             f"{key}_hi": self.hi,
         }
+
+    def tidy(self) -> pl.DataFrame:
+        """Subspace and full-training rows in one frame, told apart by ``kind``
+        (``subspace`` or ``baseline``; ``d`` is null on baseline rows)."""
+        return pl.concat(
+            [
+                self.baselines.with_columns(kind=pl.lit("baseline")),
+                self.frame.with_columns(kind=pl.lit("subspace")),
+            ],
+            how="diagonal_relaxed",
+        ).with_columns(D=pl.lit(self.D))
 
 
 def _first_reaching(ds: np.ndarray, means: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -231,6 +244,7 @@ def estimate_intrinsic_dim(
         baseline=float(base.mean()),
         D=int(D),
         frame=frame.sort("d", "seed"),
+        baselines=base_frame,
     )
 
 
@@ -434,7 +448,7 @@ def measure_intrinsic_dim(
     )
 
 
-def intrinsic_dim_records(
+def intrinsic_dims(
     model: str,
     task: str,
     parametrization: str | Parametrization,
@@ -457,30 +471,15 @@ def intrinsic_dim_records(
     confidence: float = 0.9,
     eval_examples: int = 2048,
     max_members: int = 64,
+    skip: Callable[[dict], bool] | None = None,
     device: str | torch.device = "cpu",
-) -> list[dict]:
-    """``d_int`` for every ``width x depth``: one flat record each (for the command line).
+) -> Iterator[tuple[dict, IntrinsicDimension]]:
+    """Measure ``d_int`` for every ``width x depth``, yielding ``(settings, result)``.
 
-    Args:
-        model, task: names (:data:`toolkit.models.MODELS`, :data:`toolkit.data.TASKS`).
-        parametrization: a name of :data:`toolkit.parametrization.WIDTH_RULES`
-            (base width ``base_width``, default the smallest width) or a
-            :class:`Parametrization`.
-        widths, depths: the shapes measured.
-        projection: ``dense``, ``sparse`` or ``fastfood``.
-        threshold: fraction of the baseline to reach, in ``(0, 1]``.
-        seeds: number of seeds, ``0 .. seeds-1``.
-        steps, batch_size, optimizer: training budget shared by the baseline
-            and the subspace runs.
-        lrs: baseline LR grid (default :data:`DEFAULT_LRS`); ``subspace_lrs``:
-            LR grid of ``theta_d`` (default :data:`DEFAULT_SUBSPACE_LRS`).
-        grid: first ``d`` grid (default :func:`log_grid` up to ``min(D, 2**14)``).
-
-    Returns:
-        ``{"width", "depth", "parametrization", "projection", "D", "baseline",
-        "d_int90", "d_int90_lo", "d_int90_hi"}`` per shape, the last three named
-        after ``threshold`` (:func:`threshold_key`); ``inf`` where no ``d`` of the
-        sweep reaches the target.
+    ``settings`` names the measurement: ``model, task, parametrization,
+    base_width, optimizer, projection, width, depth, steps, batch_size, seeds``.
+    Shapes for which ``skip(settings)`` is true are not measured (resuming a
+    study). Arguments as in :func:`intrinsic_dim_records`.
     """
     check_choice("projection", projection, PROJECTIONS)
     check_threshold(threshold)
@@ -493,9 +492,23 @@ def intrinsic_dim_records(
         base = min(widths) if base_width is None else base_width
         parametrization = Parametrization(parametrization, base_width=base)
     data = load_task(task)
-    records = []
     for width in widths:
         for depth in depths:
+            settings = {
+                "model": model,
+                "task": task,
+                "parametrization": parametrization.name,
+                "base_width": parametrization.base_width,
+                "optimizer": optimizer,
+                "projection": projection,
+                "width": int(width),
+                "depth": int(depth),
+                "steps": int(steps),
+                "batch_size": int(batch_size),
+                "seeds": int(seeds),
+            }
+            if skip is not None and skip(settings):
+                continue
             config = TrainConfig(
                 model=model,
                 task=task,
@@ -508,32 +521,80 @@ def intrinsic_dim_records(
                 eval_every=steps,
                 eval_examples=eval_examples,
             )
-            result = measure_intrinsic_dim(
-                config,
-                projection=projection,
-                seeds=range(seeds),
-                lrs=DEFAULT_LRS if lrs is None else lrs,
-                subspace_lrs=DEFAULT_SUBSPACE_LRS if subspace_lrs is None else subspace_lrs,
-                grid=grid,
-                threshold=threshold,
-                rounds=rounds,
-                points=points,
-                confidence=confidence,
-                resamples=resamples,
-                task=data,
-                max_members=max_members,
-                device=device,
+            yield (
+                settings,
+                measure_intrinsic_dim(
+                    config,
+                    projection=projection,
+                    seeds=range(seeds),
+                    lrs=DEFAULT_LRS if lrs is None else lrs,
+                    subspace_lrs=DEFAULT_SUBSPACE_LRS if subspace_lrs is None else subspace_lrs,
+                    grid=grid,
+                    threshold=threshold,
+                    rounds=rounds,
+                    points=points,
+                    confidence=confidence,
+                    resamples=resamples,
+                    task=data,
+                    max_members=max_members,
+                    device=device,
+                ),
             )
-            records.append(
-                {
-                    "width": int(width),
-                    "depth": int(depth),
-                    "parametrization": parametrization.name,
-                    "projection": projection,
-                    **result.record(),
-                }
-            )
-    return records
+
+
+RECORD_SETTINGS = ("width", "depth", "parametrization", "projection")
+"""Settings that lead each record of :func:`intrinsic_dim_records`."""
+
+
+def intrinsic_dim_records(
+    model: str,
+    task: str,
+    parametrization: str | Parametrization,
+    widths: Sequence[int],
+    depths: Sequence[int],
+    projection: str = "fastfood",
+    threshold: float = 0.9,
+    seeds: int = 3,
+    steps: int = 500,
+    batch_size: int = 128,
+    lrs: Sequence[float] | None = None,
+    **options,
+) -> list[dict]:
+    """``d_int`` for every ``width x depth``: one flat record each (for the command line).
+
+    Args:
+        model, task: names (:data:`toolkit.models.MODELS`, :data:`toolkit.data.TASKS`).
+        parametrization: a name of :data:`toolkit.parametrization.WIDTH_RULES`
+            (base width ``base_width``, default the smallest width) or a
+            :class:`Parametrization`.
+        widths, depths: the shapes measured.
+        projection: ``dense``, ``sparse`` or ``fastfood``.
+        threshold: fraction of the baseline to reach, in ``(0, 1]``.
+        seeds: number of seeds, ``0 .. seeds-1``.
+        steps, batch_size: training budget shared by the baseline and the
+            subspace runs (with ``optimizer``, default ``adam``).
+        lrs: baseline LR grid (default :data:`DEFAULT_LRS`).
+        options: ``subspace_lrs`` (LR grid of ``theta_d``, default
+            :data:`DEFAULT_SUBSPACE_LRS`), ``grid`` (first ``d`` grid, default
+            :func:`log_grid` up to ``min(D, 2**14)``), ``optimizer``,
+            ``base_width``, ``rounds``, ``points``, ``resamples``,
+            ``confidence``, ``eval_examples``, ``max_members``, ``device``
+            (see :func:`intrinsic_dims`).
+
+    Returns:
+        ``{"width", "depth", "parametrization", "projection", "D", "baseline",
+        "d_int90", "d_int90_lo", "d_int90_hi"}`` per shape, the last three named
+        after ``threshold`` (:func:`threshold_key`); ``inf`` where no ``d`` of the
+        sweep reaches the target.
+    """
+    results = intrinsic_dims(
+        model, task, parametrization, widths, depths, projection, threshold, seeds, steps,
+        batch_size, lrs, **options,
+    )  # fmt: skip
+    return [
+        {**{k: settings[k] for k in RECORD_SETTINGS}, **result.record()}
+        for settings, result in results
+    ]
 
 
 # --------------------------------------------------------------------------- fine-tuning

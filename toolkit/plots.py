@@ -311,6 +311,60 @@ def esd_plot(
     return fig
 
 
+def intrinsic_curves(
+    curves: pl.DataFrame,
+    *,
+    threshold: float = 0.9,
+    hue: str = "width",
+    col: str | None = "parametrization",
+    d_int: pl.DataFrame | None = None,
+    mark_d: int | None = None,
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """Performance against log2 subspace dimension ``d``, one line per ``hue`` value
+    (sequential palette) with its seed range, one panel per ``col`` value.
+
+    ``curves`` is :func:`toolkit.intrinsic_study.performance_curves` output; the
+    y axis is the fraction of the full-training baseline, so one dashed line at
+    ``threshold`` serves every curve. With ``d_int``
+    (:func:`toolkit.intrinsic_study.d_int_table` rows) each curve's ``d_int`` is
+    marked where it crosses; ``mark_d`` draws a vertical line at that ``d``.
+    """
+    hues = curves[hue].unique().sort().to_list()
+    colors = _palette(hues)
+    panels = _panels(curves, col)
+    fig, axes = _subplots(len(panels), sharey=True, width=3.0, height=2.6, fig=fig)
+    for ax, panel in zip(axes, panels, strict=True):
+        here = curves if col is None else curves.filter(pl.col(col) == panel)
+        for value in hues:
+            line = here.filter(pl.col(hue) == value).sort("d")
+            if line.height == 0:
+                continue
+            log2_d = np.log2(line["d"].to_numpy().astype(float))
+            ax.plot(log2_d, line["fraction"], marker="o", ms=2, lw=1.2, color=colors[value],
+                    label=str(value))  # fmt: skip
+            ax.fill_between(log2_d, line["metric_lo"] / line["baseline"],
+                            line["metric_hi"] / line["baseline"], color=colors[value],
+                            alpha=0.15, lw=0)  # fmt: skip
+            marks = pl.DataFrame() if d_int is None else d_int.filter(pl.col(hue) == value)
+            if col is not None and marks.height:
+                marks = marks.filter(pl.col(col) == panel)
+            for d in marks["d_int"].to_list() if marks.height else []:
+                if np.isfinite(d):
+                    ax.plot(np.log2(d), threshold, marker="v", ms=6, color=colors[value])
+        ax.axhline(threshold, color="0.3", ls="--", lw=0.8)
+        if mark_d is not None:
+            ax.axvline(np.log2(mark_d), color="0.5", ls=":", lw=1)
+        ax.set(xlabel="log2 d (subspace dimension)", title=str(panel) if col else None)
+    axes[0].set_ylabel("performance / full training")
+    axes[-1].legend(title=hue, fontsize="small", frameon=False, loc="upper left",
+                    bbox_to_anchor=(1.0, 1.0))  # fmt: skip
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def exponent_plot(
     points: pl.DataFrame,
     fits: pl.DataFrame | None = None,

@@ -114,7 +114,7 @@ def _is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write ``path`` via a hidden ``.tmp`` file in its directory, fsync and rename."""
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -193,7 +193,7 @@ class Store:
             text = json.dumps(
                 {"schema_version": SCHEMA_VERSION, "created_by": f"toolkit {__version__}"}
             )
-            _write_atomically(manifest, lambda handle: handle.write(text.encode() + b"\n"))
+            write_atomically(manifest, lambda handle: handle.write(text.encode() + b"\n"))
         else:
             raise StoreError(f"{self.path} is not a results store: it has no {_MANIFEST}")
 
@@ -222,7 +222,7 @@ class Store:
             directory = self.path / table
             directory.mkdir(exist_ok=True)
             frame: pl.DataFrame = getattr(records, table)
-            _write_atomically(directory / f"{group_id}.parquet", frame.write_parquet)
+            write_atomically(directory / f"{group_id}.parquet", frame.write_parquet)
 
     def files(self, table: str) -> list[Path]:
         """The ``*.parquet`` files of ``table`` (``runs``, ``curves`` or ``probes``), sorted."""

@@ -211,11 +211,13 @@ class SweepSpec:
         return len(self.configs()) * len(self.members())
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> list[SweepSpec]:
+    def from_toml(cls, path: str | Path, *, extra: Sequence[str] = ()) -> list[SweepSpec]:
         """Specs from a TOML file: top-level keys are one grid; ``[[grid]]`` tables add more,
         each inheriting the top-level keys. ``lrs`` may be a list or a string such as
         ``"2^-14:2^-2:13"``. A ``[smoke]`` table overrides every grid in smoke mode
-        (:func:`smoke_mode`)."""
+        (:func:`smoke_mode`). Keys named in ``extra`` are settings of a study built on
+        sweeps (e.g. the intrinsic-dimension study's ``projections``): they go to the
+        spec's ``extra`` dict instead of being rejected."""
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
@@ -227,7 +229,12 @@ class SweepSpec:
         smoke = data.pop("smoke", {})
         if not smoke_mode():
             smoke = {}
-        return [cls.from_dict({**data, **grid, **smoke}) for grid in grids]
+        specs = []
+        for grid in grids:
+            merged = {**data, **grid, **smoke}
+            extras = {key: merged.pop(key) for key in extra if key in merged}
+            specs.append(cls.from_dict(merged).with_(extra=extras))
+        return specs
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepSpec:

@@ -479,3 +479,78 @@ def spectra_explorer(
             plots.ratio_heatmaps(table, title=f"{values['stat']} at step {step}", fig=fig)
 
     return Explorer(controls, render, name=name)
+
+
+INTRINSIC_VIEWS = ("performance vs d", "d_int vs D")
+
+
+def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension") -> Explorer:
+    """Intrinsic-dimension measurements (:func:`toolkit.intrinsic_study.load`).
+
+    Views: performance (as a fraction of full training) against the subspace
+    dimension ``d`` with the threshold line and each curve's ``d_int`` marked,
+    one panel per parametrization; and ``d_int`` against the parameter count
+    ``D`` with its bootstrap interval and the fitted exponent. ``across``
+    chooses what varies: the widths at the chosen depth, or the depths at the
+    chosen width. Controls: view, across, task, projection, width, depth, a
+    ``d`` to mark, the threshold (``d_int`` is re-estimated from the stored
+    per-seed results) and the parametrizations.
+    """
+    from toolkit import intrinsic_study as study
+    from toolkit.intrinsic import threshold_key
+
+    curves = study.performance_curves(frame)
+    tables: dict[float, pl.DataFrame] = {}
+
+    def table(threshold: float) -> pl.DataFrame:
+        if threshold not in tables:
+            tables[threshold] = study.d_int_table(frame, threshold=threshold)
+        return tables[threshold]
+
+    def slider(column: str) -> widgets.SelectionSlider:
+        return widgets.SelectionSlider(options=frame[column].drop_nulls().unique().sort().to_list(),
+                                       description=column, continuous_update=False)  # fmt: skip
+
+    params = frame["parametrization"].unique().sort().to_list()
+    controls = {
+        "view": widgets.ToggleButtons(options=list(INTRINSIC_VIEWS), description="view"),
+        "across": widgets.ToggleButtons(options=["width", "depth"], description="across"),
+        "task": dropdown(frame["task"].unique().sort().to_list(), description="task"),
+        "projection": dropdown(frame["projection"].unique().sort().to_list(), value="fastfood"
+                               if "fastfood" in set(frame["projection"]) else None,
+                               description="projection"),  # fmt: skip
+        "width": slider("width"),
+        "depth": slider("depth"),
+        "d": slider("d"),
+        "threshold": widgets.FloatSlider(value=0.9, min=0.5, max=1.0, step=0.05,
+                                         description="threshold", continuous_update=False),
+        "parametrizations": choose_many(params, description="param."),
+    }  # fmt: skip
+
+    def render(fig: Figure, values: dict) -> None:
+        across, fixed = values["across"], "depth" if values["across"] == "width" else "width"
+        where = [
+            pl.col("task") == values["task"],
+            pl.col("projection") == values["projection"],
+            pl.col(fixed) == values[fixed],
+            pl.col("parametrization").is_in(list(values["parametrizations"])),
+        ]
+        rows = table(values["threshold"]).filter(*where)
+        if rows.height == 0:
+            raise ValueError(f"nothing measured for {values['task']}, {values['projection']}, "
+                             f"{fixed} {values[fixed]} and these parametrizations")  # fmt: skip
+        title = f"{values['task']}, {values['projection']}, {fixed} {values[fixed]}"
+        if values["view"] == "performance vs d":
+            plots.intrinsic_curves(curves.filter(*where), threshold=values["threshold"], hue=across,
+                                   d_int=rows, mark_d=values["d"], title=title,
+                                   fig=fig)  # fmt: skip
+            return
+        fits = study.d_int_scaling(rows, by=("parametrization",))
+        points = rows.filter(pl.col("d_int").is_finite()).select(
+            "parametrization", "D", pl.col("d_int").alias("value"), pl.col("d_int_lo").alias("lo"),
+            pl.col("d_int_hi").alias("hi"),
+        )  # fmt: skip
+        plots.exponent_plot(points, fits, x="D", ylabel=threshold_key(values["threshold"]),
+                            title=f"{title}, across {across}", fig=fig)  # fmt: skip
+
+    return Explorer(controls, render, name=name)
