@@ -386,7 +386,10 @@ def _run_intrinsic_dim(args: argparse.Namespace) -> None:
         paths = run_study(
             specs, args.out, projection=args.projection, device=args.device, quiet=args.quiet
         )
-        records = d_int_records(d_int_table(load(paths), threshold=args.threshold))
+        table = d_int_table(load(paths), threshold=args.threshold)
+        records = d_int_records(table)
+        if not args.json:  # the table also names the task (a spec may hold several)
+            records = [{"task": task, **r} for task, r in zip(table["task"], records, strict=True)]
     else:
         records = []
         for spec in specs:
