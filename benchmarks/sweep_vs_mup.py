@@ -19,7 +19,10 @@ Sweeps:
 
 Throughput counts useful training FLOPs only: 6 x matrix weights x batch x steps per run
 (forward 2, backward 4), summed over runs and divided by the wall time. The peak is the
-median rate of 2048x2048 fp32 matrix products measured in the same process.
+median rate of 2048x2048 fp32 matrix products measured in the same process, before and
+after each width (their mean is that width's peak). The two sides run interleaved width by
+width (this VM's speed drifts by up to 2x as other tenants come and go), and the fraction
+of peak weighs each width's FLOPs against the peak measured next to them.
 
 Agreement, per width: the optimal LR (argmin over LRs of the seed-mean final train loss;
 a diverged or non-finite run counts as worse than any finite one) of both, equal or one
@@ -29,10 +32,10 @@ spread is max - min over seeds.
 
 Both sides train the same model up to what ``mup`` leaves to PyTorch: the toolkit runs with
 ``init_sigma = 3**-0.5``, so its Gaussian weights have the std of PyTorch's uniform
-``nn.Linear`` init (1/sqrt(3 fan_in)); its biases start at zero where PyTorch draws them,
-and its Adam epsilon scales with width where ``mup``'s is fixed (negligible at 1e-8). With
-the toolkit's default ``init_sigma = 1`` the weights start sqrt(3) larger and the final
-losses come out systematically lower than the loop's.
+``nn.Linear`` init (1/sqrt(3 fan_in)); the loop zeroes its biases, which PyTorch draws and
+the toolkit starts at zero; the toolkit's Adam epsilon scales with width where ``mup``'s is
+fixed (negligible at 1e-8). With the toolkit's default ``init_sigma = 1`` the weights start
+sqrt(3) larger and the final losses come out systematically lower than the loop's.
 
     python benchmarks/sweep_vs_mup.py [--quick] [--sweep interactive|canonical|both]
 """
@@ -71,7 +74,7 @@ BATCH_SIZE = 128
 EVAL_EXAMPLES = 2048
 INIT_SIGMA = 3**-0.5  # the std of PyTorch's default nn.Linear init is 1/sqrt(3 fan_in)
 LOSS_TOL = 0.02  # absolute floor of the loss-agreement tolerance
-DRIFT = 0.2  # a peak re-measured after a sweep this far from the first one is flagged
+DRIFT = 0.2  # a peak this far from the one measured before a width flags noisy timings
 
 SWEEPS = {
     "interactive": ((32, 64, 128), "speed-up", 5.0),
@@ -166,13 +169,19 @@ def run_toolkit(widths, steps: int) -> Result:
 
 
 def mup_mlp(width: int) -> nn.Sequential:
-    return nn.Sequential(
+    """The loop's MLP; biases start at zero, as the toolkit's do (PyTorch draws them)."""
+    model = nn.Sequential(
         nn.Linear(D_IN, width),
         nn.ReLU(),
         nn.Linear(width, width),
         nn.ReLU(),
         mup.MuReadout(width, D_OUT),
     )
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                layer.bias.zero_()
+    return model
 
 
 class Shuffled:
@@ -278,24 +287,23 @@ def agreement(ours: pl.DataFrame, theirs: pl.DataFrame) -> tuple[list[str], bool
     return lines, ok
 
 
-def stall_share(before: float | None, seconds: float) -> str:
-    """`` [cpu stall N%]``: time other work kept this one waiting, as a share of ``seconds``."""
-    after = cpu_stall_seconds()
-    if before is None or after is None:
-        return ""
-    return f"   [cpu stall {(after - before) / seconds:.0%}]"
-
-
-def rate_line(name: str, seconds: float, flops: float, peak: float, extra: str = "") -> str:
+def rate_line(name: str, seconds: float, flops: float, at_peak: float, extra: str = "") -> str:
+    """Wall time, rate and fraction of peak; ``at_peak`` is the time the FLOPs take at peak."""
     rate = flops / seconds / 1e9
     return (
-        f"  {name:10s}: {seconds:7.1f} s  {rate:6.1f} GFLOP/s  ({rate / peak:4.0%} of peak){extra}"
+        f"  {name:10s}: {seconds:7.1f} s  {rate:6.1f} GFLOP/s  ({at_peak / seconds:4.0%} of peak)"
+        f"{extra}"
     )
 
 
-def run_sweep(name: str, widths, steps: int, peak: float, target: tuple[str, float]) -> float:
-    """Time both sides of one sweep against ``peak`` and print the report; returns the peak
-    measured again at the end (the machine's speed can change while it runs)."""
+def run_sweep(name: str, widths, steps: int, target: tuple[str, float]) -> None:
+    """Time both sides of one sweep and print the report.
+
+    The machine's speed drifts (other tenants), so the sides are interleaved width by
+    width, alternating which goes first, and the matmul peak is measured before each
+    width: both sides of a width see the same conditions, and each width's FLOPs are
+    weighed against the peak measured next to them.
+    """
     flops = training_flops(widths, steps)
     runs = len(widths) * len(LRS) * SEEDS
     print(
@@ -303,23 +311,48 @@ def run_sweep(name: str, widths, steps: int, peak: float, target: tuple[str, flo
         f"{flops / 1e12:.2f} TFLOP)",
         flush=True,
     )
-    stall = cpu_stall_seconds()
-    ours = run_toolkit(widths, steps)
-    ours_stall = stall_share(stall, ours.seconds)
-    extra = ""
-    if ours.train_seconds is not None:
-        extra = f"   [training alone {ours.train_seconds:.1f} s]"
-    print(rate_line("toolkit", ours.seconds, flops, peak, extra + ours_stall), flush=True)
-    stall = cpu_stall_seconds()
-    theirs = run_mup_loop(widths, steps)
-    theirs_stall = stall_share(stall, theirs.seconds)
-    print(rate_line("mup loop", theirs.seconds, flops, peak, theirs_stall), flush=True)
-    after = matmul_peak()
-    drift = "" if abs(after / peak - 1) <= DRIFT else "  (changed during the sweep: noisy timings)"
-    print(f"  peak after: {after:.1f} GFLOP/s{drift}")
+    results: dict[str, list[Result]] = {"toolkit": [], "mup loop": []}
+    stalls = dict.fromkeys(results, 0.0)
+    at_peak, peaks = 0.0, []
+    sides = {"toolkit": run_toolkit, "mup loop": run_mup_loop}
+    peak, steady = matmul_peak(), True
+    for i, width in enumerate(widths):
+        for side in sorted(sides, reverse=i % 2 == 1):
+            before = cpu_stall_seconds()
+            results[side].append(sides[side]([width], steps))
+            after = cpu_stall_seconds()
+            if before is not None and after is not None:
+                stalls[side] += after - before
+        following = matmul_peak()
+        steady &= abs(following / peak - 1) <= DRIFT
+        peaks.append((peak + following) / 2)
+        at_peak += training_flops([width], steps) / peaks[-1] / 1e9
+        peak = following
+    ours, theirs = (
+        Result(
+            sum(r.seconds for r in parts),
+            pl.concat([r.runs for r in parts]),
+            sum(r.train_seconds or 0.0 for r in parts) if side == "toolkit" else None,
+        )
+        for side, parts in results.items()
+    )
+    spread = f" (min {min(peaks):.1f}, max {max(peaks):.1f})" if len(peaks) > 1 else ""
+    drift = "" if steady else f"; it moved by more than {DRIFT:.0%} around a width: noisy timings"
+    print(f"  matmul peak around each width: median {statistics.median(peaks):.1f} GFLOP/s"
+          f"{spread}{drift}")  # fmt: skip
+    print("    width  toolkit s  (of peak)  mup loop s  (of peak)  peak GFLOP/s")
+    for width, peak, a, b in zip(widths, peaks, results["toolkit"], results["mup loop"],
+                                 strict=True):  # fmt: skip
+        ideal = training_flops([width], steps) / peak / 1e9
+        print(f"    {width:5d}  {a.seconds:9.2f}  {ideal / a.seconds:8.0%}  {b.seconds:10.2f}  "
+              f"{ideal / b.seconds:8.0%}  {peak:12.1f}")  # fmt: skip
+    for side, result in (("toolkit", ours), ("mup loop", theirs)):
+        extra = f"   [training alone {result.train_seconds:.1f} s]" if result.train_seconds else ""
+        extra += f"   [cpu stall {stalls[side] / result.seconds:.0%}]"
+        print(rate_line(side, result.seconds, flops, at_peak, extra), flush=True)
 
     speedup = theirs.seconds / ours.seconds
-    fraction = flops / ours.seconds / 1e9 / peak
+    fraction = at_peak / ours.seconds
     kind, goal = target
     line = f"  speed-up  : {speedup:.1f}x"
     if kind == "speed-up":
@@ -334,7 +367,6 @@ def run_sweep(name: str, widths, steps: int, peak: float, target: tuple[str, flo
         f"within the seed spread or {LOSS_TOL})"
     )
     print("\n".join(lines), flush=True)
-    return after
 
 
 def main() -> None:
@@ -354,13 +386,11 @@ def main() -> None:
         f"mup {metadata.version('mup')}"
     )
     load_task(TASK)  # generate or read the cached data set before anything is timed
-    peak = matmul_peak()
-    print(f"matmul peak (2048^3 fp32, median of 5): {peak:.1f} GFLOP/s", flush=True)
     for name in names:
         widths, kind, goal = SWEEPS[name]
         if args.quick:
             widths = tuple(w for w in widths if w <= QUICK_MAX_WIDTH)
-        peak = run_sweep(name, widths, steps, peak, (kind, goal))
+        run_sweep(name, widths, steps, (kind, goal))
 
 
 if __name__ == "__main__":
