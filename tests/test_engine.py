@@ -79,8 +79,11 @@ def test_mup_differs_from_sp_away_from_base_width(digits):
     assert a != b
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-def test_members_trained_together_match_members_trained_alone(digits, optimizer):
+@pytest.mark.parametrize(
+    ("optimizer", "width"),
+    [(name, 64) for name in sorted(OPTIMIZERS)] + [("adam", 256), ("adamw", 256)],  # fused
+)
+def test_members_trained_together_match_members_trained_alone(digits, optimizer, width):
     lrs = {
         "sgd": (0.02, 0.1),
         "adam": (1e-3, 1e-2),
@@ -98,7 +101,7 @@ def test_members_trained_together_match_members_trained_alone(digits, optimizer)
         task="digits",
         parametrization=Parametrization("mup", base_width=32, depth_rule="depth-mup"),
         optimizer=optimizer,
-        width=64,
+        width=width,
         depth=2,
         steps=30,
         eval_every=10,
@@ -116,13 +119,33 @@ def test_members_trained_together_match_members_trained_alone(digits, optimizer)
         )
 
 
-def test_a_diverging_member_leaves_its_siblings_bit_identical(digits):
+def test_the_initial_evaluation_of_shared_seeds_is_each_members_own(digits):
+    """Step 0 is evaluated once per seed and handed to every member of that seed."""
+    config = TrainConfig(task="digits", width=32, depth=2, steps=2, eval_every=2)
+    members = [Member(lr=1e-3, seed=0), Member(lr=1e-2, seed=3), Member(lr=1e-1, seed=0)]
+    step0 = pl.col("step") == 0
+    together = train(config, members, task=digits)
+    together = together.curves.filter(step0).join(together.runs.select("run_id", "seed", "lr"),
+                                                  on="run_id")  # fmt: skip
+    for member in members:
+        alone = train(config, [member], task=digits).curves.filter(step0).sort("split", "metric")
+        mine = together.filter(pl.col("lr") == member.lr).sort("split", "metric")
+        assert mine["value"].to_list() == pytest.approx(alone["value"].to_list(), rel=1e-6)
+    by_seed = together.filter(pl.col("metric") == "loss").group_by("seed", "split")
+    assert (by_seed.agg(pl.col("value").n_unique())["value"] == 1).all()
+    loss = together.filter(pl.col("metric") == "loss", pl.col("split") == "train")
+    first = dict(loss.select("seed", "value").iter_rows())
+    assert first[0] != first[3]
+
+
+@pytest.mark.parametrize("width", [64, 256])  # Adam's multi-tensor and fused updates
+def test_a_diverging_member_leaves_its_siblings_bit_identical(digits, width):
     """Member 1 explodes at LR 1e4; with a benign member 1 instead, the siblings are identical.
 
     Both runs have the same number of members, so every batched kernel sees the
     same shapes and bit-identity is the right bar.
     """
-    config = TrainConfig(task="digits", optimizer="adam", width=64, steps=25, eval_every=5)
+    config = TrainConfig(task="digits", optimizer="adam", width=width, steps=25, eval_every=5)
     siblings = [Member(lr=1e-2, seed=0), Member(lr=3e-3, seed=2)]
     exploding = train(config, [siblings[0], Member(lr=1e4, seed=1), siblings[1]], task=digits)
     benign = train(config, [siblings[0], Member(lr=1e-3, seed=1), siblings[1]], task=digits)

@@ -14,7 +14,10 @@ before the update (decoupled, Loshchilov & Hutter 2019).
 Updates use PyTorch's multi-tensor (``torch._foreach_*``) kernels: a tiny
 model's step is dominated by per-operation overhead, and one kernel launch per
 operation for all tensors instead of one per tensor is what makes an ensemble
-step cheap.
+step cheap. Adam and AdamW on large members switch to PyTorch's fused Adam kernel,
+one call per member and tensor (its LR is a scalar): a large model's update is
+memory-bound, and the fused kernel reads and writes each tensor once instead of
+once per elementwise operation.
 """
 
 from __future__ import annotations
@@ -135,6 +138,19 @@ class SGD(EnsembleOptimizer):
         self._apply([g.clone() for g in grads] if self.momentum else list(grads), lr_scale)
 
 
+FUSED_ADAM_MIN_PARAMETERS = 2**15
+"""Parameters per member from which Adam and AdamW take the fused kernel.
+
+Below it the fused kernel's per-call overhead (one call per member and tensor)
+costs more than the extra passes of the multi-tensor update; measured on 2 CPU
+cores with 18 members, the fused step is 1.8x slower than the multi-tensor one
+for an MLP with 22k parameters per member, 1.5x faster at 76k and 2.4x faster
+at 287k."""
+
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+"""Devices with a fused Adam kernel in PyTorch."""
+
+
 class Adam(EnsembleOptimizer):
     """Adam (Kingma & Ba 2015) with bias correction; L2 weight decay."""
 
@@ -144,6 +160,14 @@ class Adam(EnsembleOptimizer):
     def __init__(self, params, resolved, lr, weight_decay, *, betas=(0.9, 0.999), **kw) -> None:
         super().__init__(params, resolved, lr, weight_decay, **kw)
         self.beta1, self.beta2 = betas
+        per_member = sum(p[0].numel() for p in self.params)
+        device = self.params[0].device
+        self.fused = (
+            type(self)._update is Adam._update
+            and device.type in FUSED_ADAM_DEVICES
+            and per_member >= FUSED_ADAM_MIN_PARAMETERS
+        )
+        self._step_tensor = torch.zeros((), device=device)
 
     def _moments(self, grads):
         """Update the moment estimates; returns them with the bias corrections."""
@@ -155,15 +179,35 @@ class Adam(EnsembleOptimizer):
         return m, v, 1.0 - self.beta1**t, 1.0 - self.beta2**t
 
     def _update(self, grads, lr_scale) -> None:
+        if self.fused:
+            self._fused_update(grads, lr_scale)
+            return
         if self.decoupled:
             self._decay(lr_scale)
         else:
             grads = self._l2(grads)
         m, v, bc1, bc2 = self._moments(grads)
+        # p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), rearranged as
+        # p -= (lr_scale sqrt(bc2) / bc1) * (lr m) / (sqrt(v) + eps sqrt(bc2)):
+        # four passes over the tensors instead of seven (the update is memory-bound).
+        root_bc2 = math.sqrt(bc2)
         denom = torch._foreach_sqrt(v)
-        torch._foreach_mul_(denom, 1.0 / math.sqrt(bc2))
-        torch._foreach_add_(denom, self.eps)
-        self._apply(torch._foreach_div(m, denom), lr_scale / bc1)
+        torch._foreach_add_(denom, [eps * root_bc2 for eps in self.eps])
+        scaled = torch._foreach_mul(m, self.lr)
+        torch._foreach_addcdiv_(self.params, scaled, denom, value=-lr_scale * root_bc2 / bc1)
+
+    def _fused_update(self, grads, lr_scale) -> None:
+        """The same update by PyTorch's fused kernel, one call per member and tensor."""
+        kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+        self._step_tensor.fill_(self.step_count)
+        m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+        for t, p in enumerate(self.params):
+            lrs = (self.lr[t].flatten() * lr_scale).tolist()
+            wds = self.wd[t].flatten().tolist()
+            for i in range(self.members):
+                kernel([p[i]], [grads[t][i]], [m[t][i]], [v[t][i]], [], [self._step_tensor],
+                       lr=lrs[i], beta1=self.beta1, beta2=self.beta2, weight_decay=wds[i],
+                       eps=self.eps[t], amsgrad=False, maximize=False)  # fmt: skip
 
 
 class AdamW(Adam):

@@ -438,9 +438,22 @@ def train(
             for row in probe(context):
                 probe_rows.append({"run_id": ids[row.pop("member")], "step": step, **row})
 
+    # At step 0 members of the same seed share their weights (unless ``init`` set them):
+    # the initial evaluation runs on one member per seed, a fraction of the ensemble.
+    distinct = list(dict.fromkeys(seeds))
+    initial = None  # (one member per seed, each member's row in it)
+    if init is None and len(distinct) < n_members:
+        initial = (
+            build_model(config, task.d_in, task.d_out, distinct).to(device),
+            torch.tensor([distinct.index(seed) for seed in seeds], device=device),
+        )
+
     def run_eval(step: int) -> None:
         for split, x, y in (("train", x_eval_train, y_eval_train), ("val", x_eval_val, y_eval_val)):
-            loss, accuracy = evaluate(model, task, x, y)
+            if step == 0 and initial is not None:
+                loss, accuracy = (v[initial[1]] for v in evaluate(initial[0], task, x, y))
+            else:
+                loss, accuracy = evaluate(model, task, x, y)
             # Frozen members were cleared: their numbers mean nothing, record NaN.
             curve_rows.append((step, split, "loss", torch.where(active, loss.cpu(), math.nan)))
             if task.kind != "regression":
