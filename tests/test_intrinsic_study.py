@@ -136,8 +136,7 @@ def test_a_damaged_measurement_is_named_and_the_cli_exits_2(study, tmp_path, cap
 
 
 def test_study_settings_are_extra_only_where_asked_for(tmp_path):
-    spec = tmp_path / "spec.toml"
-    spec.write_text(SPEC)
+    spec = _spec_file(tmp_path)
     specs = SweepSpec.from_toml(spec, extra=("projections",))
     assert [s.extra.get("projections") for s in specs] == [["dense", "fastfood"], None]
     assert [intrinsic_study.spec_projections(s) for s in specs] == [
@@ -171,3 +170,24 @@ def test_explorer_draws_every_view_and_redraws_on_a_new_threshold(study):
     controls["task"].options = ["digits", "mnist1d"]
     controls["task"].value = "mnist1d"  # not measured: said under the figure
     assert "nothing measured for mnist1d" in explorer.errors.outputs[0]["text"]
+
+
+def test_a_new_baseline_lr_grid_is_a_new_measurement(study, tmp_path):
+    out = tmp_path / "copy"
+    out.mkdir()
+    for file in study["files"]:
+        (out / file.name).write_bytes(file.read_bytes())
+    spec = SweepSpec.from_toml(_spec_file(tmp_path), extra=("projections",))[0]
+    assert set(intrinsic_study.run_study(spec, out, quiet=True)) == {
+        out / f.name for f in study["files"] if "-sp-" in f.name
+    }  # the same settings: found, nothing trained
+    changed = spec.with_(lrs=(2.0**-7,))
+    paths = intrinsic_study.run_study(changed, out, projection="dense", quiet=True)
+    assert len(paths) == 1 and paths[0].name not in {f.name for f in study["files"]}
+    assert len(list(out.glob("*.parquet"))) == len(study["files"]) + 1
+
+
+def _spec_file(directory):
+    path = directory / "spec.toml"
+    path.write_text(SPEC)
+    return path

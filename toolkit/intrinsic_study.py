@@ -55,16 +55,20 @@ DEFAULT_PROJECTIONS = ("fastfood",)
 """Projections of a spec that names none (the ``projections`` key of a study spec)."""
 
 
-def measurement_file(directory: str | Path, settings: dict) -> Path:
-    """Where the measurement named by ``settings`` is stored: a readable stem and a hash."""
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+def measurement_file(directory: str | Path, settings: dict, lrs: Sequence[float]) -> Path:
+    """Where the measurement named by ``settings`` with baseline LR grid ``lrs`` is stored:
+    a readable stem and a hash of both."""
+    identity = {**settings, "lrs": [float(lr) for lr in lrs]}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     stem = "-".join(str(settings[k]) for k in ("task", "parametrization", "projection"))
     return Path(directory) / f"{stem}-w{settings['width']}-d{settings['depth']}-{digest}.parquet"
 
 
-def save(directory: str | Path, settings: dict, result: IntrinsicDimension) -> Path:
+def save(
+    directory: str | Path, settings: dict, lrs: Sequence[float], result: IntrinsicDimension
+) -> Path:
     """Write one measurement (atomically) and return its path."""
-    path = measurement_file(directory, settings)
+    path = measurement_file(directory, settings, lrs)
     frame = result.tidy().with_columns(
         pl.lit(v, dtype=pl.Int64 if isinstance(v, int) else None).alias(k)
         for k, v in settings.items()
@@ -109,14 +113,14 @@ def run_study(
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-
-    def stored(settings: dict) -> bool:
-        path = measurement_file(directory, settings)
-        if path.exists():
-            paths.append(path)
-        return path.exists()
-
     for spec in specs:
+
+        def stored(settings: dict, lrs: Sequence[float] = spec.lrs) -> bool:
+            path = measurement_file(directory, settings, lrs)
+            if path.exists():
+                paths.append(path)
+            return path.exists()
+
         for name in spec.parametrizations:
             for proj in spec_projections(spec, projection):
                 started = time.perf_counter()
@@ -126,7 +130,7 @@ def run_study(
                     batch_size=spec.batch_sizes[0], lrs=spec.lrs, optimizer=spec.optimizers[0],
                     base_width=spec.base_width, skip=stored, device=device,
                 ):  # fmt: skip
-                    paths.append(save(directory, settings, result))
+                    paths.append(save(directory, settings, spec.lrs, result))
                     if not quiet:
                         print(
                             f"{settings['task']} {name} {proj} width {settings['width']} depth "
