@@ -29,11 +29,12 @@ import ipywidgets as widgets
 import polars as pl
 from matplotlib.figure import Figure
 
-from toolkit import plots, spectral_analysis
+from toolkit import intrinsic_study, plots, spectral_analysis
 from toolkit import store as results
 from toolkit.analysis import drift, losses_at_steps, lr_curves, optimal_lr, transfer_regret
 from toolkit.coord_check import coord_check
 from toolkit.data import Task, load_task
+from toolkit.intrinsic import threshold_key
 from toolkit.parametrization import Parametrization
 from toolkit.style import FORMATS, VENUES, export
 from toolkit.train import TrainConfig
@@ -494,17 +495,15 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
     chooses what varies: the widths at the chosen depth, or the depths at the
     chosen width. Controls: view, across, task, projection, width, depth, a
     ``d`` to mark, the threshold (``d_int`` is re-estimated from the stored
-    per-seed results) and the parametrizations.
+    per-seed results; a sweep refined near one threshold resolves others only to
+    its coarser grid) and the parametrizations.
     """
-    from toolkit import intrinsic_study as study
-    from toolkit.intrinsic import threshold_key
-
-    curves = study.performance_curves(frame)
+    curves = intrinsic_study.performance_curves(frame)
     tables: dict[float, pl.DataFrame] = {}
 
     def table(threshold: float) -> pl.DataFrame:
         if threshold not in tables:
-            tables[threshold] = study.d_int_table(frame, threshold=threshold)
+            tables[threshold] = intrinsic_study.d_int_table(frame, threshold=threshold)
         return tables[threshold]
 
     def slider(column: str) -> widgets.SelectionSlider:
@@ -545,7 +544,7 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
                                    d_int=rows, mark_d=values["d"], title=title,
                                    fig=fig)  # fmt: skip
             return
-        fits = study.d_int_scaling(rows, by=("parametrization",))
+        fits = intrinsic_study.d_int_scaling(rows, by=("parametrization",))
         points = rows.filter(pl.col("d_int").is_finite()).select(
             "parametrization", "D", pl.col("d_int").alias("value"), pl.col("d_int_lo").alias("lo"),
             pl.col("d_int_hi").alias("hi"),
