@@ -366,14 +366,8 @@ def _intrinsic_dim_parser(sub) -> None:
 
 
 def _run_intrinsic_dim(args: argparse.Namespace) -> None:
-    from toolkit.intrinsic import DEFAULT_LRS, check_threshold, intrinsic_dim_records
-    from toolkit.intrinsic_study import (
-        d_int_records,
-        d_int_table,
-        load,
-        run_study,
-        spec_projections,
-    )
+    from toolkit.intrinsic import DEFAULT_LRS, check_threshold, flat_record
+    from toolkit.intrinsic_study import d_int_records, d_int_table, load, measure_specs, run_study
 
     check_threshold(args.threshold)
     specs = sweep_specs(args, extra=("projections",))
@@ -391,16 +385,10 @@ def _run_intrinsic_dim(args: argparse.Namespace) -> None:
         if not args.json:  # the table also names the task (a spec may hold several)
             records = [{"task": task, **r} for task, r in zip(table["task"], records, strict=True)]
     else:
-        records = []
-        for spec in specs:
-            for name in spec.parametrizations:
-                for projection in spec_projections(spec, args.projection):
-                    records += intrinsic_dim_records(
-                        spec.model, spec.task, name, spec.widths, spec.depths, projection,
-                        args.threshold, spec.seeds, spec.steps[0], spec.batch_sizes[0],
-                        spec.lrs, optimizer=spec.optimizers[0], base_width=spec.base_width,
-                        device=args.device,
-                    )  # fmt: skip
+        measurements = measure_specs(
+            specs, projection=args.projection, threshold=args.threshold, device=args.device
+        )
+        records = [flat_record(settings, result) for _, settings, result in measurements]
     if args.json:
         _print_json(records)
     else:

@@ -478,8 +478,26 @@ def intrinsic_dims(
 
     ``settings`` names the measurement: ``model, task, parametrization,
     base_width, optimizer, projection, width, depth, steps, batch_size, seeds``.
-    Shapes for which ``skip(settings)`` is true are not measured (resuming a
-    study). Arguments as in :func:`intrinsic_dim_records`.
+
+    Args:
+        model, task: names (:data:`toolkit.models.MODELS`, :data:`toolkit.data.TASKS`).
+        parametrization: a name of :data:`toolkit.parametrization.WIDTH_RULES`
+            (base width ``base_width``, default the smallest width) or a
+            :class:`Parametrization`.
+        widths, depths: the shapes measured.
+        projection: ``dense``, ``sparse`` or ``fastfood``.
+        threshold: fraction of the baseline to reach, in ``(0, 1]`` (the sweep
+            over ``d`` is refined near it).
+        seeds: number of seeds, ``0 .. seeds-1``.
+        steps, batch_size, optimizer: training budget shared by the baseline and
+            the subspace runs.
+        lrs: baseline LR grid (default :data:`DEFAULT_LRS`); ``subspace_lrs``:
+            LR grid of ``theta_d`` (default :data:`DEFAULT_SUBSPACE_LRS`).
+        grid: first ``d`` grid (default :func:`log_grid` up to ``min(D, 2**14)``).
+        skip: shapes for which ``skip(settings)`` is true are not measured
+            (resuming a study).
+
+    See :func:`measure_intrinsic_dim` for the other arguments.
     """
     check_choice("projection", projection, PROJECTIONS)
     check_threshold(threshold)
@@ -546,55 +564,20 @@ RECORD_SETTINGS = ("width", "depth", "parametrization", "projection")
 """Settings that lead each record of :func:`intrinsic_dim_records`."""
 
 
-def intrinsic_dim_records(
-    model: str,
-    task: str,
-    parametrization: str | Parametrization,
-    widths: Sequence[int],
-    depths: Sequence[int],
-    projection: str = "fastfood",
-    threshold: float = 0.9,
-    seeds: int = 3,
-    steps: int = 500,
-    batch_size: int = 128,
-    lrs: Sequence[float] | None = None,
-    **options,
-) -> list[dict]:
+def flat_record(settings: dict, result: IntrinsicDimension) -> dict:
+    """One record of :func:`intrinsic_dim_records` from a measurement and its settings."""
+    return {**{k: settings[k] for k in RECORD_SETTINGS}, **result.record()}
+
+
+def intrinsic_dim_records(*args, **kwargs) -> list[dict]:
     """``d_int`` for every ``width x depth``: one flat record each (for the command line).
 
-    Args:
-        model, task: names (:data:`toolkit.models.MODELS`, :data:`toolkit.data.TASKS`).
-        parametrization: a name of :data:`toolkit.parametrization.WIDTH_RULES`
-            (base width ``base_width``, default the smallest width) or a
-            :class:`Parametrization`.
-        widths, depths: the shapes measured.
-        projection: ``dense``, ``sparse`` or ``fastfood``.
-        threshold: fraction of the baseline to reach, in ``(0, 1]``.
-        seeds: number of seeds, ``0 .. seeds-1``.
-        steps, batch_size: training budget shared by the baseline and the
-            subspace runs (with ``optimizer``, default ``adam``).
-        lrs: baseline LR grid (default :data:`DEFAULT_LRS`).
-        options: ``subspace_lrs`` (LR grid of ``theta_d``, default
-            :data:`DEFAULT_SUBSPACE_LRS`), ``grid`` (first ``d`` grid, default
-            :func:`log_grid` up to ``min(D, 2**14)``), ``optimizer``,
-            ``base_width``, ``rounds``, ``points``, ``resamples``,
-            ``confidence``, ``eval_examples``, ``max_members``, ``device``
-            (see :func:`intrinsic_dims`).
-
-    Returns:
-        ``{"width", "depth", "parametrization", "projection", "D", "baseline",
-        "d_int90", "d_int90_lo", "d_int90_hi"}`` per shape, the last three named
-        after ``threshold`` (:func:`threshold_key`); ``inf`` where no ``d`` of the
-        sweep reaches the target.
+    Arguments as in :func:`intrinsic_dims`. Returns ``{"width", "depth",
+    "parametrization", "projection", "D", "baseline", "d_int90", "d_int90_lo",
+    "d_int90_hi"}`` per shape, the last three named after ``threshold``
+    (:func:`threshold_key`); ``inf`` where no ``d`` of the sweep reaches the target.
     """
-    results = intrinsic_dims(
-        model, task, parametrization, widths, depths, projection, threshold, seeds, steps,
-        batch_size, lrs, **options,
-    )  # fmt: skip
-    return [
-        {**{k: settings[k] for k in RECORD_SETTINGS}, **result.record()}
-        for settings, result in results
-    ]
+    return [flat_record(settings, result) for settings, result in intrinsic_dims(*args, **kwargs)]
 
 
 # --------------------------------------------------------------------------- fine-tuning

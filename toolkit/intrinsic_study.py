@@ -25,7 +25,8 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,43 @@ def spec_projections(spec: SweepSpec, projection: str | None = None) -> tuple[st
     return tuple(names)
 
 
+def measure_specs(
+    specs: Sequence[SweepSpec],
+    *,
+    projection: str | None = None,
+    threshold: float = 0.9,
+    skip: Callable[[SweepSpec, dict], bool] | None = None,
+    device: str = "cpu",
+) -> Iterator[tuple[SweepSpec, dict, IntrinsicDimension]]:
+    """Measure every shape of ``specs``, yielding ``(spec, settings, result)``.
+
+    Per spec: every parametrization x projection (:func:`spec_projections`) x
+    width x depth, with the spec's seeds (a count), first steps and batch size,
+    optimizer, base width and baseline LR grid (``lrs``); see
+    :func:`toolkit.intrinsic.intrinsic_dims`. Shapes with ``skip(spec, settings)``
+    true are not measured.
+    """
+    # Built (and the projections validated) before anything trains or is written.
+    plan = [
+        (spec, name, proj)
+        for spec in specs
+        for name in spec.parametrizations
+        for proj in spec_projections(spec, projection)
+    ]
+
+    def measurements() -> Iterator[tuple[SweepSpec, dict, IntrinsicDimension]]:
+        for spec, name, proj in plan:
+            for settings, result in intrinsic_dims(
+                spec.model, spec.task, name, spec.widths, spec.depths, proj, threshold,
+                spec.seeds, spec.steps[0], spec.batch_sizes[0], spec.lrs,
+                optimizer=spec.optimizers[0], base_width=spec.base_width,
+                skip=None if skip is None else partial(skip, spec), device=device,
+            ):  # fmt: skip
+                yield spec, settings, result
+
+    return measurements()
+
+
 def run_study(
     specs: SweepSpec | Sequence[SweepSpec],
     out: str | Path,
@@ -99,48 +137,36 @@ def run_study(
     device: str = "cpu",
     quiet: bool = False,
 ) -> list[Path]:
-    """Measure every shape of ``specs`` not yet stored in ``out``.
+    """Measure every shape of ``specs`` (:func:`measure_specs`) not yet stored in ``out``.
 
     Returns the files of all the specs' measurements, new and already stored.
-
-    Per spec: every parametrization x projection x width x depth, with the
-    spec's seeds (a count), first steps and batch size, optimizer and baseline
-    LR grid (``lrs``). Prints one line per measurement to stderr unless ``quiet``.
+    Prints one line per measurement to stderr unless ``quiet``.
     """
     specs = [specs] if isinstance(specs, SweepSpec) else list(specs)
-    for spec in specs:
-        spec_projections(spec, projection)
     directory = Path(out)
-    directory.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    for spec in specs:
 
-        def stored(settings: dict, lrs: Sequence[float] = spec.lrs) -> bool:
-            path = measurement_file(directory, settings, lrs)
-            if path.exists():
-                paths.append(path)
-            return path.exists()
+    def stored(spec: SweepSpec, settings: dict) -> bool:
+        path = measurement_file(directory, settings, spec.lrs)
+        if path.exists():
+            paths.append(path)
+        return path.exists()
 
-        for name in spec.parametrizations:
-            for proj in spec_projections(spec, projection):
-                started = time.perf_counter()
-                for settings, result in intrinsic_dims(
-                    spec.model, spec.task, name, spec.widths, spec.depths,
-                    projection=proj, seeds=spec.seeds, steps=spec.steps[0],
-                    batch_size=spec.batch_sizes[0], lrs=spec.lrs, optimizer=spec.optimizers[0],
-                    base_width=spec.base_width, skip=stored, device=device,
-                ):  # fmt: skip
-                    paths.append(save(directory, settings, spec.lrs, result))
-                    if not quiet:
-                        print(
-                            f"{settings['task']} {name} {proj} width {settings['width']} depth "
-                            f"{settings['depth']}: D = {result.D}, d_int90 = {result.estimate:g} "
-                            f"[{result.lo:g}, {result.hi:g}] "
-                            f"({time.perf_counter() - started:.0f} s)",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    started = time.perf_counter()
+    measurements = measure_specs(specs, projection=projection, skip=stored, device=device)
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for spec, settings, result in measurements:
+        paths.append(save(directory, settings, spec.lrs, result))
+        if not quiet:
+            print(
+                f"{settings['task']} {settings['parametrization']} {settings['projection']} "
+                f"width {settings['width']} depth {settings['depth']}: D = {result.D}, "
+                f"d_int90 = {result.estimate:g} [{result.lo:g}, {result.hi:g}] "
+                f"({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        started = time.perf_counter()
     return sorted(set(paths))
 
 
