@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from toolkit.data import load_task
-from toolkit.parametrization import Parametrization
-from toolkit.train import Member, TrainConfig, train
+from toolkit.engine.data import load_task
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.train import Member, TrainConfig, train
 
 
 def seconds_per_step(config: TrainConfig, members: int, task, *, short: int, long: int) -> float:

@@ -24,9 +24,9 @@ from dataclasses import replace
 
 import torch
 
-from toolkit.data import load_task
-from toolkit.subspace import SubspaceMember, parameter_count, train_subspace
-from toolkit.train import Member, TrainConfig, train
+from toolkit.engine.data import load_task
+from toolkit.engine.subspace import SubspaceMember, parameter_count, train_subspace
+from toolkit.engine.train import Member, TrainConfig, train
 
 
 def seconds_per_step(run, *, short: int, long: int) -> float:

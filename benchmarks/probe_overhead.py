@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from toolkit.data import load_task
-from toolkit.parametrization import Parametrization
-from toolkit.probes import log_spaced_steps, spectral_stats
-from toolkit.train import Member, TrainConfig, train
+from toolkit.engine.data import load_task
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.probes import log_spaced_steps, spectral_stats
+from toolkit.engine.train import Member, TrainConfig, train
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from toolkit.store import shipped  # noqa: E402
-from toolkit.widgets import StudyData, transfer_explorer  # noqa: E402
+from toolkit.paths import shipped  # noqa: E402
+from toolkit.ui.widgets import StudyData, transfer_explorer  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Setting: MLP with 2 hidden layers (input layer, one hidden matrix, readout) on M
 muP with base width 32, Adam, 9 learning rates (every power of two from 2^-12 to 2^-4),
 2 seeds, 300 steps of batch 128, constant LR, no weight decay.
 
-* toolkit: ``run_local`` on a :class:`~toolkit.sweep.SweepSpec` (planning, batched
+* toolkit: ``run_local`` on a :class:`~toolkit.studies.sweep.SweepSpec` (planning, batched
   training of each width's runs as one ensemble, writing the store), results read back
   with ``toolkit.store.open``.
 * mup loop: what a user of the ``mup`` package writes today, one model at a time: a plain
@@ -61,8 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import toolkit.store
-from toolkit.data import load_task
-from toolkit.sweep import SweepSpec, run_local
+from toolkit.engine.data import load_task
+from toolkit.studies.sweep import SweepSpec, run_local
 
 TASK = "mnist1d"
 D_IN, D_OUT = 40, 10

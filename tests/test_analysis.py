@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from toolkit.analysis import (
+from toolkit.analysis.transfer import (
     FIT_EDGE,
     FIT_OK,
     FIT_TOO_FEW,
@@ -170,7 +170,7 @@ def test_power_law_needs_three_points():
 def test_in_a_real_sweep_sp_drifts_to_smaller_lrs_than_mup(tmp_path):
     """MLP, 3 hidden layers, MNIST-1D, Adam: SP's log2(lr*) falls with width, muP's does not."""
     from toolkit import store as results
-    from toolkit.sweep import SweepSpec, run_local
+    from toolkit.studies.sweep import SweepSpec, run_local
 
     spec = SweepSpec(
         task="mnist1d",

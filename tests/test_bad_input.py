@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from toolkit.coord_check import coord_check
-from toolkit.data import load_task
-from toolkit.models import MLP
-from toolkit.parametrization import Parametrization
-from toolkit.train import Member, TrainConfig, train
+from toolkit.engine.data import load_task
+from toolkit.engine.models import MLP
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.train import Member, TrainConfig, train
+from toolkit.studies.coord_check import coord_check
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_cli_bad_input_exits_2_with_one_line(argv, needle):
     ],
 )
 def test_bad_sweep_spec_raises_value_error_naming_the_value(changes, needle):
-    from toolkit.sweep import SweepSpec
+    from toolkit.studies.sweep import SweepSpec
 
     with pytest.raises(ValueError) as error:
         SweepSpec(**changes)
@@ -144,7 +144,7 @@ def test_bad_sweep_spec_raises_value_error_naming_the_value(changes, needle):
     ],
 )
 def test_bad_lr_grids_are_refused(text, needle):
-    from toolkit.sweep import parse_lrs
+    from toolkit.studies.sweep import parse_lrs
 
     with pytest.raises(ValueError) as error:
         parse_lrs(text)
@@ -152,7 +152,7 @@ def test_bad_lr_grids_are_refused(text, needle):
 
 
 def test_bad_spec_files(tmp_path):
-    from toolkit.sweep import SweepSpec
+    from toolkit.studies.sweep import SweepSpec
 
     with pytest.raises(ValueError, match="does not exist"):
         SweepSpec.from_toml(tmp_path / "missing.toml")
@@ -208,7 +208,7 @@ def test_reading_a_store_from_a_newer_toolkit_fails_clearly(tmp_path):
 
 
 def test_a_truncated_store_file_is_named_and_can_be_moved_aside(tmp_path):
-    from toolkit.sweep import SweepSpec, run_local
+    from toolkit.studies.sweep import SweepSpec, run_local
 
     run_local(SweepSpec(task="digits", widths=(16, 32), depths=(1,), lrs=(1e-2,), steps=(3,)),
               tmp_path, quiet=True)  # fmt: skip

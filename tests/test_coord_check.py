@@ -10,11 +10,11 @@ import matplotlib
 import polars as pl
 import pytest
 
-from toolkit.coord_check import coord_check, width_ratios
-from toolkit.data import load_task
-from toolkit.parametrization import Parametrization
-from toolkit.plots import coord_check_plot
-from toolkit.train import TrainConfig
+from toolkit.engine.data import load_task
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.train import TrainConfig
+from toolkit.studies.coord_check import coord_check, width_ratios
+from toolkit.ui.plots import coord_check_plot
 
 matplotlib.use("Agg")
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
-from toolkit.widgets import coord_check_explorer  # noqa: E402
+from toolkit.ui.widgets import coord_check_explorer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for the offline tasks in toolkit.data."""
+"""Tests for the offline tasks in toolkit.engine.data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from toolkit import data
-from toolkit.data import TASKS, Task, load_task
+from toolkit.engine import data
+from toolkit.engine.data import TASKS, Task, load_task
 
 EXPECTED = {
     # name: (kind, d_in, d_out, n_train, n_val)

@@ -9,18 +9,18 @@ import polars as pl
 import pytest
 import torch
 
-from toolkit.data import load_task
-from toolkit.models import MLP
-from toolkit.optim import OPTIMIZERS
-from toolkit.parametrization import (
+from toolkit.engine.data import load_task
+from toolkit.engine.models import MLP
+from toolkit.engine.optim import OPTIMIZERS
+from toolkit.engine.parametrization import (
     OPTIMIZER_FAMILIES,
     WIDTH_RULES,
     Parametrization,
     Role,
     describe,
 )
-from toolkit.probes import activation_stats
-from toolkit.train import Member, TrainConfig, train
+from toolkit.engine.probes import activation_stats
+from toolkit.engine.train import Member, TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_weight_decay_scalings():
 
 
 def test_depth_rules_scale_block_learning_rates_and_branches():
-    from toolkit.models import ResidualMLP
+    from toolkit.engine.models import ResidualMLP
 
     rows = {}
     for rule in ("none", "depth-mup", "completep"):

@@ -9,8 +9,22 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.data import load_task
-from toolkit.intrinsic import (
+from toolkit.engine.data import load_task
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.projections import (
+    PROJECTIONS,
+    FastfoodProjection,
+    make_projection,
+    walsh_hadamard,
+)
+from toolkit.engine.subspace import (
+    SubspaceMember,
+    parameter_count,
+    train_module_subspace,
+    train_subspace,
+)
+from toolkit.engine.train import Member, TrainConfig, build_model, train
+from toolkit.studies.intrinsic import (
     class_subtask,
     estimate_intrinsic_dim,
     finetune_intrinsic_dim,
@@ -20,15 +34,6 @@ from toolkit.intrinsic import (
     sweep_intrinsic_dim,
     threshold_key,
 )
-from toolkit.parametrization import Parametrization
-from toolkit.projections import PROJECTIONS, FastfoodProjection, make_projection, walsh_hadamard
-from toolkit.subspace import (
-    SubspaceMember,
-    parameter_count,
-    train_module_subspace,
-    train_subspace,
-)
-from toolkit.train import Member, TrainConfig, build_model, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -131,7 +136,7 @@ class ConstraintToy(nn.Module):
 
     The groups are a fixed random assignment of the parameters, so that the
     constraints do not line up with the Walsh-Hadamard structure of Fastfood
-    (see :class:`toolkit.projections.FastfoodProjection`).
+    (see :class:`toolkit.engine.projections.FastfoodProjection`).
     """
 
     def __init__(self) -> None:

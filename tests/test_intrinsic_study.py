@@ -11,9 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from toolkit import intrinsic_study
-from toolkit.cli import main
-from toolkit.sweep import SweepSpec
+from toolkit.studies import intrinsic_study
+from toolkit.studies.sweep import SweepSpec
+from toolkit.ui.cli import main
 
 SPEC = """
 model = "mlp"
@@ -153,7 +153,7 @@ def test_explorer_draws_every_view_and_redraws_on_a_new_threshold(study):
     import matplotlib
 
     matplotlib.use("Agg")
-    from toolkit.widgets import INTRINSIC_VIEWS, intrinsic_explorer
+    from toolkit.ui.widgets import INTRINSIC_VIEWS, intrinsic_explorer
 
     explorer = intrinsic_explorer(intrinsic_study.load(study["out"]))
     controls = explorer.controls

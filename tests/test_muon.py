@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from toolkit.models import MLP
-from toolkit.optim import NEWTON_SCHULZ, AdamW, Muon, orthogonalise
-from toolkit.parametrization import Parametrization, describe, orthogonalised, resolve
-from toolkit.transformer import Transformer
+from toolkit.engine.models import MLP
+from toolkit.engine.optim import NEWTON_SCHULZ, AdamW, Muon, orthogonalise
+from toolkit.engine.parametrization import Parametrization, describe, orthogonalised, resolve
+from toolkit.engine.transformer import Transformer
 
 LR = 0.01
 QUINTIC_SPREAD = (0.68, 1.22)  # where 5 quintic steps leave the top singular value

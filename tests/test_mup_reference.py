@@ -5,8 +5,8 @@ The reference model is built the way a user of ``mup`` builds one: a plain PyTor
 width ``BASE_WIDTH`` and a delta model at another width (as the ``mup`` README recommends),
 and optimizers from ``mup.MuAdam`` / ``mup.MuAdamW`` / ``mup.MuSGD``. Every number ``mup``
 applies to a tensor (init std, forward multiplier, learning rate, weight decay) is then
-compared with what :func:`toolkit.parametrization.describe` says our muP applies to the
-matching tensor of :class:`toolkit.models.MLP` at the same widths.
+compared with what :func:`toolkit.engine.parametrization.describe` says our muP applies to the
+matching tensor of :class:`toolkit.engine.models.MLP` at the same widths.
 
 Conventions that differ between the two and are bridged here:
 
@@ -15,7 +15,7 @@ Conventions that differ between the two and are bridged here:
   default ``nn.Linear`` init is uniform with std ``1 / sqrt(3 * fan_in)``, hence
   ``init_sigma = 3**-0.5`` on our side;
 * Adam's epsilon is not compared: ``mup`` leaves it unscaled, ours scales it with the size of
-  the gradients (see the module docstring of :mod:`toolkit.parametrization`).
+  the gradients (see the module docstring of :mod:`toolkit.engine.parametrization`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.models import MLP
-from toolkit.parametrization import Parametrization, Role, describe
+from toolkit.engine.models import MLP
+from toolkit.engine.parametrization import Parametrization, Role, describe
 
 D_IN = 40
 D_OUT = 10
@@ -99,7 +99,7 @@ def rows(frame: pl.DataFrame) -> dict[str, dict]:
 
 
 def role_from_infshape(infshape) -> Role:
-    """The role ``mup``'s infshape implies, in our terms (see toolkit.parametrization)."""
+    """The role ``mup``'s infshape implies, in our terms (see toolkit.engine.parametrization)."""
     if len(infshape) == 1:
         return Role.VECTOR if infshape[0].isinf() else Role.FIXED
     fan_in, fan_out = infshape.fanin_fanout()

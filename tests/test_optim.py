@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from toolkit.optim import FUSED_ADAM_MIN_PARAMETERS, make_optimizer
+from toolkit.engine.optim import FUSED_ADAM_MIN_PARAMETERS, make_optimizer
 
 
 def _setup(optimizer: str, side: int, *, fused: bool | None = None):

@@ -7,7 +7,7 @@ import pytest
 import ray  # an optional extra of the package; `make test` installs it
 
 from toolkit import store as results
-from toolkit.sweep import SweepSpec, run_local
+from toolkit.studies.sweep import SweepSpec, run_local
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_and_local_executors_give_the_same_results(tmp_path, local_ray):
-    from toolkit.ray_executor import run_ray
+    from toolkit.studies.ray import run_ray
 
     spec = SweepSpec(
         task="digits",

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 
-from toolkit.data import load_task
-from toolkit.parametrization import Parametrization
-from toolkit.probes import PROBES, log_spaced_steps, spectral_stats, sv_stat
-from toolkit.spectra import (
+from toolkit.engine.data import load_task
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.probes import PROBES, log_spaced_steps, spectral_stats, sv_stat
+from toolkit.engine.spectra import (
     MAX_ALPHA,
     fit_power_law,
     log_spaced_ranks,
@@ -20,7 +20,7 @@ from toolkit.spectra import (
     spectral_norm,
     stable_rank,
 )
-from toolkit.train import Member, ProbeContext, TrainConfig, build_model, train
+from toolkit.engine.train import Member, ProbeContext, TrainConfig, build_model, train
 
 
 def _matrices() -> list[np.ndarray]:

@@ -11,12 +11,13 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
-from toolkit import plots, spectral_analysis  # noqa: E402
-from toolkit.probes import log_spaced_steps  # noqa: E402
-from toolkit.spectra_study import main, run_study, spectra_records  # noqa: E402
+from toolkit.analysis import spectra as spectral_analysis  # noqa: E402
+from toolkit.engine.probes import log_spaced_steps  # noqa: E402
 from toolkit.store import Store  # noqa: E402
-from toolkit.sweep import SweepSpec  # noqa: E402
-from toolkit.widgets import SPECTRA_VIEWS, StudyData, spectra_explorer  # noqa: E402
+from toolkit.studies.spectra_study import main, run_study, spectra_records  # noqa: E402
+from toolkit.studies.sweep import SweepSpec  # noqa: E402
+from toolkit.ui import plots
+from toolkit.ui.widgets import SPECTRA_VIEWS, StudyData, spectra_explorer  # noqa: E402
 
 SPEC = SweepSpec(
     study="spectra",

@@ -9,10 +9,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import toolkit.store
-from toolkit.data import load_task
-from toolkit.probes import activation_stats
+from toolkit.engine.data import load_task
+from toolkit.engine.probes import activation_stats
+from toolkit.engine.train import Member, Records, TrainConfig, train
 from toolkit.store import SCHEMA_VERSION, TABLES, Store, StoreError
-from toolkit.train import Member, Records, TrainConfig, train
 
 
 def _train(width: int) -> Records:

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.figure import Figure
 
-from toolkit.style import FORMATS, GOLDEN, VENUES, export, figsize, rc
+from toolkit.ui.style import FORMATS, GOLDEN, VENUES, export, figsize, rc
 
 matplotlib.use("Agg")
 

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from toolkit import store as results
-from toolkit.sweep import SweepSpec, parse_lrs, plan, run_local
+from toolkit.studies.sweep import SweepSpec, parse_lrs, plan, run_local
 
 
 def test_log2_lr_ranges_are_evenly_spaced_in_log2():

@@ -10,8 +10,8 @@ import ipywidgets as widgets  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
-from toolkit.sweep import SweepSpec, run_local  # noqa: E402
-from toolkit.widgets import (  # noqa: E402
+from toolkit.studies.sweep import SweepSpec, run_local  # noqa: E402
+from toolkit.ui.widgets import (  # noqa: E402
     Explorer,
     RunMore,
     StudyData,

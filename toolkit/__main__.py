@@ -1,7 +1,7 @@
-"""``python -m toolkit``: see :mod:`toolkit.cli`."""
+"""``python -m toolkit``: see :mod:`toolkit.ui.cli`."""
 
 import sys
 
-from toolkit.cli import main
+from toolkit.ui.cli import main
 
 sys.exit(main())

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import polars as pl
 
 from toolkit import __version__
-from toolkit.parametrization import check_choice
-from toolkit.train import Records
+from toolkit.errors import InputError, check_choice
+from toolkit.io import is_temporary, write_atomically
 
 SCHEMA_VERSION = 1
 TABLES = ("runs", "curves", "probes")
@@ -85,49 +83,17 @@ _MANIFEST = "store.json"
 _QUARANTINE = "quarantine"
 
 
-class StoreError(ValueError):
+@dataclass
+class Records:
+    """The tidy tables one group produced: a unit of work written to the store."""
+
+    runs: pl.DataFrame
+    curves: pl.DataFrame
+    probes: pl.DataFrame
+
+
+class StoreError(InputError):
     """A problem with a results store; the message names the file or directory."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-def _is_temporary(path: Path) -> bool:
-    """Whether ``path`` is the temporary file of an atomic write (``.<name>.<random>.tmp``)."""
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` via a hidden ``.tmp`` file in its directory, fsync and rename."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; stores are shared files
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _read_error(path: Path) -> str | None:
@@ -153,7 +119,7 @@ def _check_group_id(group_id: str) -> None:
         or group_id.startswith(".")
         or any(c in group_id for c in "/\\\0")
     ):
-        raise ValueError(
+        raise InputError(
             f"group_id={group_id!r} must be a non-empty file name: "
             "no '/', '\\' or NUL, not starting with '.'"
         )
@@ -185,7 +151,7 @@ class Store:
         if manifest.exists():
             self._check_manifest(manifest)
         # Another process creating the same store may have only its temporary file here yet.
-        elif any(not _is_temporary(entry) for entry in self.path.iterdir()):
+        elif any(not is_temporary(entry) for entry in self.path.iterdir()):
             raise StoreError(
                 f"{self.path} is not a results store: it is not empty and has no {_MANIFEST}"
             )
@@ -313,12 +279,3 @@ def open(path: str | os.PathLike[str]) -> Store:
     Named to be called as ``toolkit.store.open``; it shadows the builtin within this module.
     """
     return Store(path, create=False)
-
-
-def shipped(study: str) -> Path:
-    """Path of a results store shipped with the toolkit in ``data/`` (e.g. ``width_transfer``)."""
-    path = Path(__file__).resolve().parent.parent / "data" / study
-    if not (path / "store.json").exists():
-        available = sorted(p.parent.name for p in path.parent.glob("*/store.json"))
-        raise StoreError(f"study={study!r} is not shipped in {path.parent}; shipped: {available}")
-    return path

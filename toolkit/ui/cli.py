@@ -23,27 +23,23 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.data import TASKS
-from toolkit.models import MODELS
-from toolkit.optim import OPTIMIZERS
-from toolkit.parametrization import (
+from toolkit.engine.data import TASKS
+from toolkit.engine.models import MODELS
+from toolkit.engine.optim import OPTIMIZERS
+from toolkit.engine.parametrization import (
     DEPTH_RULES,
     WEIGHT_DECAY_SCALINGS,
     WIDTH_RULES,
     Parametrization,
-    check_positive,
 )
-from toolkit.projections import PROJECTIONS
-from toolkit.train import SCHEDULES, TrainConfig
-
-
-class UsageError(Exception):
-    """A user's mistake on the command line."""
+from toolkit.engine.projections import PROJECTIONS
+from toolkit.engine.train import SCHEDULES, TrainConfig
+from toolkit.errors import InputError, check_positive
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's usage dump becomes one line
-        raise UsageError(message)
+        raise InputError(message)
 
 
 def _list_of(convert: Callable, what: str, allowed: Sequence[str] | None = None) -> Callable:
@@ -70,7 +66,7 @@ float_list = _list_of(float, "numbers")
 
 
 def _lrs(text: str) -> tuple[float, ...]:
-    from toolkit.sweep import parse_lrs
+    from toolkit.studies.sweep import parse_lrs
 
     try:
         return parse_lrs(text)
@@ -138,7 +134,7 @@ def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
 def sweep_specs(args: argparse.Namespace, *, extra: Sequence[str] = ()) -> list:
     """The sweep(s) described by ``--spec`` and the flags, validated (``extra``: study
     settings a spec file may hold besides the sweep's, see ``SweepSpec.from_toml``)."""
-    from toolkit.sweep import SweepSpec
+    from toolkit.studies.sweep import SweepSpec
 
     overrides = {
         field: getattr(args, flag[2:].replace("-", "_"))
@@ -172,7 +168,7 @@ def _sweep_parser(sub) -> None:
 
 def _run_sweep(args: argparse.Namespace) -> None:
     from toolkit.store import Store
-    from toolkit.sweep import plan, run_local
+    from toolkit.studies.sweep import plan, run_local
 
     specs = sweep_specs(args)
     if args.dry_run:
@@ -186,14 +182,14 @@ def _run_sweep(args: argparse.Namespace) -> None:
             _print_table(pl.DataFrame(work.records()))
         return
     if not args.out:
-        raise ValueError("out=None: give --out DIR, the results store to write")
+        raise InputError("out=None: give --out DIR, the results store to write")
 
     def announce(work) -> None:
         if not args.quiet and not args.json:
             print(work.summary(), file=sys.stderr)
 
     if args.executor == "ray":
-        from toolkit.ray_executor import run_ray
+        from toolkit.studies.ray import run_ray
 
         work = run_ray(specs, args.out, address=args.address, quiet=args.quiet, on_plan=announce)
     else:
@@ -215,7 +211,7 @@ def _report_parser(sub) -> None:
 
 def _run_report(args: argparse.Namespace) -> None:
     from toolkit import store as results
-    from toolkit.analysis import drift, optimal_lr, transfer_regret
+    from toolkit.analysis.transfer import drift, optimal_lr, transfer_regret
 
     runs = results.open(args.store).runs().collect()
     optima = optimal_lr(runs)
@@ -301,7 +297,7 @@ def _figures_parser(sub) -> None:
 
 
 def _run_figures(args: argparse.Namespace) -> None:
-    from toolkit.figures import render_all
+    from toolkit.ui.figures import render_all
 
     written = render_all(args.out, format=args.format, venue=args.venue, width=args.width)
     if args.json:
@@ -325,7 +321,7 @@ def _spectra_parser(sub) -> None:
 
 
 def _run_spectra(args: argparse.Namespace) -> None:
-    from toolkit.spectra_study import spectra_records
+    from toolkit.studies.spectra_study import spectra_records
 
     records = spectra_records(sweep_specs(args), device=args.device)
     if args.json:
@@ -366,8 +362,14 @@ def _intrinsic_dim_parser(sub) -> None:
 
 
 def _run_intrinsic_dim(args: argparse.Namespace) -> None:
-    from toolkit.intrinsic import DEFAULT_LRS, check_threshold, flat_record
-    from toolkit.intrinsic_study import d_int_records, d_int_table, load, measure_specs, run_study
+    from toolkit.studies.intrinsic import DEFAULT_LRS, check_threshold, flat_record
+    from toolkit.studies.intrinsic_study import (
+        d_int_records,
+        d_int_table,
+        load,
+        measure_specs,
+        run_study,
+    )
 
     check_threshold(args.threshold)
     specs = sweep_specs(args, extra=("projections",))
@@ -429,14 +431,14 @@ def _coord_check_parser(sub) -> None:
 
 
 def _run_coord_check(args: argparse.Namespace) -> None:
-    from toolkit.coord_check import coord_check, width_ratios
+    from toolkit.studies.coord_check import coord_check, width_ratios
 
     for width in args.widths:
         check_positive("widths", width, integer=True)
     if args.seeds < 1:
-        raise ValueError(f"seeds={args.seeds!r} must be a positive integer (a count)")
+        raise InputError(f"seeds={args.seeds!r} must be a positive integer (a count)")
     if args.seed < 0:
-        raise ValueError(f"seed={args.seed!r} must be a non-negative integer")
+        raise InputError(f"seed={args.seed!r} must be a non-negative integer")
     param = Parametrization(
         name=args.parametrization,
         base_width=min(args.widths) if args.base_width is None else args.base_width,
@@ -518,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         args.run(args)
-    except (UsageError, ValueError) as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `python -m toolkit report DIR | head`: stop quietly

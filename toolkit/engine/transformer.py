@@ -57,16 +57,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from toolkit.models import MODELS, EnsembleModel
-from toolkit.parametrization import (
+from toolkit.engine.models import MODELS, EnsembleModel
+from toolkit.engine.parametrization import (
     Kind,
     Parametrization,
     Role,
     TensorSpec,
     branch_multiplier,
-    check_positive,
     forward_and_init,
 )
+from toolkit.errors import InputError, check_positive
 
 MLP_RATIO = 4
 """Hidden size of each block's MLP, in multiples of the width."""
@@ -116,12 +116,12 @@ class Transformer(EnsembleModel):
         )
         check_positive("head_dim", head_dim, integer=True)
         if width % head_dim:
-            raise ValueError(
+            raise InputError(
                 f"width={width} is not a multiple of head_dim={head_dim}: the heads split "
                 "the width into equal parts"
             )
         if tie_embeddings and parametrization.readout_zero_init:
-            raise ValueError(
+            raise InputError(
                 "tie_embeddings=True reads out with the token embedding, which cannot be "
                 "zero-initialised: set readout_zero_init=False or tie_embeddings=False"
             )

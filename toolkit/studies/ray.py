@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from toolkit.errors import InputError
 from toolkit.store import Store
-from toolkit.sweep import Group, Plan, SweepSpec, plan, train_group
+from toolkit.studies.sweep import Group, Plan, SweepSpec, plan, train_group
 
 
 def _train_remote(group: Group, path: str) -> str:
@@ -38,7 +39,7 @@ def run_ray(
     try:
         import ray
     except ImportError:
-        raise ValueError(
+        raise InputError(
             "executor='ray' needs Ray: pip install 'toolkit[ray]' (or pip install ray)"
         ) from None
     from tqdm.auto import tqdm

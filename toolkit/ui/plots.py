@@ -25,7 +25,7 @@ def coord_check_plot(
 ) -> Figure:
     """Activation size vs width (log-log), one panel per step, one line per layer.
 
-    ``frame`` is the output of :func:`toolkit.coord_check.coord_check` (columns
+    ``frame`` is the output of :func:`toolkit.studies.coord_check.coord_check` (columns
     ``width, layer, role, step, stat, value``). Flat lines are what muP promises
     for hidden layers.
     """
@@ -88,9 +88,9 @@ def transfer_curves(
     """Loss against log2 LR, one line per ``hue`` value (sequential palette), one panel per
     ``col`` value with a shared y axis.
 
-    ``curves`` is :func:`toolkit.analysis.lr_curves` output (its ``diverged``
+    ``curves`` is :func:`toolkit.analysis.transfer.lr_curves` output (its ``diverged``
     rows are drawn as crosses along the top of the panel, not dropped).
-    ``optima`` (:func:`toolkit.analysis.optimal_lr`) adds a marker at each
+    ``optima`` (:func:`toolkit.analysis.transfer.optimal_lr`) adds a marker at each
     optimum with its interval as a horizontal bar.
     """
     hues = curves[hue].unique().sort().to_list()
@@ -145,7 +145,7 @@ def optimum_vs_size(
     fig: Figure | None = None,
 ) -> Figure:
     """Optimal log2 LR (with its interval) against log2 ``x``, one series per ``hue``; with
-    ``drift`` (:func:`toolkit.analysis.drift`) the fitted line and the band its slope
+    ``drift`` (:func:`toolkit.analysis.transfer.drift`) the fitted line and the band its slope
     interval spans, pivoting at the mean size."""
     fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
     series = optima[hue].unique().sort().to_list()
@@ -286,7 +286,7 @@ def esd_plot(
     """Empirical spectral densities on log-log axes, one line per ``hue`` value
     (sequential palette), one panel per ``col`` value with shared axes.
 
-    ``density`` is :func:`toolkit.spectral_analysis.esd_density` output
+    ``density`` is :func:`toolkit.analysis.spectra.esd_density` output
     (``eigenvalue``, ``density``) for one layer. A power-law tail
     ``p(lambda) ~ lambda**-alpha`` is a straight line of slope ``-alpha``.
     """
@@ -325,10 +325,10 @@ def intrinsic_curves(
     """Performance against log2 subspace dimension ``d``, one line per ``hue`` value
     (sequential palette) with its seed range, one panel per ``col`` value.
 
-    ``curves`` is :func:`toolkit.intrinsic_study.performance_curves` output; the
+    ``curves`` is :func:`toolkit.studies.intrinsic_study.performance_curves` output; the
     y axis is the fraction of the full-training baseline, so one dashed line at
     ``threshold`` serves every curve. With ``d_int``
-    (:func:`toolkit.intrinsic_study.d_int_table` rows) each curve's ``d_int`` is
+    (:func:`toolkit.studies.intrinsic_study.d_int_table` rows) each curve's ``d_int`` is
     marked where it crosses; ``mark_d`` draws a vertical line at that ``d``.
     """
     hues = curves[hue].unique().sort().to_list()
@@ -377,8 +377,8 @@ def exponent_plot(
 ) -> Figure:
     """A statistic against ``x`` on log2-log2 axes, one series per ``hue`` value: the
     seed mean with its seed range (``value``, ``lo``, ``hi``, as from
-    :func:`toolkit.spectral_analysis.seed_mean`) and, with ``fits``
-    (:func:`toolkit.spectral_analysis.fit_exponent`), the fitted power law
+    :func:`toolkit.analysis.spectra.seed_mean`) and, with ``fits``
+    (:func:`toolkit.analysis.spectra.fit_exponent`), the fitted power law
     ``x**k``, labelled with ``k`` and its interval."""
     fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
     series = points[hue].unique().sort().to_list()
@@ -418,7 +418,7 @@ def ratio_heatmaps(
     per ``col`` value on a shared diverging colour scale (log2 of the ``ratio``; white
     is width-independent). Cells are annotated with the statistic's ``value``.
 
-    ``table`` is :func:`toolkit.spectral_analysis.width_table` output; rows keep its
+    ``table`` is :func:`toolkit.analysis.spectra.width_table` output; rows keep its
     layer order.
     """
     panels = _panels(table, col)

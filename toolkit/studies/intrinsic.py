@@ -2,14 +2,14 @@
 
 Li, Farkhoor, Liu, Yosinski 2018 ("Measuring the intrinsic dimension of
 objective landscapes") train a model in random subspaces ``theta = theta0 +
-P theta_d`` of growing dimension ``d`` (:mod:`toolkit.subspace`) and call
+P theta_d`` of growing dimension ``d`` (:mod:`toolkit.engine.subspace`) and call
 
     d_int_t = min { d : mean_seeds perf(d) >= t * perf_full },
 
 with ``perf_full`` the performance of full-parameter training on the same
 budget (the *baseline*, at its best learning rate) and ``t = 0.9`` giving
 ``d_int90``. Performance is the validation accuracy for classification and
-``R^2`` for regression (:func:`toolkit.subspace.performance`); the subspace LR
+``R^2`` for regression (:func:`toolkit.engine.subspace.performance`); the subspace LR
 is tuned per ``d`` on a small grid (best mean over seeds).
 
 Sweep (:func:`sweep_intrinsic_dim`): ``d`` on a log grid, then rounds of
@@ -36,10 +36,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from toolkit.data import Task, load_task
-from toolkit.parametrization import Parametrization, Role, check_choice, check_positive
-from toolkit.projections import PROJECTIONS, check_seed
-from toolkit.subspace import (
+from toolkit.engine.data import Task, load_task
+from toolkit.engine.parametrization import Parametrization, Role
+from toolkit.engine.projections import PROJECTIONS, check_seed
+from toolkit.engine.subspace import (
     SubspaceMember,
     eval_split,
     parameter_count,
@@ -47,7 +47,8 @@ from toolkit.subspace import (
     stack_start,
     train_subspace,
 )
-from toolkit.train import Member, ProbeContext, TrainConfig, build_model, train
+from toolkit.engine.train import Member, ProbeContext, TrainConfig, build_model, train
+from toolkit.errors import InputError, check_choice, check_positive
 
 DEFAULT_SUBSPACE_LRS = (2.0**-8, 2.0**-6, 2.0**-4)
 """Full-training-equivalent LRs tried for ``theta_d`` (see :func:`subspace_measure`)."""
@@ -60,7 +61,7 @@ def check_threshold(threshold: float) -> None:
     """Raise ``ValueError`` unless ``threshold`` is in ``(0, 1]``."""
     ok = isinstance(threshold, int | float) and not isinstance(threshold, bool)
     if not ok or not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold={threshold!r} must be in (0, 1]")
+        raise InputError(f"threshold={threshold!r} must be in (0, 1]")
 
 
 def threshold_key(threshold: float) -> str:
@@ -103,16 +104,16 @@ def full_training_baseline(
     start: Mapping[int, Mapping[str, torch.Tensor]] | None = None,
     device: str | torch.device = "cpu",
 ) -> pl.DataFrame:
-    """Full-parameter training (:func:`toolkit.train.train`) at the best of ``lrs``.
+    """Full-parameter training (:func:`toolkit.engine.train.train`) at the best of ``lrs``.
 
     All ``seeds x lrs`` runs train as one ensemble with the parametrization's
     per-tensor multipliers, from the seeded initialisation or ``start``
-    (:func:`toolkit.subspace.train_subspace`). Returns one row per seed:
-    ``seed, lr, metric`` (:func:`toolkit.subspace.performance`), ``val_loss``,
+    (:func:`toolkit.engine.subspace.train_subspace`). Returns one row per seed:
+    ``seed, lr, metric`` (:func:`toolkit.engine.subspace.performance`), ``val_loss``,
     ``val_accuracy``, ``status``.
     """
     if len(lrs) == 0:
-        raise ValueError("lrs=[] is empty: give at least one learning rate")
+        raise InputError("lrs=[] is empty: give at least one learning rate")
     task = task or load_task(config.task)
     members = [Member(lr=float(lr), seed=int(s)) for s in seeds for lr in lrs]
     init = None if start is None else stack_start(start, [m.seed for m in members])
@@ -210,15 +211,15 @@ def estimate_intrinsic_dim(
     """
     check_threshold(threshold)
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence={confidence!r} must be in (0, 1)")
+        raise InputError(f"confidence={confidence!r} must be in (0, 1)")
     check_positive("resamples", resamples, integer=True)
     if frame.height == 0 or baseline.height == 0:
-        raise ValueError("frame and baseline need at least one row each")
+        raise InputError("frame and baseline need at least one row each")
     table = frame.pivot(on="seed", index="d", values="metric", aggregate_function="mean").sort("d")
     seeds = [c for c in table.columns if c != "d"]
     scores = table.select(seeds).to_numpy().astype(float)  # (n_d, n_seeds)
     if np.isnan(scores).any():
-        raise ValueError("frame must hold a metric for every d on every seed")
+        raise InputError("frame must hold a metric for every d on every seed")
     ds = table["d"].to_numpy().astype(float)
     base_frame = baseline.sort("seed")
     base = base_frame["metric"].to_numpy().astype(float)
@@ -301,11 +302,11 @@ def sweep_intrinsic_dim(
     """
     check_threshold(threshold)
     if len(grid) == 0:
-        raise ValueError("grid=[] is empty: give at least one d")
+        raise InputError("grid=[] is empty: give at least one d")
     for d in grid:
         check_positive("d", d, integer=True)
     if not isinstance(rounds, int) or rounds < 0:
-        raise ValueError(f"rounds={rounds!r} must be a non-negative integer")
+        raise InputError(f"rounds={rounds!r} must be a non-negative integer")
     check_positive("points", points, integer=True)
     frame = measure(sorted({int(d) for d in grid}))
     target = threshold * baseline["metric"].mean()
@@ -354,7 +355,7 @@ def subspace_measure(
 
     Members train as ensembles of at most ``max_members``, packed in order of
     ``d`` while the padded projection cost (members times
-    :meth:`toolkit.projections.Projection.cost` at the largest ``d``) stays within
+    :meth:`toolkit.engine.projections.Projection.cost` at the largest ``d``) stays within
     ``cost_budget`` multiply-adds per step: every ``d <= L`` in one ensemble for
     Fastfood, small ``d`` together and large ``d`` apart for dense and sparse.
     Keeps, per ``d``, the LR with the best mean metric over seeds: one row per
@@ -362,7 +363,7 @@ def subspace_measure(
     """
     check_choice("projection", projection, PROJECTIONS)
     if len(lrs) == 0:
-        raise ValueError("lrs=[] is empty: give at least one learning rate")
+        raise InputError("lrs=[] is empty: give at least one learning rate")
     check_positive("max_members", max_members, integer=True)
     check_positive("cost_budget", cost_budget)
     task = task or load_task(config.task)
@@ -417,7 +418,7 @@ def measure_intrinsic_dim(
     check_choice("projection", projection, PROJECTIONS)
     check_threshold(threshold)
     if len(seeds) == 0:
-        raise ValueError("seeds=[] is empty: give at least one seed")
+        raise InputError("seeds=[] is empty: give at least one seed")
     for seed in seeds:
         check_seed(seed)
     task = task or load_task(config.task)
@@ -480,8 +481,9 @@ def intrinsic_dims(
     base_width, optimizer, projection, width, depth, steps, batch_size, seeds``.
 
     Args:
-        model, task: names (:data:`toolkit.models.MODELS`, :data:`toolkit.data.TASKS`).
-        parametrization: a name of :data:`toolkit.parametrization.WIDTH_RULES`
+        model, task: names (:data:`toolkit.engine.models.MODELS`,
+            :data:`toolkit.engine.data.TASKS`).
+        parametrization: a name of :data:`toolkit.engine.parametrization.WIDTH_RULES`
             (base width ``base_width``, default the smallest width) or a
             :class:`Parametrization`.
         widths, depths: the shapes measured.
@@ -503,7 +505,7 @@ def intrinsic_dims(
     check_threshold(threshold)
     check_positive("seeds", seeds, integer=True)
     if len(widths) == 0 or len(depths) == 0:
-        raise ValueError("widths and depths need at least one value each")
+        raise InputError("widths and depths need at least one value each")
     for width in widths:
         check_positive("width", width, integer=True)
     if isinstance(parametrization, str):
@@ -586,12 +588,12 @@ def intrinsic_dim_records(*args, **kwargs) -> list[dict]:
 def class_subtask(task: Task, classes: Sequence[int]) -> Task:
     """The examples of ``classes`` only, relabelled ``0 .. len(classes)-1`` in that order."""
     if task.kind != "classification":
-        raise ValueError(f"task {task.name!r} is {task.kind}: class subsets need classification")
+        raise InputError(f"task {task.name!r} is {task.kind}: class subsets need classification")
     if len(classes) == 0 or len(set(classes)) != len(classes):
-        raise ValueError(f"classes={list(classes)!r} must be a non-empty list of distinct labels")
+        raise InputError(f"classes={list(classes)!r} must be a non-empty list of distinct labels")
     for c in classes:
         if not isinstance(c, int) or not 0 <= c < task.d_out:
-            raise ValueError(f"class {c!r} is not a label of {task.name!r} (0..{task.d_out - 1})")
+            raise InputError(f"class {c!r} is not a label of {task.name!r} (0..{task.d_out - 1})")
     relabel = torch.full((task.d_out,), -1, dtype=torch.long)
     relabel[torch.tensor(list(classes))] = torch.arange(len(classes))
 

@@ -1,15 +1,15 @@
 """The spectra study: sweeps that record layer spectra while they train.
 
-Each group of a sweep (:func:`toolkit.sweep.plan`) trains with the spectral
-probe (:func:`toolkit.probes.spectral_stats`) at log-spaced steps
-(:func:`toolkit.probes.log_spaced_steps`). :func:`run_study` writes the groups
+Each group of a sweep (:func:`toolkit.studies.sweep.plan`) trains with the spectral
+probe (:func:`toolkit.engine.probes.spectral_stats`) at log-spaced steps
+(:func:`toolkit.engine.probes.log_spaced_steps`). :func:`run_study` writes the groups
 into a results store, resuming like a sweep (same run and group ids, so the
 store is the one ``python -m toolkit sweep`` would write with the probe on);
 :func:`spectra_records` returns the probe values as flat records instead.
 
 The shipped store ``data/spectra`` is made by::
 
-    python -m toolkit.spectra_study --out data/spectra
+    python -m toolkit.studies.spectra_study --out data/spectra
 
 from ``studies/spectra.toml`` (its ``[smoke]`` grid with ``TOOLKIT_SMOKE=1``).
 """
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.parametrization import check_positive
-from toolkit.probes import log_spaced_steps, spectral_stats
+from toolkit.engine.probes import log_spaced_steps, spectral_stats
+from toolkit.engine.train import Records, train
+from toolkit.errors import check_positive
+from toolkit.paths import study_spec
 from toolkit.store import Store
-from toolkit.sweep import Group, Plan, SweepSpec, plan, study_spec
-from toolkit.train import Records, train
+from toolkit.studies.sweep import Group, Plan, SweepSpec, plan
 
 #: Probe points per run (step 0, the last step and log-spaced steps between).
 POINTS = 8
@@ -41,7 +42,7 @@ RECORD_SETTINGS = ("width", "depth", "parametrization", "optimizer", "lr", "weig
 def train_with_spectra(
     group: Group, *, points: int = POINTS, sv_points: int = 32, device: str = "cpu"
 ) -> Records:
-    """Train one group, recording :func:`~toolkit.probes.spectral_stats` at ``points``
+    """Train one group, recording :func:`~toolkit.engine.probes.spectral_stats` at ``points``
     log-spaced steps (singular values at ``sv_points`` ranks per matrix)."""
     check_positive("points", points, integer=True)
     return train(
@@ -85,7 +86,7 @@ def spectra_records(
     of ``sigma_max``, ``fro_norm``, ``stable_rank``, ``cond_ratio``,
     ``delta_cond_ratio``, ``update_cond_ratio`` and ``update_ratio`` (from step
     1), ``act_rms`` and ``alpha`` (only where the power-law fit is reliable);
-    see :func:`toolkit.probes.spectral_stats`. Nothing is stored.
+    see :func:`toolkit.engine.probes.spectral_stats`. Nothing is stored.
     """
     frames = []
     for group in plan(specs).groups:
@@ -99,9 +100,9 @@ def spectra_records(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m toolkit.spectra_study --out DIR [--spec FILE] [--quiet]``."""
+    """``python -m toolkit.studies.spectra_study --out DIR [--spec FILE] [--quiet]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m toolkit.spectra_study",
+        prog="python -m toolkit.studies.spectra_study",
         description="Train the spectra study (with spectral probes) into a results store.",
     )
     parser.add_argument("--out", required=True, help="results store directory")

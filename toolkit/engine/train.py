@@ -34,15 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from toolkit import __version__
-from toolkit.data import LANGUAGE_TASKS, Task, load_task
-from toolkit.models import MODELS, EnsembleModel
-from toolkit.optim import OPTIMIZERS, make_optimizer
-from toolkit.parametrization import (
-    Parametrization,
-    check_choice,
-    check_positive,
-    resolve,
-)
+from toolkit.engine.data import LANGUAGE_TASKS, Task, load_task
+from toolkit.engine.models import MODELS, EnsembleModel
+from toolkit.engine.optim import OPTIMIZERS, make_optimizer
+from toolkit.engine.parametrization import Parametrization, resolve
+from toolkit.errors import InputError, check_choice, check_positive
+from toolkit.store import Records
 
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -52,8 +49,8 @@ class TrainConfig:
     """Everything shared by the members of one group.
 
     Args:
-        model: ``mlp``, ``resmlp`` or ``transformer`` (:data:`toolkit.models.MODELS`).
-        task: a task name of :mod:`toolkit.data`; default ``chars`` for a model that
+        model: ``mlp``, ``resmlp`` or ``transformer`` (:data:`toolkit.engine.models.MODELS`).
+        task: a task name of :mod:`toolkit.engine.data`; default ``chars`` for a model that
             reads tokens (the transformer), else ``mnist1d``.
         parametrization: width/depth rules, base shape and multipliers.
         optimizer: ``sgd``, ``adam``, ``adamw``, ``adam-atan2`` or ``muon``.
@@ -106,7 +103,7 @@ class TrainConfig:
         if tokens != (self.task in LANGUAGE_TASKS):
             names = ", ".join(repr(name) for name in LANGUAGE_TASKS)
             allowed = names if tokens else f"any task but {names}"
-            raise ValueError(
+            raise InputError(
                 f"task={self.task!r} does not fit model={self.model!r}, which reads "
                 f"{'token sequences' if tokens else 'feature vectors'}; allowed: {allowed}"
             )
@@ -117,11 +114,11 @@ class TrainConfig:
         ):  # fmt: skip
             check_positive(argument, getattr(self, argument), integer=True)
         if not (isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.steps):
-            raise ValueError(f"warmup_steps={self.warmup_steps!r} must be an integer in [0, steps]")
+            raise InputError(f"warmup_steps={self.warmup_steps!r} must be an integer in [0, steps]")
         check_positive("eps", self.eps)
         check_positive("divergence_factor", self.divergence_factor)
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
+            raise InputError(f"momentum={self.momentum!r} must be in [0, 1)")
 
     def model_kwargs(self) -> dict:
         kwargs = {"activation": self.activation, "bias": self.bias}
@@ -258,15 +255,6 @@ class ProbeContext:
 Probe = Callable[[ProbeContext], list[dict]]
 
 
-@dataclass
-class Records:
-    """The tidy tables one group produced."""
-
-    runs: pl.DataFrame
-    curves: pl.DataFrame
-    probes: pl.DataFrame
-
-
 def gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``rows[index]`` for an ``(members, batch)`` index (``index_select`` is ~2x faster)."""
     return rows.index_select(0, index.flatten()).view(*index.shape, *rows.shape[1:])
@@ -331,12 +319,12 @@ def load_tensors(model: EnsembleModel, values: Mapping[str, torch.Tensor]) -> No
     specs_params = model.named_tensors()
     names = {s.name for s, _ in specs_params}
     if set(values) != names:
-        raise ValueError(f"init has tensors {sorted(values)}; the model has {sorted(names)}")
+        raise InputError(f"init has tensors {sorted(values)}; the model has {sorted(names)}")
     with torch.no_grad():
         for spec, param in specs_params:
             value = values[spec.name]
             if value.shape != param.shape:
-                raise ValueError(
+                raise InputError(
                     f"init[{spec.name!r}] has shape {tuple(value.shape)}; "
                     f"the model's is {tuple(param.shape)}"
                 )
@@ -345,13 +333,13 @@ def load_tensors(model: EnsembleModel, values: Mapping[str, torch.Tensor]) -> No
 
 def _check_members(members: Sequence[Member]) -> None:
     if len(members) == 0:
-        raise ValueError("members=[] is empty: give at least one Member(lr, weight_decay, seed)")
+        raise InputError("members=[] is empty: give at least one Member(lr, weight_decay, seed)")
     for member in members:
         check_positive("lr", member.lr)
         if not (math.isfinite(member.weight_decay) and member.weight_decay >= 0):
-            raise ValueError(f"weight_decay={member.weight_decay!r} must be a finite number >= 0")
+            raise InputError(f"weight_decay={member.weight_decay!r} must be a finite number >= 0")
         if not isinstance(member.seed, int) or member.seed < 0:
-            raise ValueError(f"seed={member.seed!r} must be a non-negative integer")
+            raise InputError(f"seed={member.seed!r} must be a non-negative integer")
 
 
 def train(

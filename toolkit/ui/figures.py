@@ -13,9 +13,10 @@ from pathlib import Path
 import polars as pl
 from matplotlib.figure import Figure
 
-from toolkit import analysis, plots
-from toolkit.store import shipped
-from toolkit.style import export
+from toolkit.analysis import transfer as analysis
+from toolkit.paths import shipped
+from toolkit.ui import plots
+from toolkit.ui.style import export
 
 
 def width_transfer(runs: pl.DataFrame) -> Figure:

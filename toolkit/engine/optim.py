@@ -4,7 +4,7 @@ Each optimizer updates every member of an ensemble at once. The learning rate a
 tensor sees is ``lr[member] * lr_mult[tensor] * schedule(step)``; weight decay
 is ``weight_decay[member] * wd_mult[tensor]``; Adam's epsilon is
 ``eps * eps_mult[tensor]``. The multipliers come from
-:func:`toolkit.parametrization.resolve`, so the optimizers themselves know
+:func:`toolkit.engine.parametrization.resolve`, so the optimizers themselves know
 nothing about widths or parametrizations.
 
 Weight-decay conventions follow PyTorch: SGD and Adam add ``wd * p`` to the
@@ -27,7 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
-from toolkit.parametrization import Resolved, check_choice, check_positive, orthogonalised
+from toolkit.engine.parametrization import Resolved, orthogonalised
+from toolkit.errors import InputError, check_choice, check_positive
 
 
 class EnsembleOptimizer:
@@ -271,7 +272,7 @@ def orthogonalise(
 class Muon(EnsembleOptimizer):
     """Muon (Jordan et al. 2024) for hidden matrices, AdamW for every other tensor.
 
-    For each hidden matrix (:func:`toolkit.parametrization.orthogonalised`), with
+    For each hidden matrix (:func:`toolkit.engine.parametrization.orthogonalised`), with
     momentum ``mu`` and Nesterov's look-ahead::
 
         B <- mu B + G,   U = G + mu B,   W <- W (1 - lr wd) - lr sqrt(fan_out / fan_in) O(U)
@@ -353,5 +354,5 @@ def make_optimizer(
     """Build the optimizer called ``name`` (a key of :data:`OPTIMIZERS`)."""
     check_choice("optimizer", name, OPTIMIZERS)
     if not all(math.isfinite(float(x)) for x in lr.tolist() + weight_decay.tolist()):
-        raise ValueError("lr and weight_decay must be finite")
+        raise InputError("lr and weight_decay must be finite")
     return OPTIMIZERS[name](params, resolved, lr, weight_decay, **hyper)

@@ -8,7 +8,7 @@ in LR and weight decay. Weight matrices are stored as ``(members, fan_in,
 fan_out)`` so that the forward pass is ``x @ W``.
 
 How each tensor is initialised and multiplied in the forward pass comes from
-the parametrization (:mod:`toolkit.parametrization`); the models only declare
+the parametrization (:mod:`toolkit.engine.parametrization`); the models only declare
 each tensor's role.
 """
 
@@ -21,16 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.parametrization import (
+from toolkit.engine.parametrization import (
     Kind,
     Parametrization,
     Role,
     TensorSpec,
     branch_multiplier,
-    check_choice,
-    check_positive,
     forward_and_init,
 )
+from toolkit.errors import InputError, check_choice, check_positive
 
 ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
@@ -69,7 +68,7 @@ class EnsembleModel(nn.Module):
         check_positive("depth", depth, integer=True)
         check_choice("activation", activation, ACTIVATIONS)
         if len(seeds) == 0:
-            raise ValueError("seeds=[] is empty: an ensemble needs at least one member")
+            raise InputError("seeds=[] is empty: an ensemble needs at least one member")
         self.d_in, self.d_out, self.width, self.depth = d_in, d_out, width, depth
         self.parametrization = parametrization
         self.seeds = [int(s) for s in seeds]
@@ -311,4 +310,4 @@ MODELS: dict[str, type[EnsembleModel]] = {"mlp": MLP, "resmlp": ResidualMLP}
 """Model classes by the name used in configs and on the command line."""
 
 # The Transformer has its own module and adds itself to MODELS when imported.
-import toolkit.transformer  # noqa: E402, F401
+import toolkit.engine.transformer  # noqa: E402, F401

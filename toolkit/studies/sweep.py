@@ -7,7 +7,7 @@ settings (learning rate, weight decay, seed). :func:`plan` turns it into
 (members = LR x WD x seed), chunked so that a group's memory stays under a
 budget. Runs already in the store are left out, which is how a re-run resumes.
 
-Executors (:func:`run_local`, and :func:`toolkit.ray_executor.run_ray`) train
+Executors (:func:`run_local`, and :func:`toolkit.studies.ray.run_ray`) train
 the groups and write one store file set per finished group.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -24,36 +23,22 @@ from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
-from toolkit.data import TASKS, load_task
-from toolkit.models import MODELS
-from toolkit.optim import OPTIMIZERS
-from toolkit.parametrization import (
+from toolkit.engine.data import TASKS, load_task
+from toolkit.engine.models import MODELS
+from toolkit.engine.optim import OPTIMIZERS
+from toolkit.engine.parametrization import (
     DEPTH_RULES,
     WEIGHT_DECAY_SCALINGS,
     WIDTH_RULES,
     Kind,
     Parametrization,
-    check_choice,
-    check_positive,
 )
+from toolkit.engine.train import SCHEDULES, Member, TrainConfig, build_model, run_id, train
+from toolkit.errors import InputError, check_choice, check_positive
+from toolkit.paths import smoke_mode
 from toolkit.store import Store
-from toolkit.train import SCHEDULES, Member, TrainConfig, build_model, run_id, train
 
 _LOG2_RANGE = re.compile(r"^\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*(\d+)\s*$")
-
-
-def smoke_mode() -> bool:
-    """True when ``TOOLKIT_SMOKE=1``: notebooks and data commands use tiny grids."""
-    return os.environ.get("TOOLKIT_SMOKE", "") == "1"
-
-
-def study_spec(name: str) -> Path:
-    """Path of a study's sweep spec shipped in ``studies/`` (e.g. ``width_transfer``)."""
-    path = Path(__file__).resolve().parent.parent / "studies" / f"{name}.toml"
-    if not path.exists():
-        available = sorted(p.stem for p in path.parent.glob("*.toml"))
-        raise ValueError(f"study={name!r} has no spec in {path.parent}; available: {available}")
-    return path
 
 
 def parse_lrs(text: str) -> tuple[float, ...]:
@@ -66,18 +51,18 @@ def parse_lrs(text: str) -> tuple[float, ...]:
     if match:
         lo, hi, n = float(match[1]), float(match[2]), int(match[3])
         if n < 1 or (n == 1 and lo != hi) or hi < lo:
-            raise ValueError(f"lrs={text!r}: need 2^a:2^b:n with a <= b and n >= 2 (or a == b)")
+            raise InputError(f"lrs={text!r}: need 2^a:2^b:n with a <= b and n >= 2 (or a == b)")
         if n == 1:
             return (2.0**lo,)
         return tuple(2.0 ** (lo + (hi - lo) * i / (n - 1)) for i in range(n))
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"lrs={text!r} is neither a comma list of numbers nor a range like 2^-14:2^-2:13"
         ) from None
     if not values:
-        raise ValueError(f"lrs={text!r} is empty")
+        raise InputError(f"lrs={text!r} is empty")
     return values
 
 
@@ -130,7 +115,7 @@ class SweepSpec:
         check_choice("task", self.task, TASKS)
         for name in ("parametrizations", "optimizers", "widths", "depths", "lrs", "steps"):
             if not getattr(self, name):
-                raise ValueError(f"{name}=() is empty: give at least one value")
+                raise InputError(f"{name}=() is empty: give at least one value")
         for value in self.parametrizations:
             check_choice("parametrization", value, WIDTH_RULES)
         for value in self.optimizers:
@@ -147,7 +132,7 @@ class SweepSpec:
             check_positive("lrs", value)
         for value in self.weight_decays:
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"weight_decays={value!r} must be a finite number >= 0")
+                raise InputError(f"weight_decays={value!r} must be a finite number >= 0")
         for name in ("seeds", "base_width", "eval_every", "max_members"):
             check_positive(name, getattr(self, name), integer=True)
         if self.base_depth is not None:
@@ -222,9 +207,9 @@ class SweepSpec:
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise ValueError(f"spec={str(path)!r} does not exist") from None
+            raise InputError(f"spec={str(path)!r} does not exist") from None
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"spec={str(path)!r} is not valid TOML: {error}") from None
+            raise InputError(f"spec={str(path)!r} is not valid TOML: {error}") from None
         grids = data.pop("grid", [{}])
         smoke = data.pop("smoke", {})
         if not smoke_mode():
@@ -241,7 +226,7 @@ class SweepSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"unknown sweep setting {unknown[0]!r}; allowed: {', '.join(sorted(known))}"
             )
         data = dict(data)

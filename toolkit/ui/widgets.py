@@ -1,17 +1,17 @@
 """Interactive explorers for the notebooks: controls in, a redrawn figure out.
 
 An :class:`Explorer` wires ipywidgets controls to a ``render(fig, values)``
-function (which queries a frame and calls a :mod:`toolkit.plots` function with
+function (which queries a frame and calls a :mod:`toolkit.ui.plots` function with
 ``fig=``). The figure is one matplotlib ``Figure`` reused at every redraw and
 shown as a PNG image widget, so a redraw replaces the picture in place.
 Sliders are created with ``continuous_update=False``: they redraw when
 released, not at every pixel of a drag. Errors go to an output area under the
 figure (the last good picture stays). An export row writes the current figure
-with :func:`toolkit.style.export`. :class:`RunMore` adds a button that trains
+with :func:`toolkit.ui.style.export`. :class:`RunMore` adds a button that trains
 more points into the store with a progress bar and redraws.
 
 No analysis or training logic lives here: widgets only wire controls to the
-store, :mod:`toolkit.analysis` and :mod:`toolkit.plots`.
+store, :mod:`toolkit.analysis.transfer` and :mod:`toolkit.ui.plots`.
 """
 
 from __future__ import annotations
@@ -29,15 +29,18 @@ import ipywidgets as widgets
 import polars as pl
 from matplotlib.figure import Figure
 
-from toolkit import intrinsic_study, plots, spectral_analysis
 from toolkit import store as results
-from toolkit.analysis import drift, losses_at_steps, lr_curves, optimal_lr, transfer_regret
-from toolkit.coord_check import coord_check
-from toolkit.data import Task, load_task
-from toolkit.intrinsic import threshold_key
-from toolkit.parametrization import Parametrization
-from toolkit.style import FORMATS, VENUES, export
-from toolkit.train import TrainConfig
+from toolkit.analysis import spectra as spectral_analysis
+from toolkit.analysis.transfer import drift, losses_at_steps, lr_curves, optimal_lr, transfer_regret
+from toolkit.engine.data import Task, load_task
+from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.train import TrainConfig
+from toolkit.errors import InputError
+from toolkit.studies import intrinsic_study
+from toolkit.studies.coord_check import coord_check
+from toolkit.studies.intrinsic import threshold_key
+from toolkit.ui import plots
+from toolkit.ui.style import FORMATS, VENUES, export
 
 
 class StudyData:
@@ -225,7 +228,7 @@ class RunMore:
 
     def run(self) -> int:
         """Train the study at the chosen size; returns how many runs were trained."""
-        from toolkit.sweep import run_local
+        from toolkit.studies.sweep import run_local
 
         specs = [spec.with_(**{self.axis: (self.choice.value,)}) for spec in self.specs]
         self.button.disabled = True
@@ -352,7 +355,7 @@ def coord_check_explorer(
 
     Controls: training step, learning rate, optimizer, which parametrizations, and
     the statistic (``l1``: mean |activation|, or ``rms``). Each (parametrization,
-    optimizer, LR) is trained once by :func:`toolkit.coord_check.coord_check` for
+    optimizer, LR) is trained once by :func:`toolkit.studies.coord_check.coord_check` for
     ``config.steps`` steps at every width (seeds ``0..seeds-1``) and kept in the
     explorer's ``results`` dict under that key; the step slider only redraws.
 
@@ -401,7 +404,7 @@ def coord_check_explorer(
     def render(fig: Figure, values: dict) -> None:
         chosen = list(values["parametrizations"])
         if not chosen:
-            raise ValueError("parametrizations=() is empty: pick at least one")
+            raise InputError("parametrizations=() is empty: pick at least one")
         rows = pl.concat(frame(p, values["optimizer"], values["lr"]) for p in chosen)
         # Panels follow the options' order (SP before muP), not the alphabet.
         order = pl.Enum(list(parametrizations))
@@ -425,7 +428,7 @@ SPECTRA_VIEWS = ("spectra across widths", "spectra across steps", "scaling with 
 def spectra_explorer(
     data: StudyData, *, study: str | None = "spectra", name: str = "spectra"
 ) -> Explorer:
-    """Layer spectra of a store recorded with :func:`toolkit.probes.spectral_stats`.
+    """Layer spectra of a store recorded with :func:`toolkit.engine.probes.spectral_stats`.
 
     Views: the empirical spectral density of one layer across widths (at a step)
     or across training steps (at a width), one panel per parametrization; a
@@ -438,7 +441,7 @@ def spectra_explorer(
     runs = data.runs if study is None else data.runs.filter(pl.col("study") == study)
     probes = spectral_analysis.with_settings(data.store.probes().collect(), runs)
     if probes.height == 0:
-        raise ValueError(f"study={study!r} has no spectral probes in {data.path}")
+        raise InputError(f"study={study!r} has no spectral probes in {data.path}")
     means = spectral_analysis.seed_mean(probes)
     spectra = spectral_analysis.mean_spectrum(spectral_analysis.singular_value_frame(probes))
     stats = [s for s in spectral_analysis.SUMMARY_STATS if s in set(means["stat"].to_list())]
@@ -486,7 +489,7 @@ INTRINSIC_VIEWS = ("performance vs d", "d_int vs D")
 
 
 def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension") -> Explorer:
-    """Intrinsic-dimension measurements (:func:`toolkit.intrinsic_study.load`).
+    """Intrinsic-dimension measurements (:func:`toolkit.studies.intrinsic_study.load`).
 
     Views: performance (as a fraction of full training) against the subspace
     dimension ``d`` with the threshold line and each curve's ``d_int`` marked,
@@ -536,7 +539,7 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
         ]
         rows = table(values["threshold"]).filter(*where)
         if rows.height == 0:
-            raise ValueError(f"nothing measured for {values['task']}, {values['projection']}, "
+            raise InputError(f"nothing measured for {values['task']}, {values['projection']}, "
                              f"{fixed} {values[fixed]} and these parametrizations")  # fmt: skip
         title = f"{values['task']}, {values['projection']}, {fixed} {values[fixed]}"
         if values["view"] == "performance vs d":

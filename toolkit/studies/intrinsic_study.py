@@ -1,10 +1,10 @@
 """The intrinsic-dimension study: ``d_int`` measurements kept on disk, re-estimated at will.
 
 Each measurement (one model shape, parametrization and projection; see
-:func:`toolkit.intrinsic.intrinsic_dims`) is stored as one parquet file in a
+:func:`toolkit.studies.intrinsic.intrinsic_dims`) is stored as one parquet file in a
 directory: the full-training baseline of every seed and the performance of
 every ``d x seed`` of the refined sweep, at the best subspace LR (the tidy
-frame of :meth:`toolkit.intrinsic.IntrinsicDimension.tidy`, with the
+frame of :meth:`toolkit.studies.intrinsic.IntrinsicDimension.tidy`, with the
 measurement's settings as columns). Files are written atomically and a
 measurement already on disk is not repeated, so a killed study resumes.
 Because the per-seed data are kept, ``d_int`` at any threshold, with its
@@ -32,24 +32,25 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit.analysis import fit_slope
-from toolkit.intrinsic import (
+from toolkit.analysis.transfer import fit_slope
+from toolkit.engine.projections import PROJECTIONS
+from toolkit.errors import InputError, check_choice
+from toolkit.io import write_atomically
+from toolkit.paths import DATA
+from toolkit.studies.intrinsic import (
     RECORD_SETTINGS,
     IntrinsicDimension,
     estimate_intrinsic_dim,
     intrinsic_dims,
     threshold_key,
 )
-from toolkit.parametrization import check_choice
-from toolkit.projections import PROJECTIONS
-from toolkit.store import write_atomically
-from toolkit.sweep import SweepSpec
+from toolkit.studies.sweep import SweepSpec
 
 SETTINGS = ("model", "task", "parametrization", "base_width", "optimizer", "projection",
             "width", "depth", "steps", "batch_size", "seeds")  # fmt: skip
-"""Columns that name a measurement (see :func:`toolkit.intrinsic.intrinsic_dims`)."""
+"""Columns that name a measurement (see :func:`toolkit.studies.intrinsic.intrinsic_dims`)."""
 
-SHIPPED = Path(__file__).resolve().parent.parent / "data" / "intrinsic_dimension"
+SHIPPED = DATA / "intrinsic_dimension"
 """The shipped measurements (see the module docstring for the command that makes them)."""
 
 DEFAULT_PROJECTIONS = ("fastfood",)
@@ -86,7 +87,7 @@ def spec_projections(spec: SweepSpec, projection: str | None = None) -> tuple[st
         names = spec.extra.get("projections", DEFAULT_PROJECTIONS)
     if isinstance(names, str) or not names:
         allowed = sorted(PROJECTIONS)
-        raise ValueError(f"projections={names!r} must be a non-empty list of {allowed}")
+        raise InputError(f"projections={names!r} must be a non-empty list of {allowed}")
     for name in names:
         check_choice("projection", name, PROJECTIONS)
     return tuple(names)
@@ -105,7 +106,7 @@ def measure_specs(
     Per spec: every parametrization x projection (:func:`spec_projections`) x
     width x depth, with the spec's seeds (a count), first steps and batch size,
     optimizer, base width and baseline LR grid (``lrs``); see
-    :func:`toolkit.intrinsic.intrinsic_dims`. Shapes with ``skip(spec, settings)``
+    :func:`toolkit.studies.intrinsic.intrinsic_dims`. Shapes with ``skip(spec, settings)``
     true are not measured.
     """
     # Built (and the projections validated) before anything trains or is written.
@@ -181,20 +182,20 @@ def load(path: str | Path | Sequence[str | Path] = SHIPPED) -> pl.DataFrame:
     if isinstance(path, str | Path):
         directory = Path(path)
         if not directory.is_dir():
-            raise ValueError(f"path={str(directory)!r} is not a directory of d_int measurements")
+            raise InputError(f"path={str(directory)!r} is not a directory of d_int measurements")
         files = sorted(directory.glob("*.parquet"))
         if not files:
-            raise ValueError(f"path={str(directory)!r} holds no d_int measurements (*.parquet)")
+            raise InputError(f"path={str(directory)!r} holds no d_int measurements (*.parquet)")
     else:
         files = [Path(p) for p in path]
         if not files:
-            raise ValueError("no d_int measurements given")
+            raise InputError("no d_int measurements given")
     frames = []
     for file in files:
         try:
             frames.append(pl.read_parquet(file))
         except (pl.exceptions.PolarsError, OSError) as error:
-            raise ValueError(f"{file} is not a readable d_int measurement: {error}") from None
+            raise InputError(f"{file} is not a readable d_int measurement: {error}") from None
     frame = pl.concat(frames, how="diagonal_relaxed")
     return frame.with_columns(pl.col(pl.Int32).cast(pl.Int64))  # literals were stored as i32
 
@@ -211,7 +212,7 @@ def d_int_table(
     One row per measurement: :data:`SETTINGS`, ``D``, ``baseline`` (mean
     full-training metric), ``threshold``, ``d_int``, ``d_int_lo``, ``d_int_hi``
     (the seed-bootstrap interval at ``confidence``; ``inf`` where no measured
-    ``d`` reaches the target), see :func:`toolkit.intrinsic.estimate_intrinsic_dim`.
+    ``d`` reaches the target), see :func:`toolkit.studies.intrinsic.estimate_intrinsic_dim`.
     """
     rows = []
     for settings, group in frame.group_by(SETTINGS, maintain_order=True):

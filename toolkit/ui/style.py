@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,8 @@ from typing import Any
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from toolkit.parametrization import check_choice, check_positive
+from toolkit.errors import InputError, check_choice, check_positive
+from toolkit.io import write_all_atomically
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 """Default panel height / panel width, about 0.618."""
@@ -188,7 +188,7 @@ def _targets(path: Path, formats: tuple[str, ...] | None) -> list[tuple[str, Pat
         return [(fmt, path if suffix else path.with_name(f"{path.name}.{fmt}"))]
     if isinstance(formats, str) or not formats:
         names = ", ".join(map(repr, FORMATS))
-        raise ValueError(f"formats={formats!r} must be a non-empty tuple of {names}")
+        raise InputError(f"formats={formats!r} must be a non-empty tuple of {names}")
     for fmt in formats:
         check_choice("format", fmt, FORMATS)
     stem = path.with_suffix("") if suffix in FORMATS else path
@@ -228,7 +228,7 @@ def export(
     leaves existing files untouched. The directory must exist.
     """
     if width is not None and venue is None:
-        raise ValueError(f"width={width!r} needs a venue, one of {', '.join(map(repr, VENUES))}")
+        raise InputError(f"width={width!r} needs a venue, one of {', '.join(map(repr, VENUES))}")
     size = None if venue is None else text_width(venue, width or "column")
     check_positive("dpi", dpi)
     targets = _targets(Path(path), formats)
@@ -238,18 +238,12 @@ def export(
     if size is not None:
         fig.set_size_inches(size, size * original[1] / original[0])
         options["savefig.bbox"] = "standard"
-    rendered: list[tuple[Path, Path]] = []
+    def render(fmt: str):
+        return lambda handle: fig.savefig(handle, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
+
     try:
         with mpl.rc_context(options):
-            for fmt, target in targets:
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-                rendered.append((tmp, target))
-                with open(tmp, "xb") as handle:
-                    fig.savefig(handle, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
-        for tmp, target in rendered:
-            os.replace(tmp, target)
+            write_all_atomically({target: render(fmt) for fmt, target in targets})
     finally:
         fig.set_size_inches(original)
-        for tmp, _ in rendered:
-            tmp.unlink(missing_ok=True)
     return [target for _, target in targets]

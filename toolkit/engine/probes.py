@@ -1,7 +1,7 @@
 """Probes: small functions that read an ensemble's state and return tidy rows.
 
 A probe is called by the training loop with a
-:class:`toolkit.train.ProbeContext` and returns a list of dicts with keys
+:class:`toolkit.engine.train.ProbeContext` and returns a list of dicts with keys
 ``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBES` names
 them (``activations``, ``spectra``); :func:`log_spaced_steps` is the default
 schedule to record them at.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from toolkit.parametrization import Kind, check_positive
-from toolkit.spectra import (
+from toolkit.engine.parametrization import Kind
+from toolkit.engine.spectra import (
     FULL_UP_TO,
     MIN_EIGENVALUES,
     cond_ratio,
@@ -23,7 +23,8 @@ from toolkit.spectra import (
     spectral_norm,
     stable_rank,
 )
-from toolkit.train import Probe, ProbeContext
+from toolkit.engine.train import Probe, ProbeContext
+from toolkit.errors import InputError, check_positive
 
 #: The layers an MLP or residual MLP captures, by role. A residual stream
 #: (``block{l}``) is a sum of width-sized vectors and counts as ``hidden``.
@@ -87,7 +88,7 @@ def spectral_stats(
     Yang, Simon & Bernstein 2023 is about); a residual block's branch
     multiplier is not folded in. With ``W_0`` the initial and ``W_prev`` the
     previous step's effective weight, and ``sqrt(fan_out / fan_in)`` the
-    condition's scale (:mod:`toolkit.spectra`), the stats are:
+    condition's scale (:mod:`toolkit.engine.spectra`), the stats are:
 
     ===================== ==================================================
     ``sigma_max``         ``||W||_2``
@@ -99,24 +100,24 @@ def spectral_stats(
     ``update_ratio``      ``||W - W_prev||_F / ||W_prev||_F`` (from step 1)
     ``act_rms``           RMS of the layer's output on the probe batch
     ``alpha``             power-law exponent of the ESD, only where the fit is
-                          reliable (:func:`toolkit.spectra.fit_power_law`)
+                          reliable (:func:`toolkit.engine.spectra.fit_power_law`)
     ``sv_<rank>``         singular values at up to ``sv_points`` log-spaced
                           ranks, always with the first and the last
-                          (:func:`toolkit.spectra.log_spaced_ranks`)
+                          (:func:`toolkit.engine.spectra.log_spaced_ranks`)
     ===================== ==================================================
 
     ``update_*`` need the previous step's weights, which the training loop keeps
     only for the steps just before a probe step, so they are recorded from step
     1 on. The full spectrum is an SVD of ``W``; the norms of ``W - W_0`` and
     ``W - W_prev`` come from Lanczos iterations
-    (:func:`toolkit.spectra.spectral_norm`), a fraction of an SVD's cost. For a
+    (:func:`toolkit.engine.spectra.spectral_norm`), a fraction of an SVD's cost. For a
     matrix whose smaller side exceeds ``full_up_to`` only the top
-    :data:`~toolkit.spectra.TOP_K` singular values are computed (the ``sv_*``
+    :data:`~toolkit.engine.spectra.TOP_K` singular values are computed (the ``sv_*``
     ranks are among those; ``stable_rank`` still uses the exact Frobenius norm)
     and no ``alpha`` is fitted.
     """
     if not (isinstance(sv_points, int) and sv_points >= 0):
-        raise ValueError(f"sv_points={sv_points!r} must be an integer >= 0")
+        raise InputError(f"sv_points={sv_points!r} must be an integer >= 0")
     activations = ctx.activations()
     rows: list[dict] = []
     for spec, param in ctx.model.named_tensors():

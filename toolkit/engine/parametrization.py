@@ -29,7 +29,7 @@ across parameterizations and optimizers", Table 1):
 * Adam epsilon ``eps * m ** e``, following the size of the stored tensor's
   gradient (Everett et al. 2024, section 4), so epsilon never swamps it.
 
-Muon (:class:`toolkit.optim.Muon`) orthogonalises the update of each hidden
+Muon (:class:`toolkit.engine.optim.Muon`) orthogonalises the update of each hidden
 matrix and sets its spectral norm to ``lr * sqrt(fan_out / fan_in)``: the
 spectral condition for feature learning (Yang, Simon & Bernstein 2023) holds
 at every width with no LR exponent. Its family (:data:`OPTIMIZER_FAMILIES`)
@@ -62,12 +62,13 @@ per-tensor numbers; :func:`describe` shows them as a polars frame.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import polars as pl
+
+from toolkit.errors import check_choice, check_positive
 
 
 class Role(StrEnum):
@@ -195,24 +196,6 @@ OPTIMIZER_FAMILIES: dict[str, str] = {
 }
 """Which LR exponents an optimizer uses: SGD-like (update ~ gradient), Adam-like (update
 invariant to the gradient's scale) or Muon (Adam-like, hidden matrices by ``lr_muon``)."""
-
-
-def check_choice(argument: str, value: object, allowed: Iterable[object]) -> None:
-    """Raise ``ValueError`` naming ``argument`` if ``value`` is not one of ``allowed``."""
-    allowed = tuple(allowed)
-    if value not in allowed:
-        names = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"{argument}={value!r} is not one of {names}")
-
-
-def check_positive(argument: str, value: float, *, integer: bool = False) -> None:
-    """Raise ``ValueError`` naming ``argument`` unless ``value`` is a positive (int) number."""
-    kind = "integer" if integer else "number"
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if not ok or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{argument}={value!r} must be a positive {kind}")
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from toolkit.parametrization import check_choice, check_positive
+from toolkit.errors import InputError, check_choice, check_positive
 
 
 def check_seed(seed: object) -> None:
     """Raise ``ValueError`` unless ``seed`` is a non-negative integer."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        raise InputError(f"seed={seed!r} must be a non-negative integer")
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -105,7 +105,7 @@ def walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
     length = x.shape[-1]
     bits = length.bit_length() - 1
     if length != 2**bits:
-        raise ValueError(f"x.shape[-1]={length} must be a power of two")
+        raise InputError(f"x.shape[-1]={length} must be a power of two")
     leading = x.shape[:-1]
     stages = max(1, math.ceil(bits / _RADIX_BITS))
     chunks = [bits // stages + (1 if i < bits % stages else 0) for i in range(stages)]
@@ -142,11 +142,11 @@ class Projection(nn.Module):
         super().__init__()
         check_positive("D", D, integer=True)
         if len(dims) == 0:
-            raise ValueError("dims=[] is empty: give each member's subspace dimension")
+            raise InputError("dims=[] is empty: give each member's subspace dimension")
         for d in dims:
             check_positive("d", d, integer=True)
         if len(seeds) != len(dims):
-            raise ValueError(f"seeds has {len(seeds)} entries but dims has {len(dims)}")
+            raise InputError(f"seeds has {len(seeds)} entries but dims has {len(dims)}")
         for seed in seeds:
             check_seed(seed)
         self.D = int(D)
@@ -187,7 +187,7 @@ class Projection(nn.Module):
         single = theta_d.dim() == 1 and self.members == 1
         x = theta_d.unsqueeze(0) if single else theta_d
         if x.shape != (self.members, self.d):
-            raise ValueError(
+            raise InputError(
                 f"theta_d has shape {tuple(theta_d.shape)}; expected {(self.members, self.d)}"
             )
         if self.mask is not None:

@@ -1,4 +1,4 @@
-"""Analysis of layer spectra recorded by :func:`toolkit.probes.spectral_stats`.
+"""Analysis of layer spectra recorded by :func:`toolkit.engine.probes.spectral_stats`.
 
 Polars frames in, polars frames out; statsmodels for the fits. The questions:
 
@@ -37,15 +37,15 @@ import re
 import numpy as np
 import polars as pl
 
-from toolkit.analysis import fit_slope
-from toolkit.parametrization import check_choice, check_positive
+from toolkit.analysis.transfer import fit_slope
+from toolkit.errors import InputError, check_choice, check_positive
 
 #: Run settings joined onto probe rows by :func:`with_settings`.
 SETTINGS = ("study", "model", "task", "parametrization", "optimizer", "weight_decay_scaling",
             "base_width", "width", "depth", "lr", "weight_decay", "batch_size", "steps", "seed",
             "status", "final_train_loss", "final_val_loss")  # fmt: skip
 
-#: Summary statistics of :func:`toolkit.probes.spectral_stats` (every stat but ``sv_*``).
+#: Summary statistics of :func:`toolkit.engine.probes.spectral_stats` (every stat but ``sv_*``).
 SUMMARY_STATS = ("sigma_max", "fro_norm", "stable_rank", "cond_ratio", "delta_cond_ratio",
                  "update_cond_ratio", "update_ratio", "act_rms", "alpha")  # fmt: skip
 
@@ -271,7 +271,7 @@ def width_table(
     check_choice("stat", stat, SUMMARY_STATS)
     rows = summary(frame).filter(pl.col("stat") == stat)
     if rows.height == 0:
-        raise ValueError(f"stat={stat!r} has no rows in the frame")
+        raise InputError(f"stat={stat!r} has no rows in the frame")
     step = int(rows["step"].max()) if step is None else step
     keys = [c for c in by if c in rows.columns]
     mean = (

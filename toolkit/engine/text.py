@@ -13,7 +13,7 @@ bytes): topics in sorted key order, typographic quotes and dashes replaced by
 ASCII ones, every other character outside printable ASCII and newline dropped,
 runs of blank lines cut to one, and the text cut after the last topic that
 fits in :data:`CORPUS_CHARS` characters. Regenerate with
-``python -m toolkit.text``.
+``python -m toolkit.engine.text``.
 
 **Tokens.** One token per character; a character's id is its rank in the
 sorted set of characters of the whole corpus (``V`` ids). The first
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from toolkit.paths import corpus_path
+
 CORPUS_CHARS = 300_000
 """Upper bound on the corpus length in characters."""
 
@@ -41,11 +43,6 @@ TRAIN_FRACTION = 0.9
 
 _ASCII = {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2026": "...",
           "\u2014": "--", "\u2013": "-", "\t": "    "}  # fmt: skip
-
-
-def corpus_path() -> Path:
-    """Path of the committed corpus, ``data/chars/corpus.txt`` in the repository."""
-    return Path(__file__).resolve().parent.parent / "data" / "chars" / "corpus.txt"
 
 
 def build_corpus() -> str:
@@ -76,7 +73,9 @@ def read_corpus() -> str:
     """The committed corpus text."""
     path = corpus_path()
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with `python -m toolkit.text`")
+        raise FileNotFoundError(
+            f"{path} is missing; rebuild it with `python -m toolkit.engine.text`"
+        )
     return path.read_text(encoding="ascii")
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from toolkit.parametrization import check_positive
+from toolkit.errors import InputError, check_positive
 
 FULL_UP_TO = 1024
 """Largest smaller side of a matrix whose full spectrum is computed exactly."""
@@ -82,7 +82,7 @@ def singular_values(
     check_positive("full_up_to", full_up_to, integer=True)
     check_positive("top_k", top_k, integer=True)
     if matrices.dim() < 2:
-        raise ValueError(f"matrices has shape {tuple(matrices.shape)}: need (..., rows, columns)")
+        raise InputError(f"matrices has shape {tuple(matrices.shape)}: need (..., rows, columns)")
     smaller = min(matrices.shape[-2:])
     with torch.no_grad():
         if smaller <= full_up_to or top_k >= smaller:
@@ -136,7 +136,7 @@ def spectral_norm(
     check_positive("tol", tol)
     check_positive("max_steps", max_steps, integer=True)
     if matrices.dim() < 2:
-        raise ValueError(f"matrices has shape {tuple(matrices.shape)}: need (..., rows, columns)")
+        raise InputError(f"matrices has shape {tuple(matrices.shape)}: need (..., rows, columns)")
     batch, (rows, columns) = matrices.shape[:-2], matrices.shape[-2:]
     if min(rows, columns) <= exact_up_to:
         return singular_values(matrices)[..., 0]
@@ -267,7 +267,7 @@ def fit_power_law(
     """
     values = np.sort(np.asarray(eigenvalues, dtype=np.float64).ravel())
     if not np.isfinite(values).all():
-        raise ValueError("eigenvalues must be finite: got NaN or inf")
+        raise InputError("eigenvalues must be finite: got NaN or inf")
     values = values[values > threshold]
     n = values.size
     if n < 2:

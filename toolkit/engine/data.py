@@ -37,7 +37,7 @@ Available tasks (:data:`TASKS`):
     of the standard library's ``pydoc_data``, PSF licence), committed as
     ``data/chars/corpus.txt`` (268 KB, 94 distinct characters): sequences of 64
     characters, 3,768 train / 418 validation, the last 10% of the text being the
-    validation split. See :mod:`toolkit.text`.
+    validation split. See :mod:`toolkit.engine.text`.
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -55,6 +53,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from toolkit.errors import InputError
+from toolkit.io import write_atomically
+from toolkit.paths import cache_dir
 
 __all__ = ["TASKS", "Task", "cache_dir", "load_task"]
 
@@ -107,35 +109,35 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(f"kind={self.kind!r} is not one of {_quoted(_KINDS)}")
+            raise InputError(f"kind={self.kind!r} is not one of {_quoted(_KINDS)}")
         for split, x, y in (("train", self.x_train, self.y_train), ("val", self.x_val, self.y_val)):
             if self.kind == "language":
                 tokens = x.ndim == 2 and x.dtype == torch.int64
                 if not tokens or (y.shape, y.dtype) != (x.shape, x.dtype):
-                    raise ValueError(
+                    raise InputError(
                         f"language x_{split} and y_{split} must be int64 tensors of one 2-D "
                         f"shape, got {tuple(x.shape)} {x.dtype} and {tuple(y.shape)} {y.dtype}"
                     )
                 continue
             if x.ndim != 2 or x.dtype != torch.float32:
-                raise ValueError(
+                raise InputError(
                     f"x_{split} must be a 2-D float32 tensor, got shape {tuple(x.shape)} "
                     f"and dtype {x.dtype}"
                 )
             if y.shape[0] != x.shape[0]:
-                raise ValueError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
+                raise InputError(f"x_{split} has {x.shape[0]} rows but y_{split} has {y.shape[0]}")
             if self.kind == "classification" and (y.ndim != 1 or y.dtype != torch.int64):
-                raise ValueError(
+                raise InputError(
                     f"classification y_{split} must be a 1-D int64 tensor, got shape "
                     f"{tuple(y.shape)} and dtype {y.dtype}"
                 )
             if self.kind == "regression" and (y.ndim != 2 or y.dtype != torch.float32):
-                raise ValueError(
+                raise InputError(
                     f"regression y_{split} must be a 2-D float32 tensor, got shape "
                     f"{tuple(y.shape)} and dtype {y.dtype}"
                 )
         if self.x_train.shape[1] != self.x_val.shape[1]:
-            raise ValueError("x_train and x_val have different numbers of features")
+            raise InputError("x_train and x_val have different numbers of features")
 
     @property
     def d_in(self) -> int:
@@ -195,23 +197,8 @@ def load_task(name: str, *, device: torch.device | str = "cpu", seed: int = 0) -
     elif name == "chars":
         task = _chars()
     else:
-        raise ValueError(f"unknown task: name={name!r} is not one of {_quoted(TASKS)}")
+        raise InputError(f"unknown task: name={name!r} is not one of {_quoted(TASKS)}")
     return task.to(device)
-
-
-def cache_dir() -> Path:
-    """Directory for generated-data caches.
-
-    ``$TOOLKIT_CACHE`` if set, else ``$XDG_CACHE_HOME/toolkit``, else
-    ``~/.cache/toolkit``. It is created on first write, not here.
-    """
-    explicit = os.environ.get("TOOLKIT_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "toolkit"
-    return Path.home() / ".cache" / "toolkit"
 
 
 def mnist1d_cache_path() -> Path:
@@ -317,17 +304,7 @@ def _generate_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write a compressed ``.npz`` so that readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates the file private to its owner
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda handle: np.savez_compressed(handle, **arrays))
 
 
 # ---------------------------------------------------------------------------- digits
@@ -372,7 +349,7 @@ def _teacher(seed: int) -> Task:
 
 
 def _chars() -> Task:
-    from toolkit.text import char_splits
+    from toolkit.engine.text import char_splits
 
     x_train, y_train, x_val, y_val, _ = char_splits()
     return Task("chars", x_train, y_train, x_val, y_val, kind="language")

@@ -16,10 +16,10 @@ from dataclasses import replace
 
 import polars as pl
 
-from toolkit.data import Task, load_task
-from toolkit.parametrization import check_positive
-from toolkit.probes import activation_stats
-from toolkit.train import Member, TrainConfig, train
+from toolkit.engine.data import Task, load_task
+from toolkit.engine.probes import activation_stats
+from toolkit.engine.train import Member, TrainConfig, train
+from toolkit.errors import InputError, check_positive
 
 
 def coord_check(
@@ -46,17 +46,17 @@ def coord_check(
         ``l1`` (mean |activation|) and ``rms``.
     """
     if len(widths) == 0:
-        raise ValueError("widths=[] is empty: give at least one width")
+        raise InputError("widths=[] is empty: give at least one width")
     for width in widths:
         check_positive("width", width, integer=True)
     base = config.parametrization.base_width
     if min(widths) < base:
-        raise ValueError(
+        raise InputError(
             f"base_width={base} is larger than the smallest width {min(widths)}: "
             "the coordinate check compares widths at or above the base width"
         )
     if len(seeds) == 0:
-        raise ValueError("seeds=[] is empty: give at least one seed")
+        raise InputError("seeds=[] is empty: give at least one seed")
     task = task or load_task(config.task)
     members = [Member(lr=lr, seed=int(s)) for s in seeds]
     frames = []

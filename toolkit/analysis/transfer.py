@@ -29,7 +29,7 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import optimize, stats
 
-from toolkit.parametrization import check_choice
+from toolkit.errors import InputError, check_choice
 
 #: Columns that identify one LR curve: every setting that is not LR, seed or outcome.
 CONFIG_KEYS = ("study", "model", "task", "parametrization", "depth_rule", "optimizer",
@@ -142,7 +142,7 @@ def optimal_lr(
     (usable LRs), ``diverged_lrs``, ``fit``.
     """
     if loss not in runs.columns:
-        raise ValueError(f"loss={loss!r} is not a column; columns: {', '.join(runs.columns)}")
+        raise InputError(f"loss={loss!r} is not a column; columns: {', '.join(runs.columns)}")
     curves = lr_curves(runs, loss=loss)
     keys = _keys(curves)
     ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
@@ -350,7 +350,7 @@ def predict_loss(
     y_all = data[loss].to_numpy().astype(float)
     fitted = n_all <= fit_up_to
     if fitted.sum() < 3:
-        raise ValueError(
+        raise InputError(
             f"fit_up_to={fit_up_to!r} leaves {int(fitted.sum())} points; a power law needs >= 3"
         )
     n, y = n_all[fitted], y_all[fitted]

@@ -5,7 +5,7 @@ The ``D`` parameters of a model, all tensors flattened and concatenated, are
     theta = theta0 + P theta_d,        theta_d in R^d,  theta_d(0) = 0,
 
 with ``theta0`` the usual initialisation (frozen) and ``P`` a fixed random
-``D x d`` projection with unit-norm columns (:mod:`toolkit.projections`). Only
+``D x d`` projection with unit-norm columns (:mod:`toolkit.engine.projections`). Only
 ``theta_d`` is trained, by the chain rule ``dL/dtheta_d = P^T dL/dtheta``.
 
 Members of an ensemble train together, each with its own ``theta0``,
@@ -15,7 +15,7 @@ padded with coordinates that never move). Two kinds of model:
 * toolkit ensemble models (:func:`train_subspace`): ``theta0`` is the model's
   initialisation and its forward multipliers stay in its forward pass, so the
   parametrization (SP, muP, ...) carries over; the baseline is full training
-  with :func:`toolkit.train.train`;
+  with :func:`toolkit.engine.train.train`;
 * any plain ``torch.nn.Module`` (:func:`train_module_subspace`): run with
   ``theta0 + P theta_d`` as its parameters through
   ``torch.func.functional_call``, vectorised over members with
@@ -37,12 +37,12 @@ import polars as pl
 import torch
 from torch import nn
 
-from toolkit.data import Task, load_task
-from toolkit.models import EnsembleModel
-from toolkit.optim import make_optimizer
-from toolkit.parametrization import Kind, Resolved, Role, TensorSpec, check_choice, check_positive
-from toolkit.projections import PROJECTIONS, Projection, check_seed, make_projection
-from toolkit.train import (
+from toolkit.engine.data import Task, load_task
+from toolkit.engine.models import EnsembleModel
+from toolkit.engine.optim import make_optimizer
+from toolkit.engine.parametrization import Kind, Resolved, Role, TensorSpec
+from toolkit.engine.projections import PROJECTIONS, Projection, check_seed, make_projection
+from toolkit.engine.train import (
     BatchSampler,
     TrainConfig,
     build_model,
@@ -52,6 +52,7 @@ from toolkit.train import (
     lr_factor,
     per_member_loss,
 )
+from toolkit.errors import InputError, check_choice, check_positive
 
 
 @dataclass
@@ -78,7 +79,7 @@ def _optimize(
     ``loss_fn(theta)`` maps ``(members, D)`` to per-member losses ``(members,)``,
     differentiably. ``theta_d`` is one ``(members, d)`` tensor under a toolkit
     batched optimizer with per-member ``lr`` and no per-tensor multipliers (its
-    size does not grow with width). Divergence as in :func:`toolkit.train.train`:
+    size does not grow with width). Divergence as in :func:`toolkit.engine.train.train`:
     a member whose loss is not finite or exceeds ``divergence_factor`` times its
     first loss is frozen at ``theta_d = 0``.
     """
@@ -175,7 +176,7 @@ def eval_split(task: Task, examples: int) -> Task:
 
 
 def performance(task: Task, loss: torch.Tensor, accuracy: torch.Tensor) -> torch.Tensor:
-    """Validation performance from :func:`toolkit.train.evaluate`'s ``(loss, accuracy)``.
+    """Validation performance from :func:`toolkit.engine.train.evaluate`'s ``(loss, accuracy)``.
 
     Classification: the accuracy. Regression: ``R^2 = 1 - MSE / Var(y)``, the
     variance taken per output dimension over ``task.y_val`` and averaged;
@@ -199,7 +200,7 @@ def stack_start(
     """Per-seed tensors ``start[seed][name]`` stacked to ``name -> (members, ...)``."""
     missing = sorted(set(seeds) - set(start))
     if missing:
-        raise ValueError(f"start has no tensors for seeds {missing}")
+        raise InputError(f"start has no tensors for seeds {missing}")
     return {name: torch.stack([start[s][name] for s in seeds]) for name in start[seeds[0]]}
 
 
@@ -215,14 +216,14 @@ def train_subspace(
     """Train toolkit models of ``config`` in random subspaces, all members at once.
 
     Training uses ``config``'s optimizer, steps, batch size and LR schedule on
-    ``theta_d`` (no weight decay); minibatches as in :func:`toolkit.train.train`.
+    ``theta_d`` (no weight decay); minibatches as in :func:`toolkit.engine.train.train`.
 
     Args:
         config: the model, task and training settings.
         members: one :class:`SubspaceMember` per run; members of different
             ``d`` are padded to the largest (see
-            :meth:`toolkit.projections.Projection.cost`).
-        projection: a key of :data:`toolkit.projections.PROJECTIONS`.
+            :meth:`toolkit.engine.projections.Projection.cost`).
+        projection: a key of :data:`toolkit.engine.projections.PROJECTIONS`.
         task: a loaded task (default: ``load_task(config.task)``).
         start: ``seed -> {tensor name: tensor without the member axis}``, e.g.
             pre-trained weights, replacing the seeded initialisation as ``theta0``.
@@ -234,7 +235,7 @@ def train_subspace(
     """
     check_choice("projection", projection, PROJECTIONS)
     if len(members) == 0:
-        raise ValueError("members=[] is empty: give at least one SubspaceMember(d, lr, seed)")
+        raise InputError("members=[] is empty: give at least one SubspaceMember(d, lr, seed)")
     for member in members:
         check_positive("d", member.d, integer=True)
         check_positive("lr", member.lr)
@@ -341,10 +342,10 @@ def train_module_subspace(
         dims: each member's ``d``, or ``None`` for full training.
         seeds: each member's projection seed (default ``0, 1, ...``; one
             member for full training).
-        projection: a key of :data:`toolkit.projections.PROJECTIONS`.
+        projection: a key of :data:`toolkit.engine.projections.PROJECTIONS`.
         steps, lr, optimizer, schedule: training budget (``optimizer`` as in
-            :data:`toolkit.optim.OPTIMIZERS` with its default hyperparameters,
-            ``schedule`` as in :class:`toolkit.train.TrainConfig`, no warmup).
+            :data:`toolkit.engine.optim.OPTIMIZERS` with its default hyperparameters,
+            ``schedule`` as in :class:`toolkit.engine.train.TrainConfig`, no warmup).
         score: ``score(call) -> (members,)``, performance after training
             (larger is better); default ``1 - loss / first loss``, the fraction
             of the initial loss removed (``loss`` from one more ``objective`` call).
@@ -374,7 +375,7 @@ def train_module_subspace(
     def loss_fn(theta: torch.Tensor) -> torch.Tensor:
         value = objective(_module_call(module, names, shapes, theta))
         if value.shape != (members,):
-            raise ValueError(
+            raise InputError(
                 f"objective returned shape {tuple(value.shape)}; expected ({members},): "
                 "one loss per member"
             )

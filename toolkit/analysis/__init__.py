@@ -1,0 +1,1 @@
+"""Analysis of stored results: polars frames in, polars frames out; no torch, no plots."""
