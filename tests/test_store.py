@@ -84,9 +84,8 @@ def test_empty_probes_keep_their_schema(tmp_path, groups):
 def test_writes_leave_no_temporary_files_and_readers_ignore_them(tmp_path, groups):
     store = _stored(tmp_path, groups)
     every = {p.relative_to(store.path).as_posix() for p in store.path.rglob("*")}
-    assert every == {"store.json"} | {
-        f"{t}{f}" for t in TABLES for f in ("", "/a.parquet", "/b.parquet")
-    }
+    files = ("", "/a.parquet", "/b.parquet", "/a.parquet.sha256", "/b.parquet.sha256")
+    assert every == {"store.json"} | {f"{t}{f}" for t in TABLES for f in files}
     leftover = store.path / "runs" / ".c.parquet.x1y2.tmp"
     leftover.write_bytes(b"PAR1 half a file")
     assert store.check() == []
@@ -97,10 +96,11 @@ def test_writes_leave_no_temporary_files_and_readers_ignore_them(tmp_path, group
 
 def test_newer_schema_version_is_refused(tmp_path):
     Store(tmp_path / "store")
-    (tmp_path / "store" / "store.json").write_text(json.dumps({"schema_version": 2}))
+    newer = SCHEMA_VERSION + 1
+    (tmp_path / "store" / "store.json").write_text(json.dumps({"schema_version": newer}))
     message = (
         f"store {tmp_path / 'store'} was written by a newer toolkit "
-        "(schema version 2; this toolkit reads up to 1): upgrade toolkit"
+        f"(schema version {newer}; this toolkit reads up to {SCHEMA_VERSION}): upgrade toolkit"
     )
     with pytest.raises(StoreError) as error:
         toolkit.store.open(tmp_path / "store")

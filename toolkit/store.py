@@ -2,12 +2,14 @@
 
 Layout::
 
-    DIR/store.json                 {"schema_version": 1, "created_by": "toolkit <version>"}
+    DIR/store.json                 {"schema_version": 2, "created_by": "toolkit <version>"}
     DIR/runs/<group_id>.parquet    one row per run of the group; its presence marks the
                                    group as finished
     DIR/curves/<group_id>.parquet  run_id, step, split, metric, value
     DIR/probes/<group_id>.parquet  run_id, step, layer, role, stat, value
-    DIR/quarantine/<table>/...     unreadable files moved aside by :meth:`Store.quarantine`
+    DIR/<table>/<file>.sha256      the SHA-256 of each table file, written with it
+    DIR/quarantine/<table>/...     damaged files moved aside by :meth:`Store.quarantine`
+    DIR/claims/<run_id>            runs being trained (see :mod:`toolkit.claims`)
 
 Files are never appended to in place. Each is written to a hidden temporary
 file (``.<name>.<random>.tmp``) in its table's directory, flushed to disk and
@@ -17,26 +19,53 @@ are written before its ``runs`` file, so a process killed part-way leaves a
 group without a runs file: it is not finished, its other files are orphans that
 the readers hide, and a resumed sweep writes it again.
 
+Every file is checked against its checksum before it is parsed, so a bit flip
+anywhere in it is found, never read as a changed value. A file that is damaged
+or cannot be read stops the reader with a :class:`StoreError` naming it;
+``python -m toolkit store DIR --quarantine`` (or :meth:`Store.quarantine`) moves
+such files aside, and a resumed sweep trains their runs again. Stores of schema
+version 1 were written without checksums: they are read unverified.
+
+A run's identity is its ``run_id`` alone. Should two groups hold the same run
+(two sweeps that grouped it differently, a copied file), readers return it once:
+the copy in the first file by name, with that file's curves and probes.
+:meth:`Store.duplicates` lists the other copies and :meth:`Store.dedupe` removes
+them.
+
 Readers return lazy frames of all files of a table stacked together; columns
-that only some files have are filled with nulls. A file that cannot be read
-stops the reader with a :class:`StoreError` naming it; ``python -m toolkit
-store DIR --quarantine`` (or :meth:`Store.quarantine`) moves such files aside.
+that only some files have are filled with nulls.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from toolkit import __version__
+from toolkit.claims import CLAIMS, Claims, maintenance, writing
 from toolkit.errors import InputError, check_choice
-from toolkit.io import is_temporary, write_atomically
+from toolkit.io import (
+    CHECKSUM_SUFFIX,
+    checksum_path,
+    is_temporary,
+    read_verified,
+    remove_stale_temporaries,
+    write_atomically,
+    write_checksummed,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: tables only; 2: every table file has a checksum sidecar."""
+
+_GROUP = "__group__"
+"""Column the readers add while stacking files: the group (file) a row came from."""
 TABLES = ("runs", "curves", "probes")
 
 # The columns every reader returns (files may add more, e.g. study-specific run columns).
@@ -96,19 +125,9 @@ class StoreError(InputError):
     """A problem with a results store; the message names the file or directory."""
 
 
-def _read_error(path: Path) -> str | None:
-    """Why ``path`` is not a usable table file, or ``None`` if it is.
-
-    Only the footer is read: it sits at the end of a parquet file, so any
-    truncation destroys it. Damage inside a complete file goes unnoticed here.
-    """
-    try:
-        schema = pl.read_parquet_schema(path)
-    except (pl.exceptions.PolarsError, OSError) as error:
-        return str(error)
-    if "run_id" not in schema:
-        return "no run_id column"
-    return None
+def _write_manifest(manifest: Path) -> None:
+    text = json.dumps({"schema_version": SCHEMA_VERSION, "created_by": f"toolkit {__version__}"})
+    write_atomically(manifest, lambda handle: handle.write(text.encode() + b"\n"))
 
 
 def _check_group_id(group_id: str) -> None:
@@ -148,22 +167,20 @@ class Store:
             self.path.mkdir(parents=True, exist_ok=True)
         elif not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
+        self.schema_version = SCHEMA_VERSION
         if manifest.exists():
-            self._check_manifest(manifest)
+            self.schema_version = self._check_manifest(manifest)
         # Another process creating the same store may have only its temporary file here yet.
         elif any(not is_temporary(entry) for entry in self.path.iterdir()):
             raise StoreError(
                 f"{self.path} is not a results store: it is not empty and has no {_MANIFEST}"
             )
         elif create:
-            text = json.dumps(
-                {"schema_version": SCHEMA_VERSION, "created_by": f"toolkit {__version__}"}
-            )
-            write_atomically(manifest, lambda handle: handle.write(text.encode() + b"\n"))
+            _write_manifest(manifest)
         else:
             raise StoreError(f"{self.path} is not a results store: it has no {_MANIFEST}")
 
-    def _check_manifest(self, manifest: Path) -> None:
+    def _check_manifest(self, manifest: Path) -> int:
         try:
             version = json.loads(manifest.read_text())["schema_version"]
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -175,56 +192,107 @@ class Store:
                 f"store {self.path} was written by a newer toolkit (schema version {version}; "
                 f"this toolkit reads up to {SCHEMA_VERSION}): upgrade toolkit"
             )
+        return version
+
+    @property
+    def verified(self) -> bool:
+        """Whether the store's files carry checksums (schema version 2 and later)."""
+        return self.schema_version >= 2
 
     def write_group(self, group_id: str, records: Records) -> None:
         """Store the tables of one finished group, replacing any earlier ones of that id.
 
         ``curves`` and ``probes`` are written first and ``runs`` last, each
-        atomically, so the group counts as finished only once all are on disk.
-        An empty probes frame is written too, keeping its schema.
+        atomically with its checksum, so the group counts as finished only once
+        all are on disk. An empty probes frame is written too, keeping its schema.
+        Temporary files that killed writers left behind are deleted first.
         """
         _check_group_id(group_id)
         for table in ("curves", "probes", "runs"):
             directory = self.path / table
             directory.mkdir(exist_ok=True)
+            remove_stale_temporaries(directory)
+            buffer = io.BytesIO()
             frame: pl.DataFrame = getattr(records, table)
-            write_atomically(directory / f"{group_id}.parquet", frame.write_parquet)
+            frame.write_parquet(buffer)
+            write_checksummed(directory / f"{group_id}.parquet", buffer.getvalue())
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Claims]:
+        """Hold the store for writing; yields this process's :class:`~toolkit.claims.Claims`.
+
+        Claim runs before training them (``claims.take(run_ids)``), then check which
+        of the claimed ones are still unfinished: only those are trained. Every
+        claim is released when the block ends.
+        """
+        claims = Claims(self.path / CLAIMS)
+        with writing(self.path):
+            try:
+                yield claims
+            finally:
+                claims.release()
 
     def files(self, table: str) -> list[Path]:
-        """The ``*.parquet`` files of ``table`` (``runs``, ``curves`` or ``probes``), sorted."""
+        """The ``*.parquet`` files of ``table`` (``runs``, ``curves`` or ``probes``), sorted.
+
+        Raises :class:`StoreError` if the table's directory exists but cannot be listed.
+        """
         check_choice("table", table, TABLES)
-        return sorted((self.path / table).glob("*.parquet"))
+        directory = self.path / table
+        if not directory.exists():
+            return []
+        try:
+            names = [entry.name for entry in os.scandir(directory)]
+        except OSError as error:
+            raise StoreError(f"store table {directory} cannot be listed: {error}") from None
+        return sorted(directory / name for name in names if name.endswith(".parquet"))
+
+    def read_file(self, path: Path) -> pl.DataFrame:
+        """One table file, verified against its checksum; :class:`StoreError` if damaged."""
+        try:
+            data = read_verified(path) if self.verified else Path(path).read_bytes()
+            frame = pl.read_parquet(io.BytesIO(data))
+        except (OSError, pl.exceptions.PolarsError, pl.exceptions.PanicException) as error:
+            raise StoreError(
+                f"store file {path} cannot be read ({error}); move bad files aside with "
+                f"`python -m toolkit store {self.path} --quarantine`"
+            ) from None
+        if "run_id" not in frame.columns:
+            raise StoreError(f"store file {path} cannot be read (no run_id column)")
+        return frame
 
     def check(self) -> list[tuple[Path, str]]:
-        """Every table file that cannot be read (or lacks ``run_id``), with the reason.
+        """Every table file that is damaged or cannot be read, with the reason.
 
-        Reads each file's footer only, which catches truncated files.
+        Reads every byte of every file and checks it against its checksum.
         """
         bad = []
         for table in TABLES:
             for path in self.files(table):
-                error = _read_error(path)
-                if error is not None:
-                    bad.append((path, error))
+                try:
+                    self.read_file(path)
+                except StoreError as error:
+                    bad.append((path, str(error).split(" cannot be read ", 1)[-1]))
         return bad
 
     def quarantine(self) -> list[Path]:
-        """Move unreadable files into ``DIR/quarantine/<table>/`` and return their new paths.
+        """Move damaged files into ``DIR/quarantine/<table>/`` and return their new paths.
 
-        The runs file of a group whose curves or probes file is unreadable is
+        The runs file of a group whose curves or probes file is damaged is
         moved too, so that group is no longer finished and a resumed sweep
         trains it again. Leftover ``.tmp`` files of interrupted writes are
-        deleted: do not run this while another process writes to the store.
+        deleted. Refused (:class:`~toolkit.claims.StoreBusy`) while a sweep writes.
         """
-        bad = [path for path, _ in self.check()]
-        for path in list(bad):
-            runs_file = self.path / "runs" / path.name
-            if path.parent.name != "runs" and runs_file.exists() and runs_file not in bad:
-                bad.append(runs_file)
-        moved = [self._move_aside(path) for path in bad]
-        for directory in (self.path, *(self.path / table for table in TABLES)):
-            for temp in directory.glob(".*.tmp"):
-                temp.unlink(missing_ok=True)
+        with maintenance(self.path, "quarantine"):
+            bad = [path for path, _ in self.check()]
+            for path in list(bad):
+                runs_file = self.path / "runs" / path.name
+                if path.parent.name != "runs" and runs_file.exists() and runs_file not in bad:
+                    bad.append(runs_file)
+            moved = [self._move_aside(path) for path in bad]
+            for directory in (self.path, *(self.path / table for table in TABLES)):
+                for temp in directory.glob(".*.tmp"):
+                    temp.unlink(missing_ok=True)
         return moved
 
     def _move_aside(self, path: Path) -> Path:
@@ -236,15 +304,60 @@ class Store:
             copy += 1
             target = directory / f"{path.stem}.{copy}{path.suffix}"
         os.replace(path, target)
+        sidecar = checksum_path(path)
+        if sidecar.exists():
+            os.replace(sidecar, target.with_name(target.name + CHECKSUM_SUFFIX))
         return target
 
+    def duplicates(self) -> pl.DataFrame:
+        """Every stored copy of a run that is stored more than once.
+
+        Columns ``run_id``, ``group`` (the file it is in) and ``kept`` (whether the
+        readers return this copy: the one in the first file by name).
+        """
+        rows = self._stack("runs").select("run_id", _GROUP)
+        copies = rows.filter(pl.len().over("run_id") > 1)
+        return copies.with_columns(
+            kept=pl.col(_GROUP) == pl.col(_GROUP).first().over("run_id")
+        ).rename({_GROUP: "group"})
+
+    def dedupe(self) -> int:
+        """Remove every copy of a run but the one readers return; the number removed.
+
+        Each affected group's files are rewritten without the removed runs (curves and
+        probes first, runs last, each atomically); a group left with no runs loses its
+        files. Refused (:class:`~toolkit.claims.StoreBusy`) while a sweep writes.
+        """
+        with maintenance(self.path, "dedupe"):
+            extra = self.duplicates().filter(~pl.col("kept"))
+            for (group,), rows in extra.group_by(["group"]):
+                drop = rows["run_id"].implode()
+                for table in ("curves", "probes", "runs"):
+                    path = self.path / table / f"{group}.parquet"
+                    if not path.exists():
+                        continue
+                    kept = self.read_file(path).filter(~pl.col("run_id").is_in(drop))
+                    if table == "runs" and kept.height == 0:
+                        self._remove_group(group)
+                        break
+                    buffer = io.BytesIO()
+                    kept.write_parquet(buffer)
+                    write_checksummed(path, buffer.getvalue())
+        return extra.height
+
+    def _remove_group(self, group: str) -> None:
+        for table in ("runs", "curves", "probes"):
+            path = self.path / table / f"{group}.parquet"
+            path.unlink(missing_ok=True)
+            checksum_path(path).unlink(missing_ok=True)
+
     def finished_run_ids(self) -> set[str]:
-        """Ids of the runs of every finished group (only the ``run_id`` column is read)."""
-        return set(self._scan("runs").select("run_id").collect().to_series().to_list())
+        """Ids of the runs of every finished group."""
+        return set(self._stack("runs").get_column("run_id").to_list())
 
     def runs(self) -> pl.LazyFrame:
-        """All runs: the :data:`SCHEMAS` ``runs`` columns first, then any extra ones."""
-        return self._scan("runs")
+        """All runs, each once: the :data:`SCHEMAS` ``runs`` columns first, then any extra ones."""
+        return self._kept_runs().drop(_GROUP).lazy()
 
     def curves(self) -> pl.LazyFrame:
         """Curves of finished runs: ``run_id, step, split, metric, value``."""
@@ -254,23 +367,41 @@ class Store:
         """Probe values of finished runs: ``run_id, step, layer, role, stat, value``."""
         return self._finished("probes")
 
-    def _finished(self, table: str) -> pl.LazyFrame:
-        """``table`` without the rows of runs absent from the runs table (orphans)."""
-        finished = self._scan("runs").select("run_id")
-        return self._scan(table).join(finished, on="run_id", how="semi", maintain_order="left")
+    def _kept_runs(self) -> pl.DataFrame:
+        return self._stack("runs").unique("run_id", keep="first", maintain_order=True)
 
-    def _scan(self, table: str) -> pl.LazyFrame:
-        """All files of ``table`` stacked, after checking that each one can be read."""
-        frames = [pl.LazyFrame(schema=SCHEMAS[table])]
+    def _finished(self, table: str) -> pl.DataFrame:
+        """``table``'s rows of the kept copy of each finished run (no orphans, no duplicates)."""
+        kept = self._kept_runs().select("run_id", _GROUP)
+        rows = self._stack(table).join(
+            kept, on=["run_id", _GROUP], how="semi", maintain_order="left"
+        )
+        return rows.drop(_GROUP).lazy()
+
+    def _stack(self, table: str) -> pl.DataFrame:
+        """All files of ``table`` stacked, each verified, with the group each row came from."""
+        frames = [pl.DataFrame(schema={**SCHEMAS[table], _GROUP: pl.String()})]
         for path in self.files(table):
-            error = _read_error(path)
-            if error is not None:
-                raise StoreError(
-                    f"store file {path} cannot be read ({error}); move bad files aside with "
-                    f"`python -m toolkit store {self.path} --quarantine`"
-                )
-            frames.append(pl.scan_parquet(path))
+            group = path.name[: -len(".parquet")]
+            frames.append(self.read_file(path).with_columns(pl.lit(group).alias(_GROUP)))
         return pl.concat(frames, how="diagonal_relaxed")
+
+
+def upgrade(path: str | os.PathLike[str]) -> int:
+    """Bring a schema-version-1 store to the current version: give every table file a
+    checksum of its present bytes (each file is parsed first; a file that cannot be
+    read stops the upgrade with a :class:`StoreError`). Returns the files checksummed.
+    """
+    store = open(path)
+    if store.verified:
+        return 0
+    files = [file for table in TABLES for file in store.files(table)]
+    with maintenance(store.path, "upgrade"):
+        for file in files:
+            store.read_file(file)
+            write_checksummed(file, file.read_bytes())
+        _write_manifest(store.path / _MANIFEST)
+    return len(files)
 
 
 def open(path: str | os.PathLike[str]) -> Store:
