@@ -37,7 +37,7 @@ import re
 import numpy as np
 import polars as pl
 
-from toolkit.analysis.transfer import fit_slope
+from toolkit.analysis.fits import fit_slope
 from toolkit.errors import InputError, check_choice, check_positive
 
 #: Run settings joined onto probe rows by :func:`with_settings`.

@@ -4,9 +4,14 @@ The functions follow how transfer is judged in the literature:
 
 * :func:`optimal_lr`: the optimal learning rate per configuration, the grid
   minimum refined by a local quadratic fit of loss against ``log2(lr)``, with a
-  confidence interval (delta method on the fit's covariance).
-* :func:`drift`: the slope of ``log2(lr*)`` against ``log2(width)`` (or depth),
-  with an interval. SP + Adam: about -1 at large width; muP: about 0.
+  confidence interval (delta method on the fit's covariance). An optimum at the
+  edge of the grid is *censored*: only a bound (the optimum lies below or above
+  the grid), never a measurement.
+* :func:`drift`: the slope of ``log2(lr*)`` against ``log2(width)`` (or depth,
+  or steps) through the measured optima only, weighted by their standard errors
+  (:func:`toolkit.analysis.fits.fit_line`), with an interval, the number of
+  censored optima and how many of their bounds contradict the line.
+  SP + Adam: about -1 at large width; muP: about 0.
 * :func:`transfer_regret`: loss at the LR transferred from a base size minus
   the loss at the target's own optimum (Ghosh et al. 2025).
 * :func:`wider_is_better`: training loss at the transferred LR should fall
@@ -15,20 +20,23 @@ The functions follow how transfer is judged in the literature:
   transferred hyperparameters and predict larger ones (Yao et al. 2023).
 
 A "configuration" is every run setting except LR and seed
-(:data:`CONFIG_KEYS`). Diverged runs never count as a loss; a learning rate
-whose runs all diverged is a diverged point, shown and counted, not dropped.
+(:data:`CONFIG_KEYS`). Diverged runs never count as a loss. By default a
+learning rate at which *any* seed diverged is a diverged point (it cannot be the
+optimum: one lucky seed out of three must not make an unstable LR look best);
+``divergence="all"`` keeps the survivors of partly diverged LRs instead, on
+request. Diverged points are shown and counted, not dropped.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import polars as pl
 import statsmodels.api as sm
-from scipy import optimize, stats
+from scipy import stats
 
+from toolkit.analysis.fits import fit_line, fit_power_law
 from toolkit.errors import InputError, check_choice
 
 #: Columns that identify one LR curve: every setting that is not LR, seed or outcome.
@@ -38,6 +46,15 @@ CONFIG_KEYS = ("study", "model", "task", "parametrization", "depth_rule", "optim
 
 #: Fit outcomes of :func:`optimal_lr`.
 FIT_OK, FIT_EDGE, FIT_TOO_FEW, FIT_NOT_CONVEX = "ok", "grid-edge", "too-few-points", "not-convex"
+
+#: Which seeds make a learning rate diverged: ``any`` (the default) or ``all``.
+DIVERGENCE_RULES = ("any", "all")
+
+#: Outcomes of :func:`drift`.
+DRIFT_OK, DRIFT_TOO_FEW = "ok", "too-few-measured"
+
+#: Fewest measured optima a drift is fitted through.
+MIN_DRIFT_POINTS = 3
 
 
 def _keys(frame: pl.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
@@ -69,14 +86,20 @@ def losses_at_steps(
     )
 
 
-def lr_curves(runs: pl.DataFrame, *, loss: str = "final_train_loss") -> pl.DataFrame:
-    """Per configuration and LR: mean and std of ``loss`` over ok seeds, and counts.
+def lr_curves(
+    runs: pl.DataFrame, *, loss: str = "final_train_loss", divergence: str = "any"
+) -> pl.DataFrame:
+    """Per configuration and LR: mean, std and standard error of ``loss`` over ok seeds.
 
     Columns: the configuration keys, ``lr``, ``log2_lr``, ``loss_mean``,
-    ``loss_std``, ``seeds_ok``, ``seeds_diverged``, ``diverged`` (every seed
-    diverged). The frame a transfer plot draws.
+    ``loss_std``, ``loss_se``, ``seeds_ok``, ``seeds_diverged``,
+    ``diverged_share`` (of the seeds) and ``diverged``: any seed diverged
+    (``divergence="any"``, the default) or every seed (``"all"``, survivors-only
+    scoring). The frame a transfer plot draws.
     """
+    check_choice("divergence", divergence, DIVERGENCE_RULES)
     ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
+    diverged = pl.col("seeds_diverged") > 0 if divergence == "any" else pl.col("seeds_ok") == 0
     return (
         runs.group_by(*_keys(runs), "lr")
         .agg(
@@ -85,40 +108,46 @@ def lr_curves(runs: pl.DataFrame, *, loss: str = "final_train_loss") -> pl.DataF
             ok.sum().alias("seeds_ok"),
             (~ok).sum().alias("seeds_diverged"),
         )
-        .with_columns(log2_lr=pl.col("lr").log(2), diverged=pl.col("seeds_ok") == 0)
+        .with_columns(
+            log2_lr=pl.col("lr").log(2),
+            loss_se=pl.col("loss_std") / pl.col("seeds_ok").sqrt(),
+            diverged_share=pl.col("seeds_diverged")
+            / (pl.col("seeds_ok") + pl.col("seeds_diverged")),
+            diverged=diverged,
+        )
         .sort(*_keys(runs), "lr")
     )
 
 
 def fit_quadratic_optimum(
     x: np.ndarray, y: np.ndarray, *, level: float = 0.95
-) -> tuple[float, float, float, float, str]:
+) -> tuple[float, float, float, float, str, float]:
     """Vertex of ``y = a + b x + c x**2`` fitted by OLS, with a delta-method interval.
 
-    Returns ``(x_opt, lo, hi, y_opt, fit)``. ``x_opt = -b / (2c)``;
-    ``Var(x_opt) = g' Cov(b, c) g`` with ``g = (-1/(2c), b/(2c**2))``; the
+    Returns ``(x_opt, lo, hi, y_opt, fit, se)``, ``se`` the standard error of
+    ``x_opt = -b / (2c)``: ``Var(x_opt) = g' Cov(b, c) g`` with ``g = (-1/(2c), b/(2c**2))``; the
     interval uses Student's t with the fit's residual degrees of freedom. With
     fewer than three distinct ``x`` or a non-convex fit, ``lo``/``hi`` are NaN
     and ``fit`` says why; with no residual degrees of freedom the interval is
     NaN too.
     """
     if len(np.unique(x)) < 3:
-        return math.nan, math.nan, math.nan, math.nan, FIT_TOO_FEW
+        return math.nan, math.nan, math.nan, math.nan, FIT_TOO_FEW, math.nan
     center = float(np.mean(x))
     design = np.column_stack([np.ones_like(x), x - center, (x - center) ** 2])
     fit = sm.OLS(y, design).fit()
     _, b, c = fit.params
     if not c > 0:
-        return math.nan, math.nan, math.nan, math.nan, FIT_NOT_CONVEX
+        return math.nan, math.nan, math.nan, math.nan, FIT_NOT_CONVEX, math.nan
     x_opt = -b / (2 * c)
     y_opt = float(fit.params @ np.array([1.0, x_opt, x_opt**2]))
-    lo = hi = math.nan
+    lo = hi = se = math.nan
     if fit.df_resid > 0:
         grad = np.array([-1 / (2 * c), b / (2 * c**2)])
         se = math.sqrt(float(grad @ fit.cov_params()[1:, 1:] @ grad))
         half = stats.t.ppf(0.5 + level / 2, fit.df_resid) * se
         lo, hi = x_opt - half + center, x_opt + half + center
-    return x_opt + center, lo, hi, y_opt, FIT_OK
+    return x_opt + center, lo, hi, y_opt, FIT_OK, se
 
 
 def optimal_lr(
@@ -127,23 +156,30 @@ def optimal_lr(
     loss: str = "final_train_loss",
     window: int = 2,
     level: float = 0.95,
+    divergence: str = "any",
 ) -> pl.DataFrame:
     """Optimal ``log2(lr)`` per configuration with a ``level`` confidence interval.
 
-    The grid minimum of the seed-mean loss, refined by a quadratic fit of every
-    ok seed's loss against ``log2(lr)`` over the ``window`` grid points on each
-    side (:func:`fit_quadratic_optimum`). The refined optimum is kept inside the
-    fitted window. When the minimum is at the edge of the usable grid the true
-    optimum may lie outside: ``fit = "grid-edge"`` and no interval. Too few
-    usable points or a non-convex fit also give no interval, and say so.
+    The grid minimum of the seed-mean loss over the usable (not diverged, see
+    :func:`lr_curves`) learning rates, refined by a quadratic fit of every ok
+    seed's loss against ``log2(lr)`` over the ``window`` usable grid points on
+    each side (:func:`fit_quadratic_optimum`). The refined optimum is kept inside
+    the fitted window.
+
+    Every optimum carries its status in ``fit``. Only ``fit == "ok"`` is a
+    measurement (``measured``). When the minimum is at the edge of the usable
+    grid the true optimum may lie outside: ``fit = "grid-edge"`` and ``censored``
+    says on which side it lies (``below`` the smallest usable LR or ``above`` the
+    largest); ``log2_lr_opt`` is then the grid value, a bound, and has no interval.
+    Too few usable points or a non-convex fit give no interval either, and say so.
 
     Columns: configuration keys, ``log2_lr_grid``, ``log2_lr_opt``,
-    ``log2_lr_lo``, ``log2_lr_hi``, ``lr_opt``, ``loss_opt``, ``points``
-    (usable LRs), ``diverged_lrs``, ``fit``.
+    ``log2_lr_lo``, ``log2_lr_hi``, ``log2_lr_se``, ``lr_opt``, ``loss_opt``,
+    ``points`` (usable LRs), ``diverged_lrs``, ``fit``, ``measured``, ``censored``.
     """
     if loss not in runs.columns:
         raise InputError(f"loss={loss!r} is not a column; columns: {', '.join(runs.columns)}")
-    curves = lr_curves(runs, loss=loss)
+    curves = lr_curves(runs, loss=loss, divergence=divergence)
     keys = _keys(curves)
     ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
     points = runs.filter(ok).with_columns(log2_lr=pl.col("lr").log(2))
@@ -160,18 +196,20 @@ def optimal_lr(
         best = int(np.argmin(usable["loss_mean"].to_numpy()))
         row.update(log2_lr_grid=grid_x[best], log2_lr_opt=grid_x[best])
         row["loss_opt"] = float(usable["loss_mean"][best])
-        lo_x, hi_x = grid_x[max(best - window, 0)], grid_x[min(best + window, len(grid_x) - 1)]
-        mine = by_config[key].filter(pl.col("log2_lr").is_between(lo_x, hi_x))
-        x_opt, lo, hi, y_opt, fit = fit_quadratic_optimum(
+        window_x = grid_x[max(best - window, 0) : best + window + 1]
+        mine = by_config[key].filter(pl.col("log2_lr").is_in(window_x.tolist()))
+        x_opt, lo, hi, y_opt, fit, se = fit_quadratic_optimum(
             mine["log2_lr"].to_numpy(), mine[loss].to_numpy(), level=level
         )
         if fit == FIT_OK and best in (0, len(grid_x) - 1):
             fit = FIT_EDGE
+            row["censored"] = "below" if best == 0 else "above"
         if fit == FIT_OK:
             row.update(
-                log2_lr_opt=min(max(x_opt, lo_x), hi_x),
+                log2_lr_opt=min(max(x_opt, window_x[0]), window_x[-1]),
                 log2_lr_lo=lo,
                 log2_lr_hi=hi,
+                log2_lr_se=se,
                 loss_opt=min(y_opt, row["loss_opt"]),
             )
         rows.append({**row, "fit": fit})
@@ -180,29 +218,17 @@ def optimal_lr(
         "log2_lr_opt": pl.Float64,
         "log2_lr_lo": pl.Float64,
         "log2_lr_hi": pl.Float64,
+        "log2_lr_se": pl.Float64,
         "loss_opt": pl.Float64,
+        "censored": pl.String,
     }
     out = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
     for column, dtype in schema.items():
         if column not in out.columns:
             out = out.with_columns(pl.lit(None, dtype=dtype).alias(column))
-    return out.with_columns(lr_opt=2.0 ** pl.col("log2_lr_opt")).sort(keys)
-
-
-def fit_slope(x: np.ndarray, y: np.ndarray, *, level: float = 0.95) -> tuple[float, ...]:
-    """OLS line of ``y`` on ``x``: ``(slope, lo, hi, intercept)`` with the slope's
-    ``level`` interval.
-
-    Two points give a line but no interval (NaN); fewer give NaN.
-    """
-    if len(np.unique(x)) < 2:
-        return math.nan, math.nan, math.nan, math.nan
-    fit = sm.OLS(y, sm.add_constant(x)).fit()
-    intercept, slope = (float(v) for v in fit.params)
-    if fit.df_resid < 1:
-        return slope, math.nan, math.nan, intercept
-    lo, hi = fit.conf_int(alpha=1 - level)[1]
-    return slope, float(lo), float(hi), intercept
+    return out.with_columns(
+        lr_opt=2.0 ** pl.col("log2_lr_opt"), measured=pl.col("fit") == FIT_OK
+    ).sort(keys)
 
 
 #: Axes along which optima can drift.
@@ -213,25 +239,55 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
     """Slope of ``log2(lr*)`` against ``log2(axis)`` per configuration, with an interval.
 
     ``axis`` is ``width``, ``depth`` or ``steps`` (the training horizon).
-    ``optima`` is the output of :func:`optimal_lr`; rows without an optimum are
-    left out (``points`` says how many were used). Columns: the configuration
-    keys except ``axis``, ``axis``, ``slope``, ``slope_lo``, ``slope_hi``,
-    ``intercept`` (``log2(lr*)`` at size 1, for drawing the line), ``points``.
+    ``optima`` is the output of :func:`optimal_lr`. Only measured optima
+    (``fit == "ok"``) are points of the line; it is weighted by their standard
+    errors (random-effects meta-regression, :func:`toolkit.analysis.fits.fit_line`),
+    so its interval is never narrower than the optima's own uncertainty implies.
+    Censored optima (``grid-edge``) are bounds: they are counted (``censored``),
+    and a bound the fitted line crosses -- e.g. an optimum known to lie below the
+    grid where the line passes above it -- is counted in ``contradicting``. With
+    fewer than :data:`MIN_DRIFT_POINTS` measured optima there is no line:
+    ``status = "too-few-measured"`` and the slope is null.
+
+    Columns: the configuration keys except ``axis``, ``axis``, ``slope``,
+    ``slope_lo``, ``slope_hi``, ``intercept`` (``log2(lr*)`` at size 1, for
+    drawing the line), ``points`` (measured optima used), ``censored``,
+    ``contradicting``, ``status``, ``method``.
     """
     check_choice("axis", axis, DRIFT_AXES)
     keys = _keys(optima, exclude=(axis,))
     rows = []
-    usable = optima.filter(pl.col("log2_lr_opt").is_not_null())
-    for key, group in usable.group_by(keys, maintain_order=True):
+    for key, group in optima.group_by(keys, maintain_order=True):
         if group[axis].n_unique() < 2:
             continue
-        x = np.log2(group[axis].to_numpy().astype(float))
-        slope, lo, hi, intercept = fit_slope(x, group["log2_lr_opt"].to_numpy(), level=level)
         row = dict(zip(keys, key, strict=True))
-        row.update(axis=axis, slope=slope, slope_lo=lo, slope_hi=hi, intercept=intercept)
-        rows.append({**row, "points": group.height})
-    columns = ("slope", "slope_lo", "slope_hi", "intercept")
-    return pl.DataFrame(rows, schema_overrides=dict.fromkeys(columns, pl.Float64))
+        measured = group.filter(pl.col("fit") == FIT_OK)
+        bounds = group.filter(pl.col("censored").is_not_null())
+        row.update(axis=axis, points=measured.height, censored=bounds.height, contradicting=0)
+        if measured[axis].n_unique() < MIN_DRIFT_POINTS:
+            rows.append({**row, "status": DRIFT_TOO_FEW})
+            continue
+        x = np.log2(measured[axis].to_numpy().astype(float))
+        se = measured["log2_lr_se"].to_numpy()
+        weights = se if bool(np.all(np.isfinite(se) & (se > 0))) else None
+        line = fit_line(x, measured["log2_lr_opt"].to_numpy(), weights, level=level)
+        on_line = line.intercept + line.slope * np.log2(bounds[axis].to_numpy().astype(float))
+        bound = bounds["log2_lr_grid"].to_numpy()
+        below = bounds["censored"].to_numpy() == "below"
+        crossing = np.where(below, on_line > bound, on_line < bound)
+        row.update(
+            slope=line.slope, slope_lo=line.slope_lo, slope_hi=line.slope_hi,
+            intercept=line.intercept, contradicting=int(crossing.sum()), status=DRIFT_OK,
+            method=line.method,
+        )  # fmt: skip
+        rows.append(row)
+    schema = dict.fromkeys(("slope", "slope_lo", "slope_hi", "intercept"), pl.Float64)
+    schema.update(status=pl.String, method=pl.String)
+    out = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
+    for column, dtype in schema.items():
+        if column not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype=dtype).alias(column))
+    return out
 
 
 def loss_at_lr(curve: pl.DataFrame, log2_lr: float) -> float:
@@ -259,21 +315,32 @@ def transferred(
     axis: str = "width",
     base: int | None = None,
     loss: str = "final_train_loss",
+    divergence: str = "any",
 ) -> pl.DataFrame:
     """Each target's loss at the LR transferred from the ``base`` size (default: smallest).
 
     The transferred LR is the base's grid optimum (sweeps share one LR grid, so
     it was run at every size); ``regret`` is the target's seed-mean loss there
     minus its own grid-minimum loss: zero at the base, never negative, inf if
-    the target diverges at the transferred LR, NaN if that LR is off its grid.
+    the target diverges at the transferred LR (under ``divergence``, see
+    :func:`lr_curves`), NaN if that LR is off its grid. ``base_fit`` is the
+    status of the base's optimum: a ``grid-edge`` base transfers a bound.
 
-    Columns: configuration keys, ``base``, ``log2_lr_transferred``,
-    ``loss_transferred``, ``log2_lr_opt``, ``loss_opt`` (the target's grid
-    optimum and its loss), ``regret``.
+    Columns: configuration keys, ``base``, ``base_fit``, ``log2_lr_transferred``,
+    ``loss_transferred``, ``loss_transferred_se`` (standard error over seeds),
+    ``log2_lr_opt``, ``loss_opt`` (the target's grid optimum and its loss),
+    ``regret``, and ``n_params`` when the runs have it.
     """
-    optima = optimal_lr(runs, loss=loss)
-    curves = lr_curves(runs, loss=loss)
+    optima = optimal_lr(runs, loss=loss, divergence=divergence)
+    curves = lr_curves(runs, loss=loss, divergence=divergence).with_columns(
+        loss_mean=pl.when(pl.col("diverged")).then(None).otherwise(pl.col("loss_mean"))
+    )
     keys = _keys(optima, exclude=(axis,))
+    sizes = (
+        runs.group_by(*keys, axis).agg(pl.col("n_params").first())
+        if "n_params" in runs.columns
+        else None
+    )
     rows = []
     for key, family in optima.group_by(keys, maintain_order=True):
         base_size = family[axis].min() if base is None else base
@@ -284,14 +351,23 @@ def transferred(
         for target in family.iter_rows(named=True):
             curve = curves.filter(*(pl.col(k) == target[k] for k in (*keys, axis)))
             at = loss_at_lr(curve, x_base)
+            at_row = curve.filter(pl.col("log2_lr") == x_base)
+            se = at_row["loss_se"][0] if at_row.height and math.isfinite(at) else None
             best = target["log2_lr_grid"]
             best_loss = loss_at_lr(curve, best) if best is not None else math.nan
             rows.append(
                 {**dict(zip(keys, key, strict=True)), axis: target[axis],
-                 "base": base_size, "log2_lr_transferred": x_base, "loss_transferred": at,
-                 "log2_lr_opt": best, "loss_opt": best_loss, "regret": at - best_loss}
+                 "base": base_size, "base_fit": base_row["fit"][0],
+                 "log2_lr_transferred": x_base, "loss_transferred": at,
+                 "loss_transferred_se": se, "log2_lr_opt": best, "loss_opt": best_loss,
+                 "regret": at - best_loss}
             )  # fmt: skip
-    return pl.DataFrame(rows, infer_schema_length=None)
+    out = pl.DataFrame(
+        rows, schema_overrides={"loss_transferred_se": pl.Float64}, infer_schema_length=None
+    )
+    if sizes is not None and out.height:
+        out = out.join(sizes, on=[*keys, axis], how="left", nulls_equal=True)
+    return out
 
 
 def transfer_regret(runs: pl.DataFrame, **kwargs) -> pl.DataFrame:
@@ -323,64 +399,56 @@ def wider_is_better(runs: pl.DataFrame, *, loss: str = "final_train_loss") -> pl
     )
 
 
-def _power_law(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    return a * n ** (-b) + c
-
-
 def predict_loss(
     frame: pl.DataFrame,
     *,
-    size: str = "width",
+    size: str = "n_params",
     loss: str = "loss_transferred",
+    se: str | None = "loss_transferred_se",
     fit_up_to: float,
     level: float = 0.95,
 ) -> pl.DataFrame:
     """Fit ``L(N) = a N**-b + c`` on rows with ``size <= fit_up_to``, predict every row.
 
-    Least squares (``scipy.optimize.curve_fit``) with ``a, b >= 0``; the
-    prediction interval combines the parameter covariance (delta method) with
-    the residual variance, using Student's t. Fewer than four fitted points
-    leave no residual degrees of freedom: predictions come without an interval
-    (``interval = False``). Columns: ``size``, observed ``loss``, ``predicted``,
-    ``predicted_lo``, ``predicted_hi``, ``fitted`` (used in the fit),
-    ``interval``.
+    ``frame`` is typically :func:`transferred` output; ``N`` is the parameter
+    count by default (``size="width"`` also works). The asymptote ``c`` is
+    non-negative. With a seed standard-error column ``se`` (rows without one are
+    dropped from the fit) the points' seed noise is the fit's noise floor and
+    each prediction's interval bounds where the row's own seed mean falls
+    (:func:`toolkit.analysis.fits.fit_power_law`); with ``se=None`` it is
+    unweighted least squares, and needs four fitted points for an interval
+    (``interval = False`` otherwise).
+
+    Columns: ``size``, observed ``loss``, ``predicted``, ``predicted_lo``,
+    ``predicted_hi``, ``fitted`` (used in the fit), ``interval``.
     """
-    data = frame.filter(pl.col(loss).is_not_null() & pl.col(loss).is_finite()).sort(size)
+    for column in (size, loss) + ((se,) if se is not None else ()):
+        if column not in frame.columns:
+            raise InputError(f"{column!r} is not a column; columns: {', '.join(frame.columns)}")
+    usable = pl.col(loss).is_not_null() & pl.col(loss).is_finite()
+    if se is not None:
+        usable &= pl.col(se).is_not_null() & (pl.col(se) > 0)
+    data = frame.filter(usable).sort(size)
     n_all = data[size].to_numpy().astype(float)
     y_all = data[loss].to_numpy().astype(float)
+    noise = data[se].to_numpy().astype(float) if se is not None else None
     fitted = n_all <= fit_up_to
     if fitted.sum() < 3:
         raise InputError(
             f"fit_up_to={fit_up_to!r} leaves {int(fitted.sum())} points; a power law needs >= 3"
         )
-    n, y = n_all[fitted], y_all[fitted]
-    guess = (max(y[0] - y[-1], 1e-6) * n[0] ** 0.5, 0.5, max(min(y) * 0.5, 0.0))
-    with warnings.catch_warnings():  # three points fit exactly: no covariance, said below
-        warnings.simplefilter("ignore", optimize.OptimizeWarning)
-        params, cov = optimize.curve_fit(
-            _power_law, n, y, p0=guess, bounds=([0.0, 0.0, -np.inf], [np.inf, 4.0, np.inf]),
-            maxfev=20_000,
-        )  # fmt: skip
-    predicted = _power_law(n_all, *params)
-    dof = len(n) - 3
-    lo = hi = np.full_like(predicted, np.nan)
-    if dof > 0 and np.all(np.isfinite(cov)):
-        residual_var = float(np.sum((y - _power_law(n, *params)) ** 2) / dof)
-        a, b, _ = params
-        grads = np.column_stack(
-            [n_all ** (-b), -a * n_all ** (-b) * np.log(n_all), np.ones_like(n_all)]
-        )
-        var = np.einsum("ij,jk,ik->i", grads, cov, grads) + residual_var
-        half = stats.t.ppf(0.5 + level / 2, dof) * np.sqrt(var)
-        lo, hi = predicted - half, predicted + half
+    prediction = fit_power_law(
+        n_all[fitted], y_all[fitted], se=None if noise is None else noise[fitted],
+        at=n_all, se_new=noise, level=level,
+    )  # fmt: skip
     return pl.DataFrame(
         {
             size: n_all,
             "loss": y_all,
-            "predicted": predicted,
-            "predicted_lo": lo,
-            "predicted_hi": hi,
+            "predicted": prediction.predicted,
+            "predicted_lo": prediction.lo,
+            "predicted_hi": prediction.hi,
             "fitted": fitted,
-            "interval": bool(dof > 0),
+            "interval": prediction.interval,
         }
     )

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from toolkit.analysis.transfer import fit_slope
+from toolkit.analysis.fits import fit_slope
 from toolkit.engine.projections import PROJECTIONS
 from toolkit.errors import InputError, check_choice
 from toolkit.io import write_atomically

@@ -8,16 +8,17 @@ import numpy as np
 import polars as pl
 import pytest
 
+from toolkit.analysis.fits import fit_slope
 from toolkit.analysis.transfer import (
     FIT_EDGE,
     FIT_OK,
     FIT_TOO_FEW,
     drift,
-    fit_slope,
     lr_curves,
     optimal_lr,
     predict_loss,
     transfer_regret,
+    transferred,
     wider_is_better,
 )
 
@@ -150,7 +151,7 @@ def test_power_law_prediction_recovers_the_law_and_its_interval_covers():
     for _ in range(trials):
         loss = a * widths**-b + c + rng.normal(0, 0.002, len(widths))
         frame = pl.DataFrame({"width": widths, "loss_transferred": loss})
-        out = predict_loss(frame, fit_up_to=128)
+        out = predict_loss(frame, size="width", se=None, fit_up_to=128)
         far = out.filter(pl.col("width") == 1024).row(0, named=True)
         truth = a * 1024**-b + c
         assert abs(far["predicted"] - truth) < 0.05
@@ -162,8 +163,9 @@ def test_power_law_prediction_recovers_the_law_and_its_interval_covers():
 def test_power_law_needs_three_points():
     frame = pl.DataFrame({"width": [32.0, 64.0, 128.0], "loss_transferred": [1.0, 0.8, 0.7]})
     with pytest.raises(ValueError, match="fit_up_to=64"):
-        predict_loss(frame, fit_up_to=64)
-    assert predict_loss(frame, fit_up_to=128)["interval"].to_list() == [False] * 3
+        predict_loss(frame, size="width", se=None, fit_up_to=64)
+    out = predict_loss(frame, size="width", se=None, fit_up_to=128)
+    assert out["interval"].to_list() == [False] * 3
 
 
 @pytest.mark.slow
@@ -187,3 +189,86 @@ def test_in_a_real_sweep_sp_drifts_to_smaller_lrs_than_mup(tmp_path):
     slopes = drift(optimal_lr(results.open(tmp_path).runs().collect()))
     by_name = dict(zip(slopes["parametrization"], slopes["slope"], strict=True))
     assert by_name["sp"] < by_name["mup"] - 0.25, by_name
+
+
+def test_drift_through_censored_optima_uses_only_measured_ones():
+    """True slope -1; the two widest optima lie below the grid (grid-edge bounds)."""
+    rng = np.random.default_rng(21)
+    optima = {32: -9.3, 64: -10.3, 128: -11.3, 256: -12.3, 512: -13.3}
+    fits = optimal_lr(synthetic_runs(optima, rng))
+    assert fits.filter(pl.col("width") >= 256)["censored"].to_list() == ["below", "below"]
+    assert fits.filter(pl.col("width") >= 256)["measured"].to_list() == [False, False]
+    row = drift(fits).row(0, named=True)
+    assert abs(row["slope"] + 1.0) < 0.1, row
+    assert row["points"] == 3 and row["censored"] == 2 and row["contradicting"] == 0
+    assert row["method"] == "meta-regression"
+
+
+def test_a_censored_bound_that_contradicts_the_line_is_reported():
+    rng = np.random.default_rng(22)
+    optima = {32: -6.0, 64: -6.0, 128: -6.0, 256: -13.0, 512: -14.0}
+    row = drift(optimal_lr(synthetic_runs(optima, rng))).row(0, named=True)
+    assert row["contradicting"] == 2
+
+
+def test_drift_refuses_with_too_few_measured_optima():
+    rng = np.random.default_rng(23)
+    optima = {32: -8.0, 64: -9.0, 128: -13.0, 256: -14.0}
+    row = drift(optimal_lr(synthetic_runs(optima, rng))).row(0, named=True)
+    assert row["status"] == "too-few-measured"
+    assert row["slope"] is None and row["slope_lo"] is None
+    assert row["points"] == 2 and row["censored"] == 2
+
+
+def test_a_lucky_survivor_cannot_make_an_unstable_lr_the_optimum():
+    """At 2^-4 two of three seeds diverge and the third reaches a very low loss."""
+    rng = np.random.default_rng(24)
+    runs = synthetic_runs({64: -7.0}, rng)
+    unstable = (pl.col("lr") == 2.0**-4) & (pl.col("seed") < 2)
+    lucky = (pl.col("lr") == 2.0**-4) & (pl.col("seed") == 2)
+    runs = runs.with_columns(
+        status=pl.when(unstable).then(pl.lit("diverged")).otherwise(pl.col("status")),
+        final_train_loss=pl.when(unstable)
+        .then(None)
+        .when(lucky)
+        .then(0.01)
+        .otherwise(pl.col("final_train_loss")),
+    )
+    curve = lr_curves(runs).filter(pl.col("lr") == 2.0**-4).row(0, named=True)
+    assert curve["diverged"] and curve["diverged_share"] == pytest.approx(2 / 3)
+    assert abs(optimal_lr(runs)["log2_lr_grid"][0] + 7.0) <= 1.0
+    survivors = optimal_lr(runs, divergence="all")  # asked for explicitly
+    assert survivors["log2_lr_grid"][0] == -4.0
+
+
+def test_optimal_lr_interval_covers_at_the_nominal_rate_over_500_draws():
+    rng = np.random.default_rng(25)
+    covered = 0
+    for _ in range(500):
+        row = optimal_lr(synthetic_runs({64: -7.3}, rng)).row(0, named=True)
+        covered += row["log2_lr_lo"] <= -7.3 <= row["log2_lr_hi"]
+    assert abs(covered / 500 - 0.95) <= 0.03, covered / 500
+
+
+def test_drift_interval_covers_the_true_slope_over_500_sweeps():
+    rng = np.random.default_rng(26)
+    widths = [32, 64, 128, 256, 512]
+    covered = 0
+    for _ in range(500):
+        optima = {w: -6.0 - (np.log2(w) - 5) + rng.normal(0, 0.15) for w in widths}
+        row = drift(optimal_lr(synthetic_runs(optima, rng, noise=0.02))).row(0, named=True)
+        covered += row["slope_lo"] <= -1.0 <= row["slope_hi"]
+    assert abs(covered / 500 - 0.95) <= 0.03, covered / 500
+
+
+def test_loss_prediction_defaults_to_parameter_count_and_seed_noise():
+    rng = np.random.default_rng(27)
+    floors = {32: 0.9, 64: 0.7, 128: 0.6, 256: 0.55, 512: 0.53, 1024: 0.52}
+    runs = synthetic_runs({w: -6.0 for w in floors}, rng, floor=floors, noise=0.005)
+    runs = runs.with_columns(n_params=pl.col("width") ** 2 + 100 * pl.col("width"))
+    frame = transferred(runs)
+    assert frame["loss_transferred_se"].is_not_null().all()
+    out = predict_loss(frame, fit_up_to=256**2 + 100 * 256)
+    assert "n_params" in out.columns and out["interval"].all()
+    far = out.filter(pl.col("n_params") == out["n_params"].max()).row(0, named=True)
+    assert far["predicted_lo"] <= far["loss"] <= far["predicted_hi"]
