@@ -13,18 +13,9 @@ from toolkit.studies.sweep import SweepSpec, run_local  # noqa: E402
 from toolkit.ui.explorer import RunMore, StudyData, step_slider  # noqa: E402
 from toolkit.ui.widgets import heatmap_explorer, transfer_explorer  # noqa: E402
 
-SPEC = SweepSpec(
-    task="digits",
-    parametrizations=("sp", "mup"),
-    widths=(16, 32),
-    depths=(1,),
-    lrs=(2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2),
-    weight_decays=(0.0, 0.1),
-    optimizers=("adamw",),
-    steps=(20,),
-    eval_every=10,
-    base_width=16,
-)
+SPEC = SweepSpec(task="digits", parametrizations=("sp", "mup"), widths=(16, 32), depths=(1,),
+                 lrs=(2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2), weight_decays=(0.0, 0.1),
+                 optimizers=("adamw",), steps=(20,), eval_every=10, base_width=16)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
