@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from toolkit.paths import shipped  # noqa: E402
-from toolkit.ui.widgets import StudyData, transfer_explorer  # noqa: E402
+from toolkit.ui.explorer import StudyData  # noqa: E402
+from toolkit.ui.widgets import transfer_explorer  # noqa: E402
 
 
 def main() -> None:

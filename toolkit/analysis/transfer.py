@@ -452,3 +452,76 @@ def predict_loss(
             "interval": prediction.interval,
         }
     )
+
+
+def run_counts(runs: pl.DataFrame, *, by: tuple[str, ...]) -> pl.DataFrame:
+    """How many runs each ``by`` group holds and how many of them diverged.
+
+    Columns: ``by``, ``runs``, ``diverged``; sorted by ``by``.
+    """
+    return (
+        runs.group_by(*by)
+        .agg(pl.len().alias("runs"), (pl.col("status") == "diverged").sum().alias("diverged"))
+        .sort(*by)
+    )
+
+
+def optimum_span(
+    optima: pl.DataFrame,
+    *,
+    by: tuple[str, ...],
+    lr: str = "log2_lr_grid",
+    distinct: tuple[str, ...] = (),
+) -> pl.DataFrame:
+    """How far the optimal LR moves within each ``by`` group (across sizes).
+
+    ``octaves`` is the largest minus the smallest ``lr`` (a log2 LR column: the grid
+    optimum of :func:`optimal_lr` by default, or ``log2_lr`` of :func:`best_cells`);
+    0 means the optimum stayed on one grid point. Each column in ``distinct`` adds
+    ``<column>_values``, its number of distinct values in the group (e.g. how many
+    weight decays the best cells use). Sorted by ``by``.
+    """
+    spans = [(pl.col(lr).max() - pl.col(lr).min()).alias("octaves")]
+    counts = [pl.col(column).n_unique().alias(f"{column}_values") for column in distinct]
+    return optima.group_by(*by).agg(*spans, *counts).sort(*by)
+
+
+def best_cells(curves: pl.DataFrame, *, by: tuple[str, ...]) -> pl.DataFrame:
+    """The grid point with the lowest seed-mean loss in each ``by`` group.
+
+    ``curves`` are :func:`lr_curves` rows; diverged points never win. Over an
+    (LR, weight decay) grid grouped by rule and width this is each width's best
+    cell. Columns: ``by``, ``log2_lr``, ``weight_decay`` (where present),
+    ``loss_mean``; sorted by ``by``.
+    """
+    cell = [c for c in ("log2_lr", "weight_decay", "loss_mean") if c in curves.columns]
+    return (
+        curves.filter(pl.col("loss_mean").is_not_null())
+        .sort("loss_mean")
+        .group_by(*by, maintain_order=True)
+        .first()
+        .select(*by, *(c for c in cell if c not in by))
+        .sort(*by)
+    )
+
+
+def drift_along(
+    optima: pl.DataFrame, *, axes: tuple[str, ...] = ("width", "depth")
+) -> pl.DataFrame:
+    """:func:`drift` along each of ``axes`` in one frame (``axis`` says which; the size
+    columns not fitted along stay as configuration keys)."""
+    return pl.concat([drift(optima, axis=axis) for axis in axes], how="diagonal_relaxed")
+
+
+def regret_along(
+    runs: pl.DataFrame, *, axes: tuple[str, ...] = ("width", "depth"), **kwargs
+) -> pl.DataFrame:
+    """:func:`transfer_regret` along each of ``axes`` in one frame, with an ``axis`` column;
+    ``kwargs`` go to :func:`transfer_regret` (e.g. ``loss``)."""
+    return pl.concat(
+        [
+            transfer_regret(runs, axis=axis, **kwargs).with_columns(axis=pl.lit(axis))
+            for axis in axes
+        ],
+        how="diagonal_relaxed",
+    )

@@ -1,16 +1,142 @@
 """Figures: a tidy polars frame and column names in, a matplotlib Figure out.
 
 No function here trains or loads anything. Every function takes ``fig=`` to draw
-into an existing figure (cleared first) instead of a new one.
+into an existing figure (cleared first) instead of a new one. The figures share
+one layout (:class:`_Layout`): a row of panels, one per value of ``col``, one
+colour per value of ``hue``, the legend right of the last panel and the title
+above; a single-panel figure keeps its legend inside and its title on the axes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+SEQUENTIAL = "flare"
+"""Palette for an ordered ``hue`` (widths, depths, steps)."""
+
+CATEGORICAL = "colorblind"
+"""Palette for named series (parametrizations, layers, rules)."""
+
+
+def _palette(values: list, name: str) -> dict:
+    """One colour per value, in the given order."""
+    return dict(zip(values, sns.color_palette(name, len(values)), strict=True))
+
+
+def _subplots(
+    n: int, *, sharey: bool, width: float, height: float, fig: Figure | None
+) -> tuple[Figure, list[Axes]]:
+    """``n`` side-by-side axes, in a new figure or in ``fig`` (cleared and resized), so an
+    interactive view can redraw into the figure it already has."""
+    if fig is None:
+        fig = plt.figure(layout="constrained")
+    fig.clear()
+    fig.set_size_inches(width * n, height)
+    if fig.get_layout_engine() is None:  # fixed margins (inches): cheaper than a layout pass
+        total = width * n
+        fig.subplots_adjust(left=0.75 / total, right=1 - 1.15 / total, bottom=0.5 / height,
+                            top=1 - 0.55 / height, wspace=0.08)  # fmt: skip
+    axes = fig.subplots(1, n, sharey=sharey, squeeze=False)
+    return fig, list(axes[0])
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A row of panels (one per value of ``col``; one panel without it) and the colour of
+    each value of ``hue``; ``single`` marks a one-panel figure (legend inside, title on
+    the axes)."""
+
+    fig: Figure
+    axes: list[Axes]
+    col: str | None
+    panels: list
+    hue: str | None
+    colors: dict
+    single: bool
+
+    @classmethod
+    def facets(
+        cls,
+        frame: pl.DataFrame,
+        *,
+        col: str | None,
+        hue: str | None = None,
+        palette: str = SEQUENTIAL,
+        width: float,
+        height: float,
+        fig: Figure | None,
+    ) -> _Layout:
+        """One panel per sorted value of ``col`` (shared y axis), ``width`` x ``height``
+        inches each."""
+        panels = [None] if col is None else frame[col].unique(maintain_order=True).sort().to_list()
+        fig, axes = _subplots(len(panels), sharey=True, width=width, height=height, fig=fig)
+        return cls(fig, axes, col, panels, hue, _colors(frame, hue, palette), single=False)
+
+    @classmethod
+    def one_panel(
+        cls, frame: pl.DataFrame, *, hue: str | None = None, fig: Figure | None
+    ) -> _Layout:
+        """One 3.6 x 2.8 in panel, a categorical colour per value of ``hue``."""
+        fig, axes = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
+        return cls(fig, axes, None, [None], hue, _colors(frame, hue, CATEGORICAL), single=True)
+
+    @property
+    def ax(self) -> Axes:
+        """The only panel of a one-panel figure."""
+        (ax,) = self.axes
+        return ax
+
+    def panel_rows(self, frame: pl.DataFrame) -> Iterator[tuple[Axes, object, pl.DataFrame]]:
+        """Each panel's axes, its ``col`` value and the rows of ``frame`` it shows."""
+        for ax, panel in zip(self.axes, self.panels, strict=True):
+            yield ax, panel, frame if self.col is None else frame.filter(pl.col(self.col) == panel)
+
+    def series(
+        self, frame: pl.DataFrame, *, by: str
+    ) -> Iterator[tuple[object, tuple, pl.DataFrame]]:
+        """Each ``hue`` value with rows in ``frame``, its colour and its rows sorted by ``by``."""
+        for value, color in self.colors.items():
+            rows = frame.filter(pl.col(self.hue) == value).sort(by)
+            if rows.height:
+                yield value, color, rows
+
+    def finish(
+        self, title: str | None, *, legend: str | None = "top", legend_title: bool = True
+    ) -> Figure:
+        """Add the legend and the title; returns the figure.
+
+        A facet figure's legend sits right of its last panel, aligned with its ``top`` or
+        its ``middle`` (``None``: no legend), titled with ``hue`` unless ``legend_title``
+        is false; its title goes above all panels.
+        """
+        if self.single:
+            self.ax.legend(fontsize="small", frameon=False)
+            if title:
+                self.ax.set_title(title)
+            return self.fig
+        if legend is not None:
+            middle = legend == "middle"
+            self.axes[-1].legend(
+                title=self.hue if legend_title else None, fontsize="small", frameon=False,
+                loc="center left" if middle else "upper left",
+                bbox_to_anchor=(1.0, 0.5 if middle else 1.0),
+            )  # fmt: skip
+        if title:
+            self.fig.suptitle(title)
+        return self.fig
+
+
+def _colors(frame: pl.DataFrame, hue: str | None, palette: str) -> dict:
+    """A colour per sorted value of ``hue`` (none without ``hue``)."""
+    return {} if hue is None else _palette(frame[hue].unique().sort().to_list(), palette)
 
 
 def coord_check_plot(
@@ -30,47 +156,15 @@ def coord_check_plot(
     for hidden layers.
     """
     rows = frame.filter(pl.col("stat") == stat).sort(col, hue, x)
-    panels = rows[col].unique(maintain_order=True).to_list()
-    layers = rows[hue].unique(maintain_order=True).to_list()
-    colors = dict(zip(layers, sns.color_palette("colorblind", len(layers)), strict=True))
-    fig, axes = _subplots(len(panels), sharey=True, width=2.6, height=2.6, fig=fig)
-    for ax, panel in zip(axes, panels, strict=True):
-        for layer in layers:
-            line = rows.filter(pl.col(col) == panel, pl.col(hue) == layer)
-            ax.plot(line[x], line["value"], marker="o", ms=3, color=colors[layer], label=layer)
+    layout = _Layout.facets(rows, col=col, hue=hue, palette=CATEGORICAL, width=2.6, height=2.6,
+                            fig=fig)  # fmt: skip
+    for ax, panel, here in layout.panel_rows(rows):
+        for layer, color, line in layout.series(here, by=x):
+            ax.plot(line[x], line["value"], marker="o", ms=3, color=color, label=layer)
         ax.set(xscale="log", yscale="log", title=f"{col} {panel}", xlabel=x)
         ax.set_xscale("log", base=2)
-    axes[0].set_ylabel(f"{stat} of activations")
-    axes[-1].legend(fontsize="small", frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def _palette(values: list, name: str = "flare") -> dict:
-    """A sequential colour per value (in the given order), e.g. one per width."""
-    return dict(zip(values, sns.color_palette(name, len(values)), strict=True))
-
-
-def _panels(frame: pl.DataFrame, col: str | None) -> list:
-    return [None] if col is None else frame[col].unique(maintain_order=True).sort().to_list()
-
-
-def _subplots(
-    n: int, *, sharey: bool, width: float = 3.2, height: float = 2.6, fig: Figure | None = None
-):
-    """``n`` side-by-side axes, in a new figure or in ``fig`` (cleared and resized), so an
-    interactive view can redraw into the figure it already has."""
-    if fig is None:
-        fig = plt.figure(layout="constrained")
-    fig.clear()
-    fig.set_size_inches(width * n, height)
-    if fig.get_layout_engine() is None:  # fixed margins (inches): cheaper than a layout pass
-        total = width * n
-        fig.subplots_adjust(left=0.75 / total, right=1 - 1.15 / total, bottom=0.5 / height,
-                            top=1 - 0.55 / height, wspace=0.08)  # fmt: skip
-    axes = fig.subplots(1, n, sharey=sharey, squeeze=False)
-    return fig, list(axes[0])
+    layout.axes[0].set_ylabel(f"{stat} of activations")
+    return layout.finish(title, legend="middle", legend_title=False)
 
 
 def transfer_curves(
@@ -93,24 +187,17 @@ def transfer_curves(
     ``optima`` (:func:`toolkit.analysis.transfer.optimal_lr`) adds a marker at each
     optimum with its interval as a horizontal bar.
     """
-    hues = curves[hue].unique().sort().to_list()
-    colors = _palette(hues)
-    panels = _panels(curves, col)
-    fig, axes = _subplots(len(panels), sharey=True, fig=fig)
+    layout = _Layout.facets(curves, col=col, hue=hue, width=3.2, height=2.6, fig=fig)
     finite = curves.filter(~pl.col("diverged"))[y]
     top = float(finite.quantile(0.98)) if finite.len() else 1.0
     bottom = float(finite.min()) if finite.len() else 0.0
     top = top + 0.08 * (top - bottom) if top > bottom else bottom + 1.0
-    for ax, panel in zip(axes, panels, strict=True):
-        here = curves if col is None else curves.filter(pl.col(col) == panel)
-        for value in hues:
-            line = here.filter(pl.col(hue) == value).sort(x)
-            if line.height == 0:
-                continue
+    for ax, panel, here in layout.panel_rows(curves):
+        for value, color, line in layout.series(here, by=x):
             ok = line.filter(~pl.col("diverged"))
-            ax.plot(ok[x], ok[y], marker="o", ms=3, lw=1.4, color=colors[value], label=str(value))
+            ax.plot(ok[x], ok[y], marker="o", ms=3, lw=1.4, color=color, label=str(value))
             bad = line.filter(pl.col("diverged"))
-            ax.scatter(bad[x], [top] * bad.height, marker="x", s=22, color=colors[value])
+            ax.scatter(bad[x], [top] * bad.height, marker="x", s=22, color=color)
             if optima is None:
                 continue
             where = [pl.col(hue) == value] + ([] if col is None else [pl.col(col) == panel])
@@ -123,16 +210,12 @@ def transfer_curves(
                     xerr = [[row["log2_lr_opt"] - lo], [hi - row["log2_lr_opt"]]]
                 ax.errorbar(
                     row["log2_lr_opt"], row["loss_opt"], xerr=xerr, fmt="*", ms=9,
-                    color=colors[value], mec="black", mew=0.5, capsize=2, zorder=5,
+                    color=color, mec="black", mew=0.5, capsize=2, zorder=5,
                 )  # fmt: skip
         ax.set(xlabel=f"log2 {x.removeprefix('log2_')}", title=str(panel) if col else None)
         ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.04 * (top - bottom))
-    axes[0].set_ylabel(ylabel)
-    axes[-1].legend(title=hue, fontsize="small", frameon=False, loc="upper left",
-                    bbox_to_anchor=(1.0, 1.0))  # fmt: skip
-    if title:
-        fig.suptitle(title)
-    return fig
+    layout.axes[0].set_ylabel(ylabel)
+    return layout.finish(title)
 
 
 def optimum_vs_size(
@@ -147,34 +230,30 @@ def optimum_vs_size(
     """Optimal log2 LR (with its interval) against log2 ``x``, one series per ``hue``; with
     ``drift`` (:func:`toolkit.analysis.transfer.drift`) the fitted line and the band its slope
     interval spans, pivoting at the mean size."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
-    series = optima[hue].unique().sort().to_list()
-    colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
-    for value in series:
+    layout = _Layout.one_panel(optima, hue=hue, fig=fig)
+    ax = layout.ax
+    for value, color in layout.colors.items():
         rows = optima.filter(pl.col(hue) == value, pl.col("log2_lr_opt").is_not_null()).sort(x)
         sizes = np.log2(rows[x].to_numpy().astype(float))
         y = rows["log2_lr_opt"].to_numpy()
         lo = rows["log2_lr_lo"].fill_null(np.nan).to_numpy()
         hi = rows["log2_lr_hi"].fill_null(np.nan).to_numpy()
         ax.errorbar(sizes, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="o",
-                    ms=4, capsize=2, color=colors[value], label=str(value))  # fmt: skip
+                    ms=4, capsize=2, color=color, label=str(value))  # fmt: skip
         if drift is None:
             continue
         for line in drift.filter(pl.col(hue) == value, pl.col("axis") == x).iter_rows(named=True):
             grid = np.linspace(sizes.min(), sizes.max(), 50)
-            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=colors[value], lw=1)
+            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=color, lw=1)
             if line["slope_lo"] is not None and np.isfinite(line["slope_lo"]):
                 pivot = sizes.mean()
                 mid = line["intercept"] + line["slope"] * pivot
                 ax.fill_between(grid, mid + line["slope_lo"] * (grid - pivot),
                                 mid + line["slope_hi"] * (grid - pivot),
-                                color=colors[value], alpha=0.15, lw=0)  # fmt: skip
+                                color=color, alpha=0.15, lw=0)  # fmt: skip
             ax.plot([], [], " ", label=f"slope {line['slope']:+.2f}")
     ax.set(xlabel=f"log2 {x}", ylabel="log2 optimal LR")
-    ax.legend(fontsize="small", frameon=False)
-    if title:
-        ax.set_title(title)
-    return fig
+    return layout.finish(title)
 
 
 def regret_vs_size(
@@ -187,24 +266,19 @@ def regret_vs_size(
 ) -> Figure:
     """Transfer regret (loss at the transferred LR minus the optimum's) against log2 ``x``.
     Infinite regret (divergence at the transferred LR) is drawn as a cross at the top."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
-    series = regret[hue].unique().sort().to_list()
-    colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
+    layout = _Layout.one_panel(regret, hue=hue, fig=fig)
+    ax = layout.ax
     finite = regret.filter(pl.col("regret").is_finite())["regret"]
     top = float(finite.max()) * 1.1 + 1e-3 if finite.len() else 1.0
-    for value in series:
-        rows = regret.filter(pl.col(hue) == value).sort(x)
+    for value, color, rows in layout.series(regret, by=x):
         sizes = np.log2(rows[x].to_numpy().astype(float))
         values = rows["regret"].to_numpy()
         ok = np.isfinite(values)
-        ax.plot(sizes[ok], values[ok], marker="o", ms=4, color=colors[value], label=str(value))
-        ax.scatter(sizes[~ok], [top] * int((~ok).sum()), marker="x", color=colors[value])
+        ax.plot(sizes[ok], values[ok], marker="o", ms=4, color=color, label=str(value))
+        ax.scatter(sizes[~ok], [top] * int((~ok).sum()), marker="x", color=color)
     ax.axhline(0, color="grey", lw=0.6)
     ax.set(xlabel=f"log2 {x}", ylabel="regret (loss)", ylim=(-0.02 * top, top * 1.05))
-    ax.legend(fontsize="small", frameon=False)
-    if title:
-        ax.set_title(title)
-    return fig
+    return layout.finish(title)
 
 
 def predicted_vs_observed(
@@ -216,7 +290,8 @@ def predicted_vs_observed(
 ) -> Figure:
     """Observed loss against size with the power law fitted on the filled points, its
     prediction for the hollow (held-out) ones and the prediction interval."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
+    layout = _Layout.one_panel(prediction, fig=fig)
+    ax = layout.ax
     rows = prediction.sort(size)
     n = rows[size].to_numpy()
     ax.plot(n, rows["predicted"], color="C0", lw=1.2, label="a N^-b + c")
@@ -230,10 +305,7 @@ def predicted_vs_observed(
                label="predicted, observed", zorder=3)  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set(xlabel=size, ylabel="loss")
-    ax.legend(fontsize="small", frameon=False)
-    if title:
-        ax.set_title(title)
-    return fig
+    return layout.finish(title)
 
 
 def loss_heatmaps(
@@ -248,16 +320,11 @@ def loss_heatmaps(
 ) -> Figure:
     """Loss over an (``x``, ``y``) grid, one heatmap per ``col`` value with a shared colour
     scale; the best cell of each panel is outlined. Diverged cells are blank."""
-    panels = _panels(curves, col)
-    fig, axes = _subplots(len(panels), sharey=True, width=2.8, height=2.6, fig=fig)
+    layout = _Layout.facets(curves, col=col, width=2.8, height=2.6, fig=fig)
     finite = curves[value].drop_nulls()
     vmin, vmax = float(finite.min()), float(finite.quantile(0.9))
-    for ax, panel in zip(axes, panels, strict=True):
-        grid = (
-            curves.filter(pl.col(col) == panel)
-            .pivot(on=x, index=y, values=value, sort_columns=True)
-            .sort(y)
-        )
+    for ax, panel, here in layout.panel_rows(curves):
+        grid = here.pivot(on=x, index=y, values=value, sort_columns=True).sort(y)
         matrix = grid.drop(y).to_numpy().astype(float)
         image = ax.imshow(matrix, origin="lower", aspect="auto", cmap="mako_r", vmin=vmin,
                           vmax=vmax)  # fmt: skip
@@ -268,11 +335,9 @@ def loss_heatmaps(
             i, j = np.unravel_index(np.nanargmin(matrix), matrix.shape)
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="red"))
         ax.set(title=f"{col} {panel}", xlabel=x.replace("_", " "))
-    axes[0].set_ylabel(y.replace("_", " "))
-    fig.colorbar(image, ax=axes, shrink=0.8, label=value.replace("_", " "))
-    if title:
-        fig.suptitle(title)
-    return fig
+    layout.axes[0].set_ylabel(y.replace("_", " "))
+    layout.fig.colorbar(image, ax=layout.axes, shrink=0.8, label=value.replace("_", " "))
+    return layout.finish(title, legend=None)
 
 
 def esd_plot(
@@ -290,25 +355,15 @@ def esd_plot(
     (``eigenvalue``, ``density``) for one layer. A power-law tail
     ``p(lambda) ~ lambda**-alpha`` is a straight line of slope ``-alpha``.
     """
-    hues = density[hue].unique().sort().to_list()
-    colors = _palette(hues)
-    panels = _panels(density, col)
-    fig, axes = _subplots(len(panels), sharey=True, width=2.9, height=2.6, fig=fig)
-    for ax, panel in zip(axes, panels, strict=True):
-        here = density if col is None else density.filter(pl.col(col) == panel)
-        for value in hues:
-            line = here.filter(pl.col(hue) == value).sort("eigenvalue")
-            if line.height:
-                ax.plot(line["eigenvalue"], line["density"], marker="o", ms=2, lw=1.2,
-                        color=colors[value], label=str(value))  # fmt: skip
+    layout = _Layout.facets(density, col=col, hue=hue, width=2.9, height=2.6, fig=fig)
+    for ax, panel, here in layout.panel_rows(density):
+        for value, color, line in layout.series(here, by="eigenvalue"):
+            ax.plot(line["eigenvalue"], line["density"], marker="o", ms=2, lw=1.2, color=color,
+                    label=str(value))  # fmt: skip
         ax.set(xscale="log", yscale="log", xlabel="eigenvalue of W^T W",
                title=str(panel) if col else None)  # fmt: skip
-    axes[0].set_ylabel("density")
-    axes[-1].legend(title=hue, fontsize="small", frameon=False, loc="upper left",
-                    bbox_to_anchor=(1.0, 1.0))  # fmt: skip
-    if title:
-        fig.suptitle(title)
-    return fig
+    layout.axes[0].set_ylabel("density")
+    return layout.finish(title)
 
 
 def intrinsic_curves(
@@ -331,38 +386,27 @@ def intrinsic_curves(
     (:func:`toolkit.studies.intrinsic_study.d_int_table` rows) each curve's ``d_int`` is
     marked where it crosses; ``mark_d`` draws a vertical line at that ``d``.
     """
-    hues = curves[hue].unique().sort().to_list()
-    colors = _palette(hues)
-    panels = _panels(curves, col)
-    fig, axes = _subplots(len(panels), sharey=True, width=3.0, height=2.6, fig=fig)
-    for ax, panel in zip(axes, panels, strict=True):
-        here = curves if col is None else curves.filter(pl.col(col) == panel)
-        for value in hues:
-            line = here.filter(pl.col(hue) == value).sort("d")
-            if line.height == 0:
-                continue
+    layout = _Layout.facets(curves, col=col, hue=hue, width=3.0, height=2.6, fig=fig)
+    for ax, panel, here in layout.panel_rows(curves):
+        for value, color, line in layout.series(here, by="d"):
             log2_d = np.log2(line["d"].to_numpy().astype(float))
-            ax.plot(log2_d, line["fraction"], marker="o", ms=2, lw=1.2, color=colors[value],
+            ax.plot(log2_d, line["fraction"], marker="o", ms=2, lw=1.2, color=color,
                     label=str(value))  # fmt: skip
             ax.fill_between(log2_d, line["metric_lo"] / line["baseline"],
-                            line["metric_hi"] / line["baseline"], color=colors[value],
+                            line["metric_hi"] / line["baseline"], color=color,
                             alpha=0.15, lw=0)  # fmt: skip
             marks = pl.DataFrame() if d_int is None else d_int.filter(pl.col(hue) == value)
             if col is not None and marks.height:
                 marks = marks.filter(pl.col(col) == panel)
             for d in marks["d_int"].to_list() if marks.height else []:
                 if np.isfinite(d):
-                    ax.plot(np.log2(d), threshold, marker="v", ms=6, color=colors[value])
+                    ax.plot(np.log2(d), threshold, marker="v", ms=6, color=color)
         ax.axhline(threshold, color="0.3", ls="--", lw=0.8)
         if mark_d is not None:
             ax.axvline(np.log2(mark_d), color="0.5", ls=":", lw=1)
         ax.set(xlabel="log2 d (subspace dimension)", title=str(panel) if col else None)
-    axes[0].set_ylabel("performance / full training")
-    axes[-1].legend(title=hue, fontsize="small", frameon=False, loc="upper left",
-                    bbox_to_anchor=(1.0, 1.0))  # fmt: skip
-    if title:
-        fig.suptitle(title)
-    return fig
+    layout.axes[0].set_ylabel("performance / full training")
+    return layout.finish(title)
 
 
 def exponent_plot(
@@ -380,10 +424,9 @@ def exponent_plot(
     :func:`toolkit.analysis.spectra.seed_mean`) and, with ``fits``
     (:func:`toolkit.analysis.spectra.fit_exponent`), the fitted power law
     ``x**k``, labelled with ``k`` and its interval."""
-    fig, (ax,) = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
-    series = points[hue].unique().sort().to_list()
-    colors = dict(zip(series, sns.color_palette("colorblind", len(series)), strict=True))
-    for value in series:
+    layout = _Layout.one_panel(points, hue=hue, fig=fig)
+    ax = layout.ax
+    for value, color in layout.colors.items():
         rows = points.filter(pl.col(hue) == value, pl.col("value") > 0).sort(x)
         sizes = np.log2(rows[x].to_numpy().astype(float))
         y = np.log2(rows["value"].to_numpy())
@@ -394,17 +437,13 @@ def exponent_plot(
             if not np.isfinite(line["exponent"]):
                 continue
             grid = np.linspace(sizes.min(), sizes.max(), 20)
-            ax.plot(grid, line["intercept"] + line["exponent"] * grid, color=colors[value], lw=1)
+            ax.plot(grid, line["intercept"] + line["exponent"] * grid, color=color, lw=1)
             label = f"{value}: k = {line['exponent']:+.2f}"
             if np.isfinite(line["exponent_lo"]):
                 label += f" [{line['exponent_lo']:+.2f}, {line['exponent_hi']:+.2f}]"
-        ax.errorbar(sizes, y, yerr=spread, fmt="o", ms=4, capsize=2, color=colors[value],
-                    label=label)  # fmt: skip
+        ax.errorbar(sizes, y, yerr=spread, fmt="o", ms=4, capsize=2, color=color, label=label)
     ax.set(xlabel=f"log2 {x}", ylabel=f"log2 {ylabel}")
-    ax.legend(fontsize="small", frameon=False)
-    if title:
-        ax.set_title(title)
-    return fig
+    return layout.finish(title)
 
 
 def ratio_heatmaps(
@@ -421,16 +460,14 @@ def ratio_heatmaps(
     ``table`` is :func:`toolkit.analysis.spectra.width_table` output; rows keep its
     layer order.
     """
-    panels = _panels(table, col)
     layers = table["layer"].unique(maintain_order=True).to_list()
     widths = table["width"].unique().sort().to_list()
-    fig, axes = _subplots(len(panels), sharey=True, width=2.2 + 0.45 * len(widths),
-                          height=1.2 + 0.35 * len(layers), fig=fig)  # fmt: skip
+    layout = _Layout.facets(table, col=col, width=2.2 + 0.45 * len(widths),
+                            height=1.2 + 0.35 * len(layers), fig=fig)  # fmt: skip
     logs = np.log2(table["ratio"].to_numpy())
     finite = logs[np.isfinite(logs)]
     limit = max(float(np.abs(finite).max()) if finite.size else 1.0, 0.25)
-    for ax, panel in zip(axes, panels, strict=True):
-        here = table.filter(pl.col(col) == panel)
+    for ax, panel, here in layout.panel_rows(table):
         ratio = np.full((len(layers), len(widths)), np.nan)
         value = np.full_like(ratio, np.nan)
         for row in here.iter_rows(named=True):
@@ -443,7 +480,5 @@ def ratio_heatmaps(
         ax.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize="x-small")
         ax.set_yticks(range(len(layers)), layers, fontsize="x-small")
         ax.set(title=str(panel), xlabel="width")
-    fig.colorbar(image, ax=axes, shrink=0.8, label="log2 ratio to smallest width")
-    if title:
-        fig.suptitle(title)
-    return fig
+    layout.fig.colorbar(image, ax=layout.axes, shrink=0.8, label="log2 ratio to smallest width")
+    return layout.finish(title, legend=None)

@@ -238,6 +238,7 @@ def export(
     if size is not None:
         fig.set_size_inches(size, size * original[1] / original[0])
         options["savefig.bbox"] = "standard"
+
     def render(fmt: str):
         return lambda handle: fig.savefig(handle, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
 

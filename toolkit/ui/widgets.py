@@ -1,247 +1,26 @@
-"""Interactive explorers for the notebooks: controls in, a redrawn figure out.
+"""Explorers of stored studies: controls wired to :mod:`toolkit.analysis` and
+:mod:`toolkit.ui.plots` over a study's results (transfer curves, weight-decay
+heatmaps, spectra, intrinsic dimension).
 
-An :class:`Explorer` wires ipywidgets controls to a ``render(fig, values)``
-function (which queries a frame and calls a :mod:`toolkit.ui.plots` function with
-``fig=``). The figure is one matplotlib ``Figure`` reused at every redraw and
-shown as a PNG image widget, so a redraw replaces the picture in place.
-Sliders are created with ``continuous_update=False``: they redraw when
-released, not at every pixel of a drag. Errors go to an output area under the
-figure (the last good picture stays). An export row writes the current figure
-with :func:`toolkit.ui.style.export`. :class:`RunMore` adds a button that trains
-more points into the store with a progress bar and redraws.
-
-No analysis or training logic lives here: widgets only wire controls to the
-store, :mod:`toolkit.analysis.transfer` and :mod:`toolkit.ui.plots`.
+Each function builds an :class:`~toolkit.ui.explorer.Explorer` from what it is
+given and draws it at once from the stored data (nothing trains). No analysis or
+training logic lives here: widgets only wire controls to the store,
+:mod:`toolkit.analysis` and :mod:`toolkit.ui.plots`.
 """
 
 from __future__ import annotations
-
-import io
-import math
-import time
-import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from functools import cached_property
-from pathlib import Path
 
 import ipywidgets as widgets
 import polars as pl
 from matplotlib.figure import Figure
 
-from toolkit import store as results
 from toolkit.analysis import spectra as spectral_analysis
-from toolkit.analysis.transfer import drift, losses_at_steps, lr_curves, optimal_lr, transfer_regret
-from toolkit.engine.data import Task, load_task
-from toolkit.engine.parametrization import Parametrization
-from toolkit.engine.train import TrainConfig
+from toolkit.analysis.transfer import drift, lr_curves, optimal_lr, transfer_regret
 from toolkit.errors import InputError
 from toolkit.studies import intrinsic_study
-from toolkit.studies.coord_check import coord_check
 from toolkit.studies.intrinsic import threshold_key
 from toolkit.ui import plots
-from toolkit.ui.style import FORMATS, VENUES, export
-
-
-class StudyData:
-    """A results store read once and kept in memory; :meth:`reload` after new runs.
-
-    ``runs`` and ``curves`` are the store's tables as polars frames.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.store = results.open(self.path)
-
-    @cached_property
-    def runs(self) -> pl.DataFrame:
-        return self.store.runs().collect()
-
-    @cached_property
-    def curves(self) -> pl.DataFrame:
-        return self.store.curves().filter(pl.col("split") != "batch").collect()
-
-    @cached_property
-    def losses(self) -> pl.DataFrame:
-        """Every run's train and val loss at every evaluation step (``split`` column)."""
-        return pl.concat(
-            losses_at_steps(self.runs, self.curves, split=split).with_columns(split=pl.lit(split))
-            for split in ("train", "val")
-        )
-
-    def reload(self) -> None:
-        for name in ("runs", "curves", "losses"):
-            self.__dict__.pop(name, None)
-
-    def values(self, column: str) -> list:
-        """Sorted distinct values of a runs column (for a control's options)."""
-        return self.runs[column].unique().sort().to_list()
-
-
-def dropdown(options: list, value=None, description: str = "") -> widgets.Dropdown:
-    return widgets.Dropdown(
-        options=options, value=options[0] if value is None else value, description=description
-    )
-
-
-def choose_many(options: list, description: str = "") -> widgets.SelectMultiple:
-    """Pick several values (e.g. which widths to show); all selected at first."""
-    return widgets.SelectMultiple(
-        options=options, value=tuple(options), description=description, rows=min(len(options), 6)
-    )
-
-
-def step_slider(steps: list[int], description: str = "step") -> widgets.SelectionSlider:
-    """A slider over the recorded training steps that redraws on release only."""
-    return widgets.SelectionSlider(
-        options=steps, value=steps[-1], description=description, continuous_update=False
-    )
-
-
-class Explorer:
-    """Controls bound to a render function, one reused figure, errors and export.
-
-    Args:
-        controls: named widgets; their current values are passed to ``render``.
-        render: ``render(fig, values)`` draws into ``fig`` (already cleared).
-        name: file stem for exported figures.
-        export_dir: where exports go (default ``figures/``).
-    """
-
-    def __init__(
-        self,
-        controls: Mapping[str, widgets.ValueWidget],
-        render: Callable[[Figure, dict], object],
-        *,
-        name: str = "figure",
-        export_dir: str | Path = "figures",
-        dpi: int = 90,
-    ) -> None:
-        self.controls = dict(controls)
-        self.render = render
-        self.name = name
-        self.export_dir = Path(export_dir)
-        self.dpi = dpi
-        self.figure = Figure()  # fixed margins (see plots._subplots): no layout pass per draw
-        self._pictures: dict[tuple, bytes] = {}
-        self.image = widgets.Image(format="png")
-        self.errors = widgets.Output()
-        self.status = widgets.HTML()
-        self.draw_seconds: float | None = None
-        for control in self.controls.values():
-            control.observe(self._on_change, names="value")
-        self.venue = widgets.Dropdown(options=sorted(VENUES), value="neurips", description="venue")
-        self.column = widgets.Dropdown(options=["column", "full"], description="width")
-        self.format = widgets.Dropdown(options=list(FORMATS), description="format")
-        self.export_button = widgets.Button(description="Export", icon="download")
-        self.export_button.on_click(lambda _: self.export())
-        self.extra_rows: list[widgets.Widget] = []
-        self.redraw()
-
-    def values(self) -> dict:
-        return {name: control.value for name, control in self.controls.items()}
-
-    def _on_change(self, _change) -> None:
-        self.redraw()
-
-    def redraw(self) -> None:
-        """Render into the figure and show it; an error is shown, the old picture stays.
-
-        Pictures are kept per combination of control values, so going back to a
-        setting already seen is instant; :meth:`forget` drops them when the data
-        change.
-        """
-        started = time.perf_counter()
-        values = self.values()
-        key = tuple(sorted((name, repr(value)) for name, value in values.items()))
-        try:
-            if key not in self._pictures:
-                self.figure.clear()
-                self.render(self.figure, values)
-                buffer = io.BytesIO()
-                self.figure.savefig(buffer, format="png", dpi=self.dpi)
-                self._pictures[key] = buffer.getvalue()
-        except Exception:  # shown to the user under the figure, never raised into the UI
-            self.errors.outputs = ()
-            self.errors.append_stdout(traceback.format_exc(limit=3))
-            return
-        self.errors.outputs = ()
-        self.image.value = self._pictures[key]
-        self.draw_seconds = time.perf_counter() - started
-
-    def forget(self) -> None:
-        """Drop the kept pictures (after new runs arrived) and redraw."""
-        self._pictures.clear()
-        self.redraw()
-
-    def export(self) -> list[Path]:
-        """Write the current figure for the chosen venue, width and format."""
-        self.export_dir.mkdir(parents=True, exist_ok=True)
-        path = self.export_dir / f"{self.name}.{self.format.value}"
-        written = export(self.figure, path, venue=self.venue.value, width=self.column.value)
-        self.status.value = "exported " + ", ".join(str(p) for p in written)
-        return written
-
-    @property
-    def widget(self) -> widgets.Widget:
-        controls = widgets.HBox(
-            list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")
-        )
-        exports = widgets.HBox([self.venue, self.column, self.format, self.export_button])
-        return widgets.VBox(
-            [controls, *self.extra_rows, self.image, self.errors, exports, self.status]
-        )
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-
-class RunMore:
-    """A button that extends a study to a new size: trains it into the store with a progress
-    bar, then redraws.
-
-    ``specs`` are the study's sweeps (e.g. ``SweepSpec.from_toml(study_spec(name))``);
-    ``axis`` is the grid field to extend (``widths``, ``depths`` or ``steps``) and
-    ``options`` the values offered in a dropdown. Runs already in the store are
-    skipped, so a second click with the same choice trains nothing. The sweep's
-    progress bar (tqdm, a widget in a notebook) shows in this row's output area.
-    """
-
-    def __init__(
-        self,
-        explorer: Explorer,
-        data: StudyData,
-        specs: list,
-        *,
-        axis: str,
-        options: list,
-    ) -> None:
-        self.explorer, self.data, self.specs, self.axis = explorer, data, specs, axis
-        self.choice = dropdown(list(options), description=axis.removesuffix("s"))
-        self.button = widgets.Button(description="Train more points", icon="play")
-        self.output = widgets.Output()
-        self.button.on_click(lambda _: self.run())
-        row = widgets.HBox([self.choice, self.button])
-        explorer.extra_rows.append(widgets.VBox([row, self.output]))
-
-    def run(self) -> int:
-        """Train the study at the chosen size; returns how many runs were trained."""
-        from toolkit.studies.sweep import run_local
-
-        specs = [spec.with_(**{self.axis: (self.choice.value,)}) for spec in self.specs]
-        self.button.disabled = True
-        self.output.clear_output()
-        try:
-            with self.output:
-                work = run_local(specs, self.data.path)
-        finally:
-            self.button.disabled = False
-        self.data.reload()
-        self.explorer.forget()
-        return work.runs
-
+from toolkit.ui.explorer import Explorer, RunMore, StudyData, choose_many, dropdown, step_slider
 
 SEED_MEAN = "mean over seeds"
 
@@ -280,13 +59,15 @@ def transfer_explorer(
     col: str = "parametrization",
     fixed: tuple[str, ...] = ("optimizer",),
     name: str = "transfer",
+    run_more: RunMore | None = None,
 ) -> Explorer:
     """Transfer curves, optima with drift, or regret, for one study store.
 
     ``hue`` is the size axis (``width``, ``depth`` or ``steps``); ``col`` splits
     panels (e.g. SP vs muP); ``fixed`` columns get a dropdown each (e.g. the
     optimizer). The view toggle switches between loss-vs-LR curves, the optimal
-    LR against size with its fitted drift, and the transfer regret.
+    LR against size with its fitted drift, and the transfer regret. ``run_more``
+    (over the same ``data``) adds a row that trains more sizes.
     """
     controls = transfer_controls(data, hue=hue, fixed=fixed)
     controls["view"] = widgets.ToggleButtons(
@@ -311,7 +92,9 @@ def transfer_explorer(
             regret = transfer_regret(frame, axis=hue, loss="loss")
             plots.regret_vs_size(regret, x=hue, hue=col, title=title, fig=fig)
 
-    return Explorer(controls, render, name=name)
+    explorer = Explorer(controls, render, name=name, run_more=run_more)
+    explorer.redraw()
+    return explorer
 
 
 def heatmap_explorer(
@@ -332,91 +115,8 @@ def heatmap_explorer(
         curves = lr_curves(frame, loss="loss")
         plots.loss_heatmaps(curves, x=x, y=y, col=col, title=title, fig=fig)
 
-    return Explorer(controls, render, name=name)
-
-
-def _log2_label(value: float) -> str:
-    return f"2^{math.log2(value):g}"
-
-
-def coord_check_explorer(
-    config: TrainConfig | None = None,
-    *,
-    widths: Sequence[int] = (64, 128, 256, 512),
-    lrs: Sequence[float] = tuple(2.0**k for k in range(-10, 0)),
-    optimizers: Sequence[str] = ("adam", "sgd"),
-    parametrizations: Sequence[str] = ("sp", "mup", "ntk", "mf"),
-    seeds: int = 2,
-    task: Task | None = None,
-    name: str = "coord_check",
-) -> Explorer:
-    """The coordinate check, computed live: activation size against width, one line
-    per layer, one panel per chosen parametrization (SP and muP side by side at first).
-
-    Controls: training step, learning rate, optimizer, which parametrizations, and
-    the statistic (``l1``: mean |activation|, or ``rms``). Each (parametrization,
-    optimizer, LR) is trained once by :func:`toolkit.studies.coord_check.coord_check` for
-    ``config.steps`` steps at every width (seeds ``0..seeds-1``) and kept in the
-    explorer's ``results`` dict under that key; the step slider only redraws.
-
-    ``config`` defaults to what ``python -m toolkit coord-check`` uses (MLP with 3
-    hidden layers on MNIST-1D, base width the smallest width, 3 steps, batch 128), so
-    ``coord-check --json`` with the same flags prints the numbers drawn here. Its
-    parametrization name and optimizer are replaced by the controls' values.
-    """
-    widths = sorted(int(w) for w in widths)
-    if config is None:
-        base = Parametrization("mup", base_width=widths[0], base_depth=3)
-        config = TrainConfig(parametrization=base, width=widths[0], depth=3, steps=3)
-    task = task or load_task(config.task)
-    lrs = sorted(float(lr) for lr in lrs)
-    default_lr = min(lrs, key=lambda lr: abs(math.log2(lr) - math.log2(0.01)))
-    side_by_side = tuple(p for p in ("sp", "mup") if p in parametrizations)
-    controls = {
-        "step": widgets.SelectionSlider(options=list(range(config.steps + 1)),
-                                        value=config.steps, description="step",
-                                        continuous_update=False),
-        "lr": widgets.SelectionSlider(options=[(_log2_label(lr), lr) for lr in lrs],
-                                      value=default_lr, description="LR",
-                                      continuous_update=False),
-        "optimizer": dropdown(list(optimizers), description="optimizer"),
-        "parametrizations": widgets.SelectMultiple(
-            options=list(parametrizations), value=side_by_side or tuple(parametrizations[:1]),
-            description="param.",
-            rows=min(len(parametrizations), 4),
-        ),
-        "stat": widgets.ToggleButtons(options=["l1", "rms"], description="stat"),
-    }  # fmt: skip
-    results: dict[tuple[str, str, float], pl.DataFrame] = {}
-
-    def frame(parametrization: str, optimizer: str, lr: float) -> pl.DataFrame:
-        key = (parametrization, optimizer, lr)
-        if key not in results:
-            run_config = replace(
-                config,
-                parametrization=config.parametrization.with_(name=parametrization),
-                optimizer=optimizer,
-            )
-            found = coord_check(run_config, widths, lr=lr, seeds=range(seeds), task=task)
-            results[key] = found.with_columns(parametrization=pl.lit(parametrization))
-        return results[key]
-
-    def render(fig: Figure, values: dict) -> None:
-        chosen = list(values["parametrizations"])
-        if not chosen:
-            raise InputError("parametrizations=() is empty: pick at least one")
-        rows = pl.concat(frame(p, values["optimizer"], values["lr"]) for p in chosen)
-        # Panels follow the options' order (SP before muP), not the alphabet.
-        order = pl.Enum(list(parametrizations))
-        rows = rows.with_columns(pl.col("parametrization").cast(order))
-        title = (f"{values['optimizer']}, LR {_log2_label(values['lr'])}, "
-                 f"step {values['step']}")  # fmt: skip
-        plots.coord_check_plot(rows.filter(pl.col("step") == values["step"]),
-                               stat=values["stat"], col="parametrization", title=title,
-                               fig=fig)  # fmt: skip
-
     explorer = Explorer(controls, render, name=name)
-    explorer.results = results
+    explorer.redraw()
     return explorer
 
 
@@ -482,7 +182,9 @@ def spectra_explorer(
                                                   step=step)  # fmt: skip
             plots.ratio_heatmaps(table, title=f"{values['stat']} at step {step}", fig=fig)
 
-    return Explorer(controls, render, name=name)
+    explorer = Explorer(controls, render, name=name)
+    explorer.redraw()
+    return explorer
 
 
 INTRINSIC_VIEWS = ("performance vs d", "d_int vs D")
@@ -555,4 +257,6 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
         plots.exponent_plot(points, fits, x="D", ylabel=threshold_key(values["threshold"]),
                             title=f"{title}, across {across}", fig=fig)  # fmt: skip
 
-    return Explorer(controls, render, name=name)
+    explorer = Explorer(controls, render, name=name)
+    explorer.redraw()
+    return explorer

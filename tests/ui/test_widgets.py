@@ -1,4 +1,4 @@
-"""Explorers redraw in place, show errors without losing the picture, export, and run more."""
+"""Explorers of a stored study redraw in place, export, and train more points on request."""
 
 from __future__ import annotations
 
@@ -6,32 +6,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import ipywidgets as widgets  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
 from toolkit.studies.sweep import SweepSpec, run_local  # noqa: E402
-from toolkit.ui.widgets import (  # noqa: E402
-    Explorer,
-    RunMore,
-    StudyData,
-    heatmap_explorer,
-    step_slider,
-    transfer_explorer,
-)
+from toolkit.ui.explorer import RunMore, StudyData, step_slider  # noqa: E402
+from toolkit.ui.widgets import heatmap_explorer, transfer_explorer  # noqa: E402
 
-SPEC = SweepSpec(
-    task="digits",
-    parametrizations=("sp", "mup"),
-    widths=(16, 32),
-    depths=(1,),
-    lrs=(2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2),
-    weight_decays=(0.0, 0.1),
-    optimizers=("adamw",),
-    steps=(20,),
-    eval_every=10,
-    base_width=16,
-)
+SPEC = SweepSpec(task="digits", parametrizations=("sp", "mup"), widths=(16, 32), depths=(1,),
+                 lrs=(2.0**-8, 2.0**-6, 2.0**-4, 2.0**-2), weight_decays=(0.0, 0.1),
+                 optimizers=("adamw",), steps=(20,), eval_every=10, base_width=16)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +28,7 @@ def study(tmp_path_factory):
 def test_a_control_change_redraws_the_same_figure_with_a_new_picture(study):
     explorer = transfer_explorer(StudyData(study), hue="width", col="parametrization")
     figure, first = explorer.figure, explorer.image.value
-    assert first  # drew at construction
+    assert first  # drew from the stored data at once
     explorer.controls["split"].value = "val"
     assert explorer.figure is figure
     assert explorer.image.value != first
@@ -60,38 +44,25 @@ def test_sliders_redraw_on_release_not_on_every_pixel(study):
     assert explorer.controls["step"].continuous_update is False
 
 
-def test_an_error_is_shown_and_the_last_good_picture_stays():
-    choice = widgets.Dropdown(options=["fine", "broken"], value="fine")
-
-    def render(fig, values):
-        if values["choice"] == "broken":
-            raise RuntimeError("no data for this choice")
-        fig.subplots().plot([0, 1], [1, 0])
-
-    explorer = Explorer({"choice": choice}, render)
-    good = explorer.image.value
-    choice.value = "broken"
-    assert explorer.image.value == good
-    assert "no data for this choice" in str(explorer.errors.outputs)
-    choice.value = "fine"
-    assert not explorer.errors.outputs
-
-
 def test_export_writes_the_current_figure(study, tmp_path):
     explorer = heatmap_explorer(StudyData(study), name="decay")
-    explorer.export_dir = tmp_path
     explorer.format.value = "png"
-    (written,) = explorer.export()
+    (written,) = explorer.export(tmp_path)
     assert written == tmp_path / "decay.png" and written.stat().st_size > 0
 
 
-def test_run_more_appends_a_new_size_to_the_store_and_redraws(study, tmp_path):
+def test_run_more_appends_a_new_size_to_the_store_and_redraws(study):
     data = StudyData(study)
-    explorer = transfer_explorer(data, hue="width")
-    more = RunMore(explorer, data, [SPEC], axis="widths", options=[48])
+    more = RunMore(data, [SPEC], axis="widths", options=[48])
+    explorer = transfer_explorer(data, hue="width", run_more=more)
+    assert more.widget in explorer.widget.children  # shown with the explorer it was given to
+    redraws = []
+    more.on_trained(lambda: redraws.append(explorer.draw_seconds))
     before = data.runs.height
     assert more.run() == 16  # 2 parametrizations x 4 LRs x 2 WDs
     assert data.runs.height == before + 16
     assert 48 in data.runs["width"].to_list()
+    assert 48 in data.losses["width"].to_list()  # the explorer's frames were re-read
     assert more.run() == 0  # already there: nothing retrained
     assert data.runs.filter(pl.col("width") == 48).height == 16
+    assert len(redraws) == 2 and not explorer.errors.outputs

@@ -1,5 +1,6 @@
-"""The live coordinate-check explorer trains each setting once, redraws steps from memory,
-and draws the numbers ``python -m toolkit coord-check --json`` prints for the same flags."""
+"""The live coordinate-check explorer trains nothing until drawn, trains each setting once,
+redraws steps from memory, and draws the numbers ``python -m toolkit coord-check --json``
+prints for the same flags."""
 
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ matplotlib.use("Agg")
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
-from toolkit.ui.widgets import coord_check_explorer  # noqa: E402
+from toolkit.ui.coord_check_explorer import CoordCheckExplorer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def explorer():
-    return coord_check_explorer(widths=(16, 32), seeds=1)
+    explorer = CoordCheckExplorer(widths=(16, 32), seeds=1)
+    explorer.redraw()
+    return explorer
+
+
+def test_building_it_trains_nothing():
+    fresh = CoordCheckExplorer(widths=(16, 32), seeds=1)
+    assert not fresh.results and not fresh.image.value
+    with pytest.raises(TypeError):
+        fresh.results["sp", "adam", 0.01] = pl.DataFrame()  # its state is its own
 
 
 def test_starts_with_sp_and_mup_side_by_side(explorer):
@@ -42,6 +52,14 @@ def test_the_step_slider_redraws_without_training(explorer):
     assert ("sp", "sgd", 2**-7) in explorer.results and not explorer.errors.outputs
     explorer.controls["parametrizations"].value = ()
     assert "parametrizations=() is empty" in str(explorer.errors.outputs)
+
+
+def test_width_ratios_are_one_at_the_smallest_width_for_each_parametrization(explorer):
+    ratios = explorer.width_ratios(("sp", "mup"), "adam", 2**-7)
+    assert set(ratios["parametrization"]) == {"sp", "mup"}
+    smallest = ratios.filter(pl.col("width") == 16)["ratio"]
+    assert smallest.len() > 0 and (smallest == 1.0).all()
+    assert ratios.filter(pl.col("width") == 32).height == smallest.len()
 
 
 def test_draws_what_the_cli_prints_for_the_same_flags(explorer):

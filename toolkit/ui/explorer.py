@@ -1,0 +1,264 @@
+"""The pieces every notebook explorer is made of: a study's data, controls, one redrawn
+figure with its export row, and the "train more points" row.
+
+An :class:`Explorer` wires ipywidgets controls to a ``render(fig, values)``
+function (which queries a frame and calls a :mod:`toolkit.ui.plots` function with
+``fig=``). The figure is one matplotlib ``Figure`` reused at every redraw and
+shown as a PNG image widget, so a redraw replaces the picture in place.
+Sliders are created with ``continuous_update=False``: they redraw when
+released, not at every pixel of a drag. Errors go to an output area under the
+figure (the last good picture stays). An export row writes the current figure
+with :func:`toolkit.ui.style.export`. A :class:`RunMore` given to an explorer adds
+a button that trains more points into the store with a progress bar; the
+explorer redraws when they arrive.
+
+An explorer owns its state: everything it needs comes through its constructor,
+and it draws on :meth:`Explorer.redraw` or when first displayed, never while it
+is being built.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from pathlib import Path
+
+import ipywidgets as widgets
+import polars as pl
+from matplotlib.figure import Figure
+
+from toolkit import store as results
+from toolkit.analysis.transfer import losses_at_steps
+from toolkit.errors import InputError
+from toolkit.ui.style import FORMATS, VENUES, export
+
+
+class StudyData:
+    """A results store read once and kept in memory; :meth:`reload` after new runs.
+
+    ``runs`` and ``curves`` are the store's tables as polars frames.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.store = results.open(self.path)
+
+    @cached_property
+    def runs(self) -> pl.DataFrame:
+        """One row per run (the store's runs table)."""
+        return self.store.runs().collect()
+
+    @cached_property
+    def curves(self) -> pl.DataFrame:
+        """The evaluation curves (``run_id, step, split, metric, value``), batch losses left out."""
+        return self.store.curves().filter(pl.col("split") != "batch").collect()
+
+    @cached_property
+    def losses(self) -> pl.DataFrame:
+        """Every run's train and val loss at every evaluation step (``split`` column)."""
+        return pl.concat(
+            losses_at_steps(self.runs, self.curves, split=split).with_columns(split=pl.lit(split))
+            for split in ("train", "val")
+        )
+
+    def reload(self) -> None:
+        """Forget the frames read so far; the next access reads the store again."""
+        for name in ("runs", "curves", "losses"):
+            self.__dict__.pop(name, None)
+
+    def values(self, column: str) -> list:
+        """Sorted distinct values of a runs column (for a control's options)."""
+        return self.runs[column].unique().sort().to_list()
+
+
+def dropdown(options: list, value: object = None, description: str = "") -> widgets.Dropdown:
+    """A dropdown over ``options``, on ``value`` (the first option by default)."""
+    return widgets.Dropdown(
+        options=options, value=options[0] if value is None else value, description=description
+    )
+
+
+def choose_many(options: list, description: str = "") -> widgets.SelectMultiple:
+    """Pick several values (e.g. which widths to show); all selected at first."""
+    return widgets.SelectMultiple(
+        options=options, value=tuple(options), description=description, rows=min(len(options), 6)
+    )
+
+
+def step_slider(steps: list[int], description: str = "step") -> widgets.SelectionSlider:
+    """A slider over the recorded training steps that redraws on release only."""
+    return widgets.SelectionSlider(
+        options=steps, value=steps[-1], description=description, continuous_update=False
+    )
+
+
+class RunMore:
+    """A row that extends a study to a new size: a dropdown of sizes and a button that
+    trains the chosen one into the store with a progress bar.
+
+    ``specs`` are the study's sweeps (e.g. ``SweepSpec.from_toml(study_spec(name))``);
+    ``axis`` is the grid field to extend (``widths``, ``depths`` or ``steps``) and
+    ``options`` the values offered. Runs already in the store are skipped, so a
+    second click with the same choice trains nothing. The sweep's progress bar
+    (tqdm, a widget in a notebook) shows in this row's output area. Give it to an
+    explorer (``run_more=``), which shows the row and redraws after new runs.
+    """
+
+    def __init__(self, data: StudyData, specs: list, *, axis: str, options: list) -> None:
+        self.data, self.specs, self.axis = data, list(specs), axis
+        self.choice = dropdown(list(options), description=axis.removesuffix("s"))
+        self.button = widgets.Button(description="Train more points", icon="play")
+        self.output = widgets.Output()
+        self.button.on_click(lambda _: self.run())
+        self.widget = widgets.VBox([widgets.HBox([self.choice, self.button]), self.output])
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_trained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every :meth:`run`, once the store has been re-read."""
+        self._callbacks.append(callback)
+
+    def run(self) -> int:
+        """Train the study at the chosen size; returns how many runs were trained."""
+        from toolkit.studies.sweep import run_local
+
+        specs = [spec.with_(**{self.axis: (self.choice.value,)}) for spec in self.specs]
+        self.button.disabled = True
+        self.output.clear_output()
+        try:
+            with self.output:
+                work = run_local(specs, self.data.path)
+        finally:
+            self.button.disabled = False
+        self.data.reload()
+        for callback in self._callbacks:
+            callback()
+        return work.runs
+
+
+class Explorer:
+    """Controls bound to a render function, one reused figure, errors and export.
+
+    Args:
+        controls: named widgets; their current values are passed to ``render``.
+        render: ``render(fig, values)`` draws into ``fig`` (already cleared).
+        name: file stem for exported figures.
+        export_dir: where exports go (default ``figures/``).
+        dpi: resolution of the picture shown on screen.
+        run_more: a "train more points" row shown above the figure; the explorer
+            redraws from the re-read store after each of its runs.
+    """
+
+    def __init__(
+        self,
+        controls: Mapping[str, widgets.ValueWidget],
+        render: Callable[[Figure, dict], object],
+        *,
+        name: str = "figure",
+        export_dir: str | Path = "figures",
+        dpi: int = 90,
+        run_more: RunMore | None = None,
+    ) -> None:
+        self.controls = dict(controls)
+        self.render = render
+        self.name = name
+        self.export_dir = Path(export_dir)
+        self.dpi = dpi
+        self.figure = Figure()  # fixed margins (see plots._subplots): no layout pass per draw
+        self._pictures: dict[tuple, bytes] = {}
+        self.image = widgets.Image(format="png")
+        self.errors = widgets.Output()
+        self.status = widgets.HTML()
+        self.draw_seconds: float | None = None
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.venue = widgets.Dropdown(options=sorted(VENUES), value="neurips", description="venue")
+        self.column = widgets.Dropdown(options=["column", "full"], description="width")
+        self.format = widgets.Dropdown(options=list(FORMATS), description="format")
+        self.export_button = widgets.Button(description="Export", icon="download")
+        self.export_button.on_click(lambda _: self.export())
+        self.run_more = run_more
+        if run_more is not None:
+            run_more.on_trained(self.forget)
+
+    def values(self) -> dict:
+        """The controls' current values by name."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def _on_change(self, _change: object) -> None:
+        self.redraw()
+
+    def select(self, **values: object) -> None:
+        """Set several controls at once (by name) and redraw once."""
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise InputError(f"controls={unknown} are not controls of this explorer; "
+                             f"expected some of {sorted(self.controls)}")  # fmt: skip
+        for control in self.controls.values():
+            control.unobserve(self._on_change, names="value")
+        try:
+            for name, value in values.items():
+                self.controls[name].value = value
+        finally:
+            for control in self.controls.values():
+                control.observe(self._on_change, names="value")
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Render into the figure and show it; an error is shown, the old picture stays.
+
+        Pictures are kept per combination of control values, so going back to a
+        setting already seen is instant; :meth:`forget` drops them when the data
+        change.
+        """
+        started = time.perf_counter()
+        values = self.values()
+        key = tuple(sorted((name, repr(value)) for name, value in values.items()))
+        try:
+            if key not in self._pictures:
+                self.figure.clear()
+                self.render(self.figure, values)
+                buffer = io.BytesIO()
+                self.figure.savefig(buffer, format="png", dpi=self.dpi)
+                self._pictures[key] = buffer.getvalue()
+        except Exception:  # shown to the user under the figure, never raised into the UI
+            self.errors.outputs = ()
+            self.errors.append_stdout(traceback.format_exc(limit=3))
+            return
+        self.errors.outputs = ()
+        self.image.value = self._pictures[key]
+        self.draw_seconds = time.perf_counter() - started
+
+    def forget(self) -> None:
+        """Drop the kept pictures (after new runs arrived) and redraw."""
+        self._pictures.clear()
+        self.redraw()
+
+    def export(self, directory: str | Path | None = None) -> list[Path]:
+        """Write the current figure for the chosen venue, width and format to ``directory``
+        (default: the explorer's ``export_dir``)."""
+        directory = self.export_dir if directory is None else Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.name}.{self.format.value}"
+        written = export(self.figure, path, venue=self.venue.value, width=self.column.value)
+        self.status.value = "exported " + ", ".join(str(p) for p in written)
+        return written
+
+    @property
+    def widget(self) -> widgets.Widget:
+        """Controls, the "train more" row if any, the figure, errors and the export row."""
+        controls = widgets.HBox(
+            list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")
+        )
+        extra = [] if self.run_more is None else [self.run_more.widget]
+        exports = widgets.HBox([self.venue, self.column, self.format, self.export_button])
+        return widgets.VBox([controls, *extra, self.image, self.errors, exports, self.status])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if not self.image.value:  # first shown: draw now
+            self.redraw()
+        display(self.widget)
