@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.engine.data import load_task
 from toolkit.engine.parametrization import Parametrization
 from toolkit.engine.projections import (
     PROJECTIONS,
@@ -24,19 +23,7 @@ from toolkit.engine.subspace import (
 )
 from toolkit.engine.train import Member, TrainConfig, build_model, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: on a shared machine a second thread costs more than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_task("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def columns(name: str, D: int, d: int, seed: int = 0) -> torch.Tensor:

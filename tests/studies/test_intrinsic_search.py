@@ -17,19 +17,7 @@ from toolkit.studies.intrinsic_finetune import class_subtask, finetune_intrinsic
 from toolkit.studies.intrinsic_search import measure_intrinsic_dim, sweep_intrinsic_dim
 from toolkit.studies.intrinsic_settings import DSearch, Measurement, log_grid
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These problems are tiny: on a shared machine a second thread costs more than it gives."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_task("digits")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- the toy problem

@@ -114,10 +114,10 @@ def read_spec(
     known ones) or a bad value.
     """
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"spec={str(path)!r} does not exist or is not a file")
     try:
         data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"spec={str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"spec={str(path)!r} is not valid TOML: {error}") from None
     kind = data.pop("kind", None)
