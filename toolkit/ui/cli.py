@@ -345,56 +345,99 @@ def _intrinsic_dim_parser(sub) -> None:
             "Train each model in random subspaces of growing dimension d and report the "
             "smallest d whose performance reaches THRESHOLD times full training (Li et al. "
             "2018), with a bootstrap interval over seeds. With --out, every measurement is "
-            "kept in DIR (re-running skips those already there)."
+            "kept in the results store DIR (re-running skips those already there)."
         ),
     )
-    _add_sweep_flags(parser)
+    parser.add_argument("--spec", help="intrinsic-dimension spec (TOML); flags override it")
+    parser.add_argument("--model", choices=sorted(MODELS))
+    parser.add_argument("--task", choices=TASKS)
+    parser.add_argument(
+        "--parametrization",
+        type=_list_of(str, "names", sorted(WIDTH_RULES)),
+        help=f"comma list of {', '.join(WIDTH_RULES)}",
+    )
+    parser.add_argument(
+        "--optimizer",
+        type=_list_of(str, "names", sorted(OPTIMIZERS)),
+        help=f"comma list of {', '.join(OPTIMIZERS)}",
+    )
+    parser.add_argument("--widths", type=int_list, help="comma list of widths")
+    parser.add_argument("--depths", type=int_list, help="hidden layers, comma list")
+    parser.add_argument("--base-width", type=int, help="default: the smallest width")
+    parser.add_argument("--lrs", type=_lrs, help="baseline LRs: comma list, or 2^a:2^b:n")
+    parser.add_argument("--subspace-lrs", type=_lrs, help="LRs of theta_d, as --lrs")
+    parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    parser.add_argument("--steps", type=int_list, help="training steps, comma list")
+    parser.add_argument("--batch-size", type=int_list, help="comma list")
     parser.add_argument(
         "--projection",
-        default=None,
         choices=sorted(PROJECTIONS),
         help="random subspace (default: the spec's projections, else fastfood)",
     )
-    parser.add_argument("--threshold", type=float, default=0.9, help="fraction of the baseline")
-    parser.add_argument("--out", default=None, help="directory that keeps the measurements")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="fraction of the baseline to report d_int at (default 0.9); without --spec "
+        "also the one the search over d is refined near",
+    )
+    parser.add_argument("--out", default=None, help="results store that keeps the measurements")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--quiet", action="store_true", help="no line per measurement")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     parser.set_defaults(run=_run_intrinsic_dim)
 
 
+# intrinsic-dim flag -> spec key (toolkit.studies.intrinsic.KEYS)
+_INTRINSIC_FLAGS = {
+    "model": "model", "task": "task", "parametrization": "parametrizations",
+    "optimizer": "optimizers", "widths": "widths", "depths": "depths",
+    "base_width": "base_width", "lrs": "lrs", "subspace_lrs": "subspace_lrs", "seeds": "seeds",
+    "steps": "steps", "batch_size": "batch_sizes",
+}  # fmt: skip
+
+
 def _run_intrinsic_dim(args: argparse.Namespace) -> None:
-    from toolkit.studies.intrinsic import DEFAULT_LRS, check_threshold, flat_record
-    from toolkit.studies.intrinsic_study import (
+    import tempfile
+
+    from toolkit.analysis.intrinsic import (
+        check_threshold,
         d_int_records,
         d_int_table,
-        load,
-        measure_specs,
-        run_study,
+        load_measurements,
     )
+    from toolkit.studies.intrinsic import measurements, read_spec, run_study
 
-    check_threshold(args.threshold)
-    specs = sweep_specs(args, extra=("projections",))
-    if not args.spec:  # flags alone: the baseline LR grid and base width of intrinsic_dims
-        defaults = {"lrs": DEFAULT_LRS} if args.lrs is None else {}
-        if args.base_width is None:
-            defaults["base_width"] = min(specs[0].widths)
-        specs = [spec.with_(**defaults) for spec in specs]
-    if args.out is not None:
-        paths = run_study(
-            specs, args.out, projection=args.projection, device=args.device, quiet=args.quiet
-        )
-        table = d_int_table(load(paths), threshold=args.threshold)
-        records = d_int_records(table)
-        if not args.json:  # the table also names the task (a spec may hold several)
-            records = [{"task": task, **r} for task, r in zip(table["task"], records, strict=True)]
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    overrides = {
+        key: getattr(args, flag)
+        for flag, key in _INTRINSIC_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if args.projection is not None:
+        overrides["projections"] = [args.projection]
+    if args.spec:
+        plan = read_spec(args.spec, overrides=overrides)
     else:
-        measurements = measure_specs(
-            specs, projection=args.projection, threshold=args.threshold, device=args.device
-        )
-        records = [flat_record(settings, result) for _, settings, result in measurements]
+        search = {} if args.threshold is None else {"threshold": args.threshold}
+        plan = measurements({**overrides, **search}, source="command line")
+    with tempfile.TemporaryDirectory() as scratch:
+        out = scratch if args.out is None else args.out
+        ids = run_study(plan, out, device=args.device, quiet=args.quiet)
+        frame = load_measurements(out).filter(pl.col("measurement").is_in(ids))
+    order = pl.DataFrame({"measurement": ids, "order": range(len(ids))})
+    table = (
+        d_int_table(frame, threshold=0.9 if args.threshold is None else args.threshold)
+        .join(order, on="measurement")
+        .sort("order")
+    )
+    records = d_int_records(table)
     if args.json:
         _print_json(records)
-    else:
-        _print_table(pl.DataFrame(records))
+        return
+    tasks = table["task"]  # the printed table also names the task (a spec may hold several)
+    _print_table(pl.DataFrame([{"task": t, **r} for t, r in zip(tasks, records, strict=True)]))
 
 
 def _coord_check_parser(sub) -> None:

@@ -380,10 +380,10 @@ def intrinsic_curves(
     """Performance against log2 subspace dimension ``d``, one line per ``hue`` value
     (sequential palette) with its seed range, one panel per ``col`` value.
 
-    ``curves`` is :func:`toolkit.studies.intrinsic_study.performance_curves` output; the
+    ``curves`` is :func:`toolkit.analysis.intrinsic.performance_curves` output; the
     y axis is the fraction of the full-training baseline, so one dashed line at
     ``threshold`` serves every curve. With ``d_int``
-    (:func:`toolkit.studies.intrinsic_study.d_int_table` rows) each curve's ``d_int`` is
+    (:func:`toolkit.analysis.intrinsic.d_int_table` rows) each curve's ``d_int`` is
     marked where it crosses; ``mark_d`` draws a vertical line at that ``d``.
     """
     layout = _Layout.facets(curves, col=col, hue=hue, width=3.0, height=2.6, fig=fig)

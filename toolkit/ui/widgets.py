@@ -14,11 +14,10 @@ import ipywidgets as widgets
 import polars as pl
 from matplotlib.figure import Figure
 
+from toolkit.analysis import intrinsic as intrinsic_analysis
 from toolkit.analysis import spectra as spectral_analysis
 from toolkit.analysis.transfer import drift, lr_curves, optimal_lr, transfer_regret
 from toolkit.errors import InputError
-from toolkit.studies import intrinsic_study
-from toolkit.studies.intrinsic import threshold_key
 from toolkit.ui import plots
 from toolkit.ui.explorer import Explorer, RunMore, StudyData, choose_many, dropdown, step_slider
 
@@ -191,7 +190,7 @@ INTRINSIC_VIEWS = ("performance vs d", "d_int vs D")
 
 
 def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension") -> Explorer:
-    """Intrinsic-dimension measurements (:func:`toolkit.studies.intrinsic_study.load`).
+    """Intrinsic-dimension measurements (:func:`toolkit.analysis.intrinsic.load_measurements`).
 
     Views: performance (as a fraction of full training) against the subspace
     dimension ``d`` with the threshold line and each curve's ``d_int`` marked,
@@ -203,12 +202,12 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
     per-seed results; a sweep refined near one threshold resolves others only to
     its coarser grid) and the parametrizations.
     """
-    curves = intrinsic_study.performance_curves(frame)
+    curves = intrinsic_analysis.performance_curves(frame)
     tables: dict[float, pl.DataFrame] = {}
 
     def table(threshold: float) -> pl.DataFrame:
         if threshold not in tables:
-            tables[threshold] = intrinsic_study.d_int_table(frame, threshold=threshold)
+            tables[threshold] = intrinsic_analysis.d_int_table(frame, threshold=threshold)
         return tables[threshold]
 
     def slider(column: str) -> widgets.SelectionSlider:
@@ -249,12 +248,9 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
                                    d_int=rows, mark_d=values["d"], title=title,
                                    fig=fig)  # fmt: skip
             return
-        fits = intrinsic_study.d_int_scaling(rows, by=("parametrization",))
-        points = rows.filter(pl.col("d_int").is_finite()).select(
-            "parametrization", "D", pl.col("d_int").alias("value"), pl.col("d_int_lo").alias("lo"),
-            pl.col("d_int_hi").alias("hi"),
-        )  # fmt: skip
-        plots.exponent_plot(points, fits, x="D", ylabel=threshold_key(values["threshold"]),
+        points, fits = intrinsic_analysis.d_int_vs_D(rows, series=("parametrization",))
+        plots.exponent_plot(points, fits, x="D", hue="series",
+                            ylabel=intrinsic_analysis.threshold_key(values["threshold"]),
                             title=f"{title}, across {across}", fig=fig)  # fmt: skip
 
     explorer = Explorer(controls, render, name=name)
