@@ -227,31 +227,45 @@ def optimum_vs_size(
     title: str | None = None,
     fig: Figure | None = None,
 ) -> Figure:
-    """Optimal log2 LR (with its interval) against log2 ``x``, one series per ``hue``; with
-    ``drift`` (:func:`toolkit.analysis.transfer.drift`) the fitted line and the band its slope
-    interval spans, pivoting at the mean size."""
+    """Optimal log2 LR against log2 ``x``, one series per ``hue``.
+
+    Measured optima (``fit == "ok"``) are dots with intervals; censored ones (grid edge)
+    open triangles at the bound, pointing to the optimum's side; unfitted ones open
+    circles at the grid minimum. Each ``drift`` line (:func:`~toolkit.analysis.transfer.drift`)
+    is drawn in its series' colour with its slope interval as label and band."""
     layout = _Layout.one_panel(optima, hue=hue, fig=fig)
     ax = layout.ax
     for value, color in layout.colors.items():
         rows = optima.filter(pl.col(hue) == value, pl.col("log2_lr_opt").is_not_null()).sort(x)
-        sizes = np.log2(rows[x].to_numpy().astype(float))
-        y = rows["log2_lr_opt"].to_numpy()
-        lo = rows["log2_lr_lo"].fill_null(np.nan).to_numpy()
-        hi = rows["log2_lr_hi"].fill_null(np.nan).to_numpy()
+        measured = rows.filter(pl.col("fit") == "ok")
+        sizes = np.log2(measured[x].to_numpy().astype(float))
+        y = measured["log2_lr_opt"].to_numpy()
+        lo = measured["log2_lr_lo"].fill_null(np.nan).to_numpy()
+        hi = measured["log2_lr_hi"].fill_null(np.nan).to_numpy()
         ax.errorbar(sizes, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="o",
                     ms=4, capsize=2, color=color, label=str(value))  # fmt: skip
-        if drift is None:
-            continue
-        for line in drift.filter(pl.col(hue) == value, pl.col("axis") == x).iter_rows(named=True):
-            grid = np.linspace(sizes.min(), sizes.max(), 50)
-            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=color, lw=1)
+        for side, marker in (("below", "v"), ("above", "^")):
+            bounds = rows.filter(pl.col("censored") == side)
+            ax.plot(np.log2(bounds[x].to_numpy().astype(float)), bounds["log2_lr_grid"].to_numpy(),
+                    marker, ms=6, mfc="none", color=color, ls="none")  # fmt: skip
+        unfitted = rows.filter(pl.col("fit") != "ok", pl.col("censored").is_null())
+        ax.plot(np.log2(unfitted[x].to_numpy().astype(float)), unfitted["log2_lr_grid"].to_numpy(),
+                "o", ms=5, mfc="none", color=color, ls="none")  # fmt: skip
+        lines = [] if drift is None else drift.filter(
+            pl.col(hue) == value, pl.col("axis") == x, pl.col("slope").is_not_null()
+        ).iter_rows(named=True)  # fmt: skip
+        for line in lines:
+            span = np.log2(rows[x].to_numpy().astype(float))
+            grid = np.linspace(span.min(), span.max(), 50)
+            label = f"{value}: slope {line['slope']:+.2f}"
             if line["slope_lo"] is not None and np.isfinite(line["slope_lo"]):
+                label += f" [{line['slope_lo']:+.2f}, {line['slope_hi']:+.2f}]"
                 pivot = sizes.mean()
                 mid = line["intercept"] + line["slope"] * pivot
                 ax.fill_between(grid, mid + line["slope_lo"] * (grid - pivot),
                                 mid + line["slope_hi"] * (grid - pivot),
                                 color=color, alpha=0.15, lw=0)  # fmt: skip
-            ax.plot([], [], " ", label=f"slope {line['slope']:+.2f}")
+            ax.plot(grid, line["intercept"] + line["slope"] * grid, color=color, lw=1, label=label)
     ax.set(xlabel=f"log2 {x}", ylabel="log2 optimal LR")
     return layout.finish(title)
 
