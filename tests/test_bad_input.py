@@ -144,10 +144,10 @@ def test_bad_sweep_spec_raises_value_error_naming_the_value(changes, needle):
     ],
 )
 def test_bad_lr_grids_are_refused(text, needle):
-    from toolkit.studies.sweep import parse_lrs
+    from toolkit.studies.spec import parse_numbers
 
     with pytest.raises(ValueError) as error:
-        parse_lrs(text)
+        parse_numbers("lrs", text)
     assert needle in str(error.value)
 
 
@@ -161,8 +161,8 @@ def test_bad_spec_files(tmp_path):
     with pytest.raises(ValueError, match="not valid TOML"):
         SweepSpec.from_toml(broken)
     unknown = tmp_path / "unknown.toml"
-    unknown.write_text("width = [16]\n")
-    with pytest.raises(ValueError, match="unknown sweep setting 'width'"):
+    unknown.write_text("widht = [16]\n")
+    with pytest.raises(ValueError, match="unknown sweep setting 'widht'; allowed: .*widths"):
         SweepSpec.from_toml(unknown)
 
 
