@@ -144,7 +144,7 @@ def test_bad_sweep_spec_raises_value_error_naming_the_value(changes, needle):
     ],
 )
 def test_bad_lr_grids_are_refused(text, needle):
-    from toolkit.studies.spec import parse_numbers
+    from toolkit.studies.schema import parse_numbers
 
     with pytest.raises(ValueError) as error:
         parse_numbers("lrs", text)

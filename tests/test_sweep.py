@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from toolkit import store as results
-from toolkit.studies.spec import parse_numbers
+from toolkit.studies.schema import parse_numbers
 from toolkit.studies.sweep import SweepSpec, plan, run_local
 
 

@@ -41,7 +41,8 @@ TABLES = ("runs", "curves", "probes")
 
 RUN_SETTINGS = ("study", "model", "task", "parametrization", "depth_rule", "optimizer",
                 "weight_decay_scaling", "schedule", "base_width", "base_depth", "width", "depth",
-                "lr", "weight_decay", "batch_size", "steps", "seed")  # fmt: skip
+                "lr", "weight_decay", "init_sigma", "input_alpha", "output_alpha", "batch_size",
+                "steps", "seed")  # fmt: skip
 """The runs table's columns that say which run a row is: every setting a study varies.
 Analyses group by them (a configuration is these without ``lr`` and ``seed``)."""
 

@@ -25,7 +25,8 @@ from toolkit.engine.data import load_task
 from toolkit.engine.parametrization import Kind
 from toolkit.engine.train import Member, TrainConfig, build_model, run_id, train
 from toolkit.store import RUN_SETTINGS, Store
-from toolkit.studies.spec import PROBES, SweepSpec
+from toolkit.studies.schema import PROBES
+from toolkit.studies.spec import SweepSpec
 
 __all__ = [
     "Group",

@@ -27,7 +27,8 @@ import polars as pl
 
 from toolkit.engine.projections import PROJECTIONS
 from toolkit.errors import InputError
-from toolkit.studies.spec import SCHEMA, Setting, SweepSpec
+from toolkit.studies.schema import SCHEMA, Setting
+from toolkit.studies.spec import SweepSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -395,6 +396,7 @@ def _print_table(frame: pl.DataFrame) -> None:
         tbl_cols=-1,
         tbl_width_chars=160,
         tbl_hide_dataframe_shape=True,
+        fmt_str_lengths=60,
         float_precision=4,
     ):
         print(frame)
