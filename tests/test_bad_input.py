@@ -190,6 +190,16 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> 
         (["--depth-rule", "deep"], "'deep'"),
         (["--spec", "/nonexistent/spec.toml"], "does not exist"),
         ([], "--out"),
+        (["--readout-zero-init", "yes"], "'yes'"),
+        (["--widths", "16.0"], "'16.0'"),
+        (["--batch-size", "32.5"], "'32.5'"),
+        (["--output-alphas", ""], "empty"),
+        (["--init-sigmas", "0.5,-1"], "init_sigmas=-1.0"),
+        (["--momentums", "1"], "momentums=1.0"),
+        (["--activation", "swish"], "activation='swish'"),
+        (["--warmup-steps", "10", "--steps", "5"], "warmup_steps=10"),
+        (["--lrs", "2^0:2^5000:3"], "overflows"),
+        (["--probe-points", "0"], "probe_points=0"),
     ],
 )
 def test_cli_sweep_bad_input_exits_2_with_one_line(argv, needle, tmp_path):

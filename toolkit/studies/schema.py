@@ -14,8 +14,8 @@ Each :class:`Setting` of :data:`SCHEMA` has a key, type, default, checks and *ax
 A grid setting has a plural key for a list (``widths = [64, 128]``) and its singular
 name, the :class:`~toolkit.engine.train.TrainConfig` / :class:`Parametrization`
 field, for one value (``width = 64``); the two coincide for ``steps``,
-``warmup_steps``, ``eps`` and ``tie_embeddings``, which take either form. A float grid
-may also be a log2 range ``"2^a:2^b:n"``. The TOML reader
+``warmup_steps``, ``eps``, ``eval_examples`` and ``tie_embeddings``, which take either
+form. A float grid may also be a log2 range ``"2^a:2^b:n"``. The TOML reader
 (:meth:`toolkit.studies.spec.SweepSpec.from_toml`) and the command line
 (:mod:`toolkit.ui.cli`) both read this schema, so each check is written once: types
 exactly (no string for a bool, no float for an int), known keys only, no empty
@@ -277,7 +277,8 @@ SCHEMA: tuple[Setting, ...] = (
     _grid(C, "head_dim", int, Axis.SHAPE, "transformer head dimension", check=_positive_int),
     _grid(C, "tie_embeddings", bool, Axis.SHAPE, "transformer readout = token embedding",
           key="tie_embeddings"),
-    _grid(C, "eval_examples", int, Axis.SHAPE, "examples per evaluation", check=_positive_int),
+    _grid(C, "eval_examples", int, Axis.SHAPE, "examples per evaluation", key="eval_examples",
+          check=_positive_int),
     _grid(C, "divergence_factor", float, Axis.SHAPE, "loss / first loss that is divergence",
           check=_positive),
     _grid(M, "lr", float, Axis.MEMBER, "learning rate (a list, or 2^a:2^b:n)",

@@ -98,12 +98,13 @@ class SweepSpec:
         """Every setting by key (grids as tuples)."""
         return dict(self._values)
 
-    def with_(self, **changes: object) -> SweepSpec:
-        """A copy with some settings changed (by key or singular name), checked again."""
+    def with_(self, *, extra: Mapping[str, object] | None = None, **changes: object) -> SweepSpec:
+        """A copy with some settings (by key or singular name) or ``extra`` changed,
+        checked again."""
         values = dict(self._values)
         for argument in changes:
             values.pop(setting(argument).key)
-        return SweepSpec(extra=self.extra, **values, **changes)
+        return SweepSpec(extra=self.extra if extra is None else extra, **values, **changes)
 
     def grid(self, axis: Axis) -> list[dict[str, object]]:
         """Every combination of the ``axis`` grids, as ``{key: value}``."""

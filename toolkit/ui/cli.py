@@ -89,23 +89,29 @@ def sweep_specs(
     return [SweepSpec(**{**(defaults or {}), **given})]
 
 
-def _sweep_parser(sub) -> None:
-    parser = sub.add_parser(
-        "sweep",
-        help="train a grid of runs into a results store (resumes)",
-        description=(
-            "Train every run of a grid into the store at --out. Runs that share a shape train "
-            "together as one batched ensemble; runs already in the store are skipped. A spec "
-            "whose kind is not 'sweep' (e.g. intrinsic-dimension) runs its own study."
-        ),
-    )
+def _sweep_verb(sub, verb: str, run: Callable, help_text: str, description: str):
+    """A verb that reads a sweep (``--spec`` and the schema's flags) and runs ``run``."""
+    parser = sub.add_parser(verb, help=help_text, description=description)
     _add_sweep_flags(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _sweep_parser(sub) -> None:
+    parser = _sweep_verb(
+        sub,
+        "sweep",
+        _run_sweep,
+        "train a grid of runs into a results store (resumes)",
+        "Train every run of a grid into the store at --out. Runs that share a shape train "
+        "together as one batched ensemble; runs already in the store are skipped. A spec "
+        "whose kind is not 'sweep' (e.g. intrinsic-dimension) runs its own study.",
+    )
     parser.add_argument("--out", help="results store directory (required unless --dry-run)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
     parser.add_argument("--address", default=None, help="Ray cluster address (ray executor)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
@@ -255,17 +261,16 @@ def _run_figures(args: argparse.Namespace) -> None:
 
 
 def _spectra_parser(sub) -> None:
-    parser = sub.add_parser(
+    _sweep_verb(
+        sub,
         "spectra",
-        help="layer spectra and spectral-condition ratios recorded during training",
-        description=(
-            "Train the grid of the sweep flags and print every weight matrix's spectral "
-            "statistics (sigma_max, stable_rank, fro_norm, cond_ratio, delta_cond_ratio, "
-            "update_cond_ratio, act_rms, alpha where reliable) at log-spaced steps."
-        ),
+        _run_spectra,
+        "layer spectra and spectral-condition ratios recorded during training",
+        "Train the grid of the sweep flags (with the spectra probe at --probe-points "
+        "log-spaced steps) and print every weight matrix's spectral statistics (sigma_max, "
+        "stable_rank, fro_norm, cond_ratio, delta_cond_ratio, update_cond_ratio, act_rms, "
+        "alpha where reliable).",
     )
-    _add_sweep_flags(parser)
-    parser.set_defaults(run=_run_spectra)
 
 
 def _run_spectra(args: argparse.Namespace) -> None:
@@ -354,18 +359,16 @@ COORD_CHECK_DEFAULTS = {"widths": (128, 512), "depths": (3,), "steps": (3,), "lr
 
 
 def _coord_check_parser(sub) -> None:
-    parser = sub.add_parser(
+    _sweep_verb(
+        sub,
         "coord-check",
-        help="activation size per layer vs width over the first steps",
-        description=(
-            "Coordinate check: train each width for a few steps at a large LR (--lr, default "
-            "0.01) and record every layer's mean |activation| (l1) and RMS at steps 0..STEPS "
-            "(default 3), averaged over seeds. Widths default to 128,512 and the base width "
-            "to the smallest; every other grid flag takes one value."
-        ),
+        _run_coord_check,
+        "activation size per layer vs width over the first steps",
+        "Coordinate check: train each width for a few steps at a large LR (--lr, default "
+        "0.01) and record every layer's mean |activation| (l1) and RMS at steps 0..STEPS "
+        "(default 3), averaged over seeds. Widths default to 128,512 and the base width to "
+        "the smallest; every other grid flag takes one value.",
     )
-    _add_sweep_flags(parser)
-    parser.set_defaults(run=_run_coord_check)
 
 
 def _run_coord_check(args: argparse.Namespace) -> None:
