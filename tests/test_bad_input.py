@@ -144,10 +144,10 @@ def test_bad_sweep_spec_raises_value_error_naming_the_value(changes, needle):
     ],
 )
 def test_bad_lr_grids_are_refused(text, needle):
-    from toolkit.studies.sweep import parse_lrs
+    from toolkit.studies.schema import parse_numbers
 
     with pytest.raises(ValueError) as error:
-        parse_lrs(text)
+        parse_numbers("lrs", text)
     assert needle in str(error.value)
 
 
@@ -161,8 +161,8 @@ def test_bad_spec_files(tmp_path):
     with pytest.raises(ValueError, match="not valid TOML"):
         SweepSpec.from_toml(broken)
     unknown = tmp_path / "unknown.toml"
-    unknown.write_text("width = [16]\n")
-    with pytest.raises(ValueError, match="unknown sweep setting 'width'"):
+    unknown.write_text("widht = [16]\n")
+    with pytest.raises(ValueError, match="unknown sweep setting 'widht'; allowed: .*widths"):
         SweepSpec.from_toml(unknown)
 
 
@@ -190,6 +190,16 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> 
         (["--depth-rule", "deep"], "'deep'"),
         (["--spec", "/nonexistent/spec.toml"], "does not exist"),
         ([], "--out"),
+        (["--readout-zero-init", "yes"], "'yes'"),
+        (["--widths", "16.0"], "'16.0'"),
+        (["--batch-size", "32.5"], "'32.5'"),
+        (["--output-alphas", ""], "empty"),
+        (["--init-sigmas", "0.5,-1"], "init_sigmas=-1.0"),
+        (["--momentums", "1"], "momentums=1.0"),
+        (["--activation", "swish"], "activation='swish'"),
+        (["--warmup-steps", "10", "--steps", "5"], "warmup_steps=10"),
+        (["--lrs", "2^0:2^5000:3"], "overflows"),
+        (["--probe-points", "0"], "probe_points=0"),
     ],
 )
 def test_cli_sweep_bad_input_exits_2_with_one_line(argv, needle, tmp_path):

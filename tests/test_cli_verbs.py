@@ -46,7 +46,11 @@ def test_spectra_json_records_carry_the_spectral_statistics():
     assert {"width", "depth", "parametrization", "layer", "role", "step", "stat", "value"} <= set(
         records[0]
     )
+    assert {tuple(sorted(r)) for r in records} == {tuple(sorted(
+        ("width", "depth", "parametrization", "optimizer", "lr", "weight_decay", "seed",
+         "layer", "role", "step", "stat", "value")))}  # fmt: skip
     stats = {r["stat"] for r in records}
     assert stats >= {"sigma_max", "stable_rank", "fro_norm", "cond_ratio", "delta_cond_ratio",
                      "update_cond_ratio", "act_rms"}  # fmt: skip
+    assert not any(s.startswith("sv_") for s in stats)
     assert {r["parametrization"] for r in records} == {"sp", "mup"}

@@ -1,5 +1,5 @@
-"""Spectral analysis recovers known exponents and densities; the spectra study writes a
-resumable store and flat records; plots and the spectra explorer draw every view."""
+"""Spectral analysis recovers known exponents and densities; a sweep with the spectra probe
+writes a resumable store and flat records; plots and the spectra explorer draw every view."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest  # noqa: E402
 from toolkit.analysis import spectra as spectral_analysis  # noqa: E402
 from toolkit.engine.probes import log_spaced_steps  # noqa: E402
 from toolkit.store import Store  # noqa: E402
-from toolkit.studies.spectra_study import main, run_study, spectra_records  # noqa: E402
-from toolkit.studies.sweep import SweepSpec  # noqa: E402
+from toolkit.studies.sweep import SweepSpec, probe_records, run_local  # noqa: E402
 from toolkit.ui import plots
+from toolkit.ui.cli import main  # noqa: E402
 from toolkit.ui.widgets import SPECTRA_VIEWS, StudyData, spectra_explorer  # noqa: E402
 
 SPEC = SweepSpec(
@@ -30,13 +30,14 @@ SPEC = SweepSpec(
     steps=(6,),
     eval_every=6,
     base_width=16,
+    probes=("spectra",),
 )
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     path = tmp_path_factory.mktemp("spectra")
-    run_study(SPEC, path, quiet=True)
+    run_local(SPEC, path, quiet=True)
     return path
 
 
@@ -47,7 +48,7 @@ def probes(study):
 
 
 def test_the_study_store_resumes_and_records_at_log_spaced_steps(study, probes):
-    assert run_study(SPEC, study, quiet=True).runs == 0
+    assert run_local(SPEC, study, quiet=True).runs == 0
     assert sorted(probes["step"].unique()) == log_spaced_steps(6)
     assert probes["run_id"].n_unique() == SPEC.size == 8
     stats = set(probes["stat"])
@@ -167,25 +168,23 @@ def test_weight_decay_rules_report_sigma_exponent_and_optimum_drift():
     assert table["widths"].to_list() == [3, 3]
 
 
-def test_spectra_records_are_flat_summary_statistics():
-    spec = SPEC.with_(parametrizations=("mup",), seeds=1, widths=(16,))
-    records = spectra_records(spec, points=3)
-    assert {tuple(sorted(r)) for r in records} == {tuple(sorted(
-        ("width", "depth", "parametrization", "optimizer", "lr", "weight_decay", "seed",
-         "layer", "role", "step", "stat", "value")))}  # fmt: skip
+def test_probe_records_are_flat_rows_with_each_runs_settings():
+    spec = SPEC.with_(parametrizations=("mup",), seeds=1, widths=(16,), probe_points=3)
+    records = probe_records(spec).to_dicts()
+    assert {"width", "depth", "parametrization", "optimizer", "lr", "weight_decay", "seed",
+            "layer", "role", "step", "stat", "value"} <= set(records[0])  # fmt: skip
     stats = {r["stat"] for r in records}
     assert {"sigma_max", "stable_rank", "fro_norm", "cond_ratio", "delta_cond_ratio",
             "update_cond_ratio", "update_ratio", "act_rms"} <= stats  # fmt: skip
-    assert not any(s.startswith("sv_") for s in stats)
     assert {r["step"] for r in records} == set(log_spaced_steps(6, 3))
 
 
-def test_study_command_rejects_a_bad_spec_with_one_line(tmp_path, capsys):
-    assert main(["--out", str(tmp_path / "s"), "--spec", str(tmp_path / "missing.toml")]) == 2
+def test_a_bad_probe_setting_is_refused_with_one_line(tmp_path, capsys):
+    assert main(["sweep", "--out", str(tmp_path / "s"), "--spec", str(tmp_path / "x.toml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: spec=") and "\n" not in err
-    assert main(["--out", str(tmp_path / "s"), "--points", "0"]) == 2
-    assert "points=0" in capsys.readouterr().err
+    assert main(["sweep", "--out", str(tmp_path / "s"), "--probe-points", "0"]) == 2
+    assert "probe_points=0" in capsys.readouterr().err
 
 
 def test_spectra_plots_draw_one_line_or_panel_per_value(probes):

@@ -15,13 +15,14 @@ import polars as pl
 import pytest
 
 from toolkit import store as results
-from toolkit.studies.sweep import SweepSpec, parse_lrs, plan, run_local
+from toolkit.studies.schema import parse_numbers
+from toolkit.studies.sweep import SweepSpec, plan, run_local
 
 
 def test_log2_lr_ranges_are_evenly_spaced_in_log2():
-    assert parse_lrs("2^-14:2^-2:13") == tuple(2.0**k for k in range(-14, -1))
-    assert parse_lrs("2^-4:2^-3:3") == pytest.approx((2**-4, 2**-3.5, 2**-3))
-    assert parse_lrs("1e-3, 3e-3") == (1e-3, 3e-3)
+    assert parse_numbers("lrs", "2^-14:2^-2:13") == tuple(2.0**k for k in range(-14, -1))
+    assert parse_numbers("lrs", "2^-4:2^-3:3") == pytest.approx((2**-4, 2**-3.5, 2**-3))
+    assert parse_numbers("lrs", "1e-3, 3e-3") == (1e-3, 3e-3)
 
 
 def test_plan_batches_runs_that_share_a_shape():

@@ -68,6 +68,13 @@ _GROUP = "__group__"
 """Column the readers add while stacking files: the group (file) a row came from."""
 TABLES = ("runs", "curves", "probes")
 
+RUN_SETTINGS = ("study", "model", "task", "parametrization", "depth_rule", "optimizer",
+                "weight_decay_scaling", "schedule", "base_width", "base_depth", "width", "depth",
+                "lr", "weight_decay", "init_sigma", "input_alpha", "output_alpha", "batch_size",
+                "steps", "seed")  # fmt: skip
+"""The runs table's columns that say which run a row is: every setting a study varies.
+Analyses group by them (a configuration is these without ``lr`` and ``seed``)."""
+
 # The columns every reader returns (files may add more, e.g. study-specific run columns).
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "runs": {

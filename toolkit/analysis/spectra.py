@@ -39,19 +39,17 @@ import polars as pl
 
 from toolkit.analysis.fits import fit_slope
 from toolkit.errors import InputError, check_choice, check_positive
+from toolkit.store import RUN_SETTINGS
 
 #: Run settings joined onto probe rows by :func:`with_settings`.
-SETTINGS = ("study", "model", "task", "parametrization", "optimizer", "weight_decay_scaling",
-            "base_width", "width", "depth", "lr", "weight_decay", "batch_size", "steps", "seed",
-            "status", "final_train_loss", "final_val_loss")  # fmt: skip
+SETTINGS = (*RUN_SETTINGS, "status", "final_train_loss", "final_val_loss")
 
 #: Summary statistics of :func:`toolkit.engine.probes.spectral_stats` (every stat but ``sv_*``).
 SUMMARY_STATS = ("sigma_max", "fro_norm", "stable_rank", "cond_ratio", "delta_cond_ratio",
                  "update_cond_ratio", "update_ratio", "act_rms", "alpha")  # fmt: skip
 
 #: Settings that identify one configuration of a matrix's statistics, seeds aside.
-CONFIG = ("study", "parametrization", "optimizer", "weight_decay_scaling", "width", "depth",
-          "lr", "weight_decay", "steps")  # fmt: skip
+CONFIG = tuple(k for k in RUN_SETTINGS if k != "seed")
 
 #: Outcomes of :func:`fit_exponent`.
 FIT_OK, FIT_NO_INTERVAL, FIT_TOO_FEW = "ok", "no-interval", "too-few-points"

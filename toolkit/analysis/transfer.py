@@ -38,11 +38,10 @@ from scipy import stats
 
 from toolkit.analysis.fits import fit_line, fit_power_law
 from toolkit.errors import InputError, check_choice
+from toolkit.store import RUN_SETTINGS
 
 #: Columns that identify one LR curve: every setting that is not LR, seed or outcome.
-CONFIG_KEYS = ("study", "model", "task", "parametrization", "depth_rule", "optimizer",
-               "weight_decay_scaling", "schedule", "base_width", "base_depth", "width", "depth",
-               "weight_decay", "batch_size", "steps", "step")  # fmt: skip
+CONFIG_KEYS = (*(k for k in RUN_SETTINGS if k not in ("lr", "seed")), "step")
 
 #: Fit outcomes of :func:`optimal_lr`.
 FIT_OK, FIT_EDGE, FIT_TOO_FEW, FIT_NOT_CONVEX = "ok", "grid-edge", "too-few-points", "not-convex"

@@ -34,6 +34,18 @@ from toolkit.errors import InputError, check_choice, check_positive
 ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
 
+Scale = float | torch.Tensor
+"""A multiplier: one float for every member, or one value per member ``(members, 1, 1)``."""
+
+
+def per_member(values: Sequence[float]) -> Scale:
+    """One float when every member has the same value, else a ``(members, 1, 1)`` tensor that
+    broadcasts over a member's ``(batch, features)`` or ``(fan_in, fan_out)``."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    return torch.tensor(values).view(-1, 1, 1)
+
+
 class EnsembleModel(nn.Module):
     """Base class: tensor specs, per-member seeded init, forward multipliers.
 
@@ -59,6 +71,7 @@ class EnsembleModel(nn.Module):
         seeds: Sequence[int],
         activation: str,
         bias: bool,
+        member_parametrizations: Sequence[Parametrization] | None = None,
         shape_only: bool = False,
     ) -> None:
         super().__init__()
@@ -72,10 +85,18 @@ class EnsembleModel(nn.Module):
         self.d_in, self.d_out, self.width, self.depth = d_in, d_out, width, depth
         self.parametrization = parametrization
         self.seeds = [int(s) for s in seeds]
+        if member_parametrizations is None:
+            member_parametrizations = [parametrization] * len(self.seeds)
+        if len(member_parametrizations) != len(self.seeds):
+            raise InputError(
+                f"member_parametrizations has {len(member_parametrizations)} entries; "
+                f"expected one per seed ({len(self.seeds)})"
+            )
+        self.member_parametrizations = list(member_parametrizations)
         self.act = ACTIVATIONS[activation]
         self.bias = bias
         self.specs: list[TensorSpec] = []
-        self.forward_mults: dict[str, float] = {}
+        self.forward_mults: dict[str, Scale] = {}
         self.shape_only = shape_only
         self._generators = [torch.Generator().manual_seed(s) for s in self.seeds]
 
@@ -111,7 +132,7 @@ class EnsembleModel(nn.Module):
             in_block=in_block,
             query=query,
         )
-        forward, std = forward_and_init(spec, self.parametrization, width=self.width)
+        forward, std = self._forward_and_init(spec)
         if self.shape_only:
             value = torch.empty((self.members, *shape), device="meta")
         elif kind is Kind.WEIGHT:
@@ -129,9 +150,18 @@ class EnsembleModel(nn.Module):
         self.forward_mults[name] = forward
         return param
 
+    def _forward_and_init(self, spec: TensorSpec) -> tuple[Scale, Scale]:
+        """Forward multiplier and init std of ``spec``, each a float when all members agree
+        (the fast scalar path) and else a ``(members, 1, 1)`` tensor, one value per member."""
+        pairs = [forward_and_init(spec, p, width=self.width) for p in self.member_parametrizations]
+        return per_member([f for f, _ in pairs]), per_member([s for _, s in pairs])
+
     def _linear(self, h: torch.Tensor, name: str, weight: torch.Tensor, bias) -> torch.Tensor:
         """``forward_mult * (h @ W) + b`` for every member at once."""
         mult = self.forward_mults[name]
+        if isinstance(mult, torch.Tensor):
+            out = torch.bmm(h, weight) * mult.to(h.device)
+            return out if bias is None else out + bias.unsqueeze(1)
         if bias is None:
             out = torch.bmm(h, weight)
             return out if mult == 1.0 else out * mult
@@ -195,6 +225,7 @@ class MLP(EnsembleModel):
         seeds: Sequence[int],
         activation: str = "relu",
         bias: bool = True,
+        member_parametrizations: Sequence[Parametrization] | None = None,
         shape_only: bool = False,
     ) -> None:
         super().__init__(
@@ -206,6 +237,7 @@ class MLP(EnsembleModel):
             seeds=seeds,
             activation=activation,
             bias=bias,
+            member_parametrizations=member_parametrizations,
             shape_only=shape_only,
         )
         n0 = parametrization.base_width
@@ -250,6 +282,7 @@ class ResidualMLP(EnsembleModel):
         activation: str = "relu",
         bias: bool = True,
         prenorm: bool = True,
+        member_parametrizations: Sequence[Parametrization] | None = None,
         shape_only: bool = False,
     ) -> None:
         super().__init__(
@@ -261,6 +294,7 @@ class ResidualMLP(EnsembleModel):
             seeds=seeds,
             activation=activation,
             bias=bias,
+            member_parametrizations=member_parametrizations,
             shape_only=shape_only,
         )
         n0 = parametrization.base_width

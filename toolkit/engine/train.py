@@ -2,7 +2,8 @@
 
 One call trains a *group*: models of one shape (model, task, width, depth,
 parametrization, optimizer, steps, batch size, schedule) that differ only in
-per-member learning rate, weight decay and seed. Members train together as one
+per-member learning rate, weight decay, seed and the multipliers ``init_sigma``,
+``input_alpha`` and ``output_alpha``. Members train together as one
 batched model. A member whose loss becomes NaN/inf, or exceeds
 ``divergence_factor`` times its first loss, is frozen and marked ``diverged``;
 its siblings carry on unaffected.
@@ -27,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import polars as pl
 import torch
@@ -164,18 +165,54 @@ class TrainConfig:
         return out
 
 
+MEMBER_MULTIPLIERS = ("init_sigma", "input_alpha", "output_alpha")
+"""Parametrization fields a :class:`Member` may override."""
+
+
 @dataclass(frozen=True)
 class Member:
-    """What distinguishes one member of a group."""
+    """What distinguishes one member of a group.
+
+    ``lr`` and ``weight_decay`` are base values (the parametrization scales them per
+    tensor); ``seed`` fixes the initialisation and the order of the data. ``init_sigma``,
+    ``input_alpha`` and ``output_alpha`` override the group's
+    :class:`~toolkit.engine.parametrization.Parametrization` for this member (``None``: the
+    group's value); they change neither tensor shapes nor optimizer multipliers, so members
+    that differ in them still train as one ensemble.
+    """
 
     lr: float
     weight_decay: float = 0.0
     seed: int = 0
+    init_sigma: float | None = None
+    input_alpha: float | None = None
+    output_alpha: float | None = None
+
+    def multipliers(self) -> dict[str, float]:
+        """The parametrization fields this member overrides, by name."""
+        return {
+            name: value
+            for name in MEMBER_MULTIPLIERS
+            if (value := getattr(self, name)) is not None
+        }
+
+
+def member_config(config: TrainConfig, member: Member) -> TrainConfig:
+    """``config`` with ``member``'s multipliers applied to its parametrization."""
+    overrides = member.multipliers()
+    if not overrides:
+        return config
+    return replace(config, parametrization=config.parametrization.with_(**overrides))
 
 
 def run_id(config: TrainConfig, member: Member) -> str:
-    """Stable id of one run: a hash of every setting that changes its numbers."""
-    settings = config.record()
+    """Stable id of one run: a hash of every setting that changes its numbers.
+
+    A member's multipliers enter through :func:`member_config`, so a member with
+    ``output_alpha=2`` has the id of a lone member of a group whose parametrization has
+    ``output_alpha=2``.
+    """
+    settings = member_config(config, member).record()
     settings.pop("study")
     settings.pop("eval_every")
     settings.update(lr=member.lr, weight_decay=member.weight_decay, seed=member.seed)
@@ -298,10 +335,20 @@ def evaluate(model: EnsembleModel, task: Task, x: torch.Tensor, y: torch.Tensor,
 
 
 def build_model(
-    config: TrainConfig, d_in: int, d_out: int, seeds: Sequence[int], *, shape_only: bool = False
+    config: TrainConfig,
+    d_in: int,
+    d_out: int,
+    seeds: Sequence[int],
+    *,
+    shape_only: bool = False,
+    members: Sequence[Member] | None = None,
 ) -> EnsembleModel:
     """The ensemble model of ``config`` for ``d_in`` inputs and ``d_out`` outputs, one member
-    per seed (on the ``meta`` device if ``shape_only``)."""
+    per seed (on the ``meta`` device if ``shape_only``); ``members``, one per seed, give each
+    member's multipliers (:func:`member_config`)."""
+    parametrizations = None
+    if members is not None:
+        parametrizations = [member_config(config, m).parametrization for m in members]
     return MODELS[config.model](
         d_in=d_in,
         d_out=d_out,
@@ -309,6 +356,7 @@ def build_model(
         depth=config.depth,
         parametrization=config.parametrization,
         seeds=seeds,
+        member_parametrizations=parametrizations,
         shape_only=shape_only,
         **config.model_kwargs(),
     )
@@ -340,6 +388,8 @@ def _check_members(members: Sequence[Member]) -> None:
             raise InputError(f"weight_decay={member.weight_decay!r} must be a finite number >= 0")
         if not isinstance(member.seed, int) or member.seed < 0:
             raise InputError(f"seed={member.seed!r} must be a non-negative integer")
+        for name, value in member.multipliers().items():
+            check_positive(name, value)
 
 
 def train(
@@ -357,7 +407,7 @@ def train(
 
     Args:
         config: the shared settings.
-        members: per-member LR, weight decay and seed.
+        members: per-member LR, weight decay, seed and multipliers.
         task: a loaded task (default: ``load_task(config.task)``).
         probes: called at ``probe_steps`` (see module docstring).
         device: ``"cpu"`` (default) or e.g. ``"cuda"``.
@@ -373,7 +423,7 @@ def train(
     task = (task or load_task(config.task)).to(device)
     n_members = len(members)
     seeds = [m.seed for m in members]
-    model = build_model(config, task.d_in, task.d_out, seeds).to(device)
+    model = build_model(config, task.d_in, task.d_out, seeds, members=members).to(device)
     specs_params = model.named_tensors()
     if init is not None:
         load_tensors(model, init)
@@ -426,14 +476,17 @@ def train(
             for row in probe(context):
                 probe_rows.append({"run_id": ids[row.pop("member")], "step": step, **row})
 
-    # At step 0 members of the same seed share their weights (unless ``init`` set them):
-    # the initial evaluation runs on one member per seed, a fraction of the ensemble.
-    distinct = list(dict.fromkeys(seeds))
-    initial = None  # (one member per seed, each member's row in it)
+    # At step 0 members of the same seed and multipliers share their function (unless
+    # ``init`` set their weights): the initial evaluation runs on one member of each.
+    starts = [replace(m, lr=1.0, weight_decay=0.0) for m in members]
+    distinct = list(dict.fromkeys(starts))
+    initial = None  # (one member per distinct start, each member's row in it)
     if init is None and len(distinct) < n_members:
         initial = (
-            build_model(config, task.d_in, task.d_out, distinct).to(device),
-            torch.tensor([distinct.index(seed) for seed in seeds], device=device),
+            build_model(
+                config, task.d_in, task.d_out, [m.seed for m in distinct], members=distinct
+            ).to(device),
+            torch.tensor([distinct.index(start) for start in starts], device=device),
         )
 
     def run_eval(step: int) -> None:
@@ -535,10 +588,10 @@ def _run_frame(config, members, ids, curves, diverged_at, wall, n_params) -> pl.
         .with_columns(name=pl.format("final_{}_{}", "split", "metric"))
         .pivot(on="name", index="run_id", values="value")
     )
-    record = config.record()
     rows = []
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     for rid, member, div in zip(ids, members, diverged_at, strict=True):
+        record = member_config(config, member).record()
         rows.append(
             {
                 "run_id": rid,
@@ -567,6 +620,9 @@ def _run_frame(config, members, ids, curves, diverged_at, wall, n_params) -> pl.
                 "depth_alpha": record["depth_alpha"],
                 "n_params": n_params,
                 "weight_decay_scaling": record["weight_decay_scaling"],
+                "init_sigma": record["init_sigma"],
+                "input_alpha": record["input_alpha"],
+                "output_alpha": record["output_alpha"],
                 "config_json": json.dumps(record, sort_keys=True, default=str),
             }
         )

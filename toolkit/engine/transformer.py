@@ -64,7 +64,6 @@ from toolkit.engine.parametrization import (
     Role,
     TensorSpec,
     branch_multiplier,
-    forward_and_init,
 )
 from toolkit.errors import InputError, check_positive
 
@@ -101,6 +100,7 @@ class Transformer(EnsembleModel):
         bias: bool = True,
         head_dim: int = 16,
         tie_embeddings: bool = False,
+        member_parametrizations: Sequence[Parametrization] | None = None,
         shape_only: bool = False,
     ) -> None:
         super().__init__(
@@ -112,6 +112,7 @@ class Transformer(EnsembleModel):
             seeds=seeds,
             activation=activation,
             bias=bias,
+            member_parametrizations=member_parametrizations,
             shape_only=shape_only,
         )
         check_positive("head_dim", head_dim, integer=True)
@@ -156,7 +157,7 @@ class Transformer(EnsembleModel):
         if tie_embeddings:  # the multiplier a readout tensor would get; no tensor of its own
             readout = TensorSpec("readout.weight", Role.OUTPUT, Kind.WEIGHT, (width, d_out),
                                  width, d_out, n0)  # fmt: skip
-            self.readout_mult = forward_and_init(readout, parametrization, width=width)[0]
+            self.readout_mult = self._forward_and_init(readout)[0]
         else:
             weight = self._add(
                 "readout.weight", Role.OUTPUT, Kind.WEIGHT, width, d_out, base_fan_in=n0
@@ -201,7 +202,10 @@ class Transformer(EnsembleModel):
         table = self.token.reshape(members * self.d_out, self.width)
         h = F.embedding(x + offsets, table) + self.position[:, :length].unsqueeze(1)
         h = h.reshape(members, batch * length, self.width)
-        return h if self.input_mult == 1.0 else h * self.input_mult
+        mult = self.input_mult
+        if isinstance(mult, torch.Tensor):
+            return h * mult.to(h.device)
+        return h if mult == 1.0 else h * mult
 
     def _attention(
         self, u: torch.Tensor, block: dict, batch: int, capture: dict | None, prefix: str
@@ -245,7 +249,10 @@ class Transformer(EnsembleModel):
         if self.tie_embeddings:
             weight = self.token.transpose(1, 2)
         mult = self.readout_mult
-        if bias is None:
+        if isinstance(mult, torch.Tensor):
+            out = torch.bmm(z, weight) * mult.to(z.device)
+            out = out if bias is None else out + bias.unsqueeze(1)
+        elif bias is None:
             out = torch.bmm(z, weight)
             out = out if mult == 1.0 else out * mult
         else:

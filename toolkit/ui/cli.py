@@ -4,11 +4,13 @@ Every verb has ``--help`` and ``--json`` (machine-readable output on stdout).
 A user's mistake exits with status 2 and one line on stderr naming the bad
 value and what is allowed, never a traceback.
 
-Flag names shared by the sweep-like verbs (a contract): ``--model``,
-``--task``, ``--parametrization`` and ``--optimizer`` (comma lists),
-``--widths``, ``--depths``, ``--lrs`` (comma list or ``2^a:2^b:n``),
-``--weight-decays``, ``--seeds`` (a count), ``--steps``, ``--batch-size``,
-``--out``, ``--json``.
+Flag names shared by the sweep-like verbs (a contract): one flag per setting
+of the sweep schema (:data:`toolkit.studies.spec.SCHEMA`), a grid under its
+plural and its singular name, each a comma list: ``--model``, ``--task``,
+``--parametrization``, ``--optimizer``, ``--widths``, ``--depths``, ``--lrs``
+(comma list or ``2^a:2^b:n``), ``--weight-decays``, ``--seeds`` (a count),
+``--steps``, ``--batch-size``, ``--init-sigmas``, ``--output-alphas``,
+``--momentums``, ... and ``--spec``, ``--out``, ``--json``.
 """
 
 from __future__ import annotations
@@ -23,18 +25,10 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.engine.data import TASKS
-from toolkit.engine.models import MODELS
-from toolkit.engine.optim import OPTIMIZERS
-from toolkit.engine.parametrization import (
-    DEPTH_RULES,
-    WEIGHT_DECAY_SCALINGS,
-    WIDTH_RULES,
-    Parametrization,
-)
 from toolkit.engine.projections import PROJECTIONS
-from toolkit.engine.train import SCHEDULES, TrainConfig
-from toolkit.errors import InputError, check_positive
+from toolkit.errors import InputError
+from toolkit.studies.schema import SCHEMA, Setting
+from toolkit.studies.spec import SweepSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,134 +36,94 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-def _list_of(convert: Callable, what: str, allowed: Sequence[str] | None = None) -> Callable:
-    """An argparse type for comma lists: ``"128,512"`` -> ``[128, 512]``."""
+class _SettingFlag(argparse.Action):
+    """A sweep setting's flag: its value parsed and checked by the schema under the flag's
+    own name (``--lr -1`` says ``lr=-1.0``); a bare boolean flag means true."""
 
-    def parse(text: str) -> list:
-        try:
-            values = [convert(v.strip()) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of {what}") from None
-        if not values:
-            raise argparse.ArgumentTypeError(f"{text!r} is empty: give at least one value")
-        for value in values if allowed is not None else ():
-            if value not in allowed:
-                choices = ", ".join(allowed)
-                raise argparse.ArgumentTypeError(f"{value!r} is not one of {choices}")
-        return values
+    def __init__(self, option_strings: list[str], dest: str, *, setting: Setting, **kwargs):
+        self.setting = setting
+        super().__init__(option_strings, dest, **kwargs)
 
-    return parse
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        argument = option_string.removeprefix("--").replace("-", "_")
+        value = (True,) if values is None else self.setting.parse(argument, values)
+        setattr(namespace, self.dest, value)
 
 
-int_list = _list_of(int, "integers")
-float_list = _list_of(float, "numbers")
-
-
-def _lrs(text: str) -> tuple[float, ...]:
-    from toolkit.studies.sweep import parse_lrs
-
-    try:
-        return parse_lrs(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-# Sweep flags as data: flag -> (SweepSpec field, argparse type, help). Defaults
-# come from SweepSpec (or the --spec file); a flag given on the command line
-# overrides them.
-SWEEP_FLAGS: dict[str, tuple[str, Callable, str]] = {
-    "--study": ("study", str, "label stored with every run"),
-    "--model": ("model", str, f"one of {', '.join(MODELS)}"),
-    "--task": ("task", str, f"one of {', '.join(TASKS)}"),
-    "--parametrization": (
-        "parametrizations",
-        _list_of(str, "names", sorted(WIDTH_RULES)),
-        f"comma list of {', '.join(WIDTH_RULES)}",
-    ),
-    "--optimizer": (
-        "optimizers",
-        _list_of(str, "names", sorted(OPTIMIZERS)),
-        f"comma list of {', '.join(OPTIMIZERS)}",
-    ),
-    "--widths": ("widths", int_list, "comma list of widths"),
-    "--depths": ("depths", int_list, "hidden layers (mlp) or blocks (resmlp), comma list"),
-    "--lrs": ("lrs", _lrs, "comma list, or 2^a:2^b:n for n log2-spaced values"),
-    "--weight-decays": ("weight_decays", float_list, "comma list"),
-    "--seeds": ("seeds", int, "number of seeds (0..N-1)"),
-    "--steps": ("steps", int_list, "training steps, comma list"),
-    "--batch-size": ("batch_sizes", int_list, "comma list"),
-    "--schedule": ("schedules", _list_of(str, "names", SCHEDULES), ", ".join(SCHEDULES)),
-    "--warmup-steps": ("warmup_steps", int, "linear warmup steps"),
-    "--depth-rule": (
-        "depth_rules",
-        _list_of(str, "names", sorted(DEPTH_RULES)),
-        f"comma list of {', '.join(DEPTH_RULES)}",
-    ),
-    "--base-width": ("base_width", int, "width at which every parametrization equals SP"),
-    "--base-depth": ("base_depth", int, "depth at which depth rules are neutral"),
-    "--init-sigma": ("init_sigma", float, "init std * sqrt(fan_in)"),
-    "--input-alpha": ("input_alpha", float, "first-layer multiplier"),
-    "--output-alpha": ("output_alpha", float, "readout multiplier"),
-    "--weight-decay-scaling": (
-        "weight_decay_scaling",
-        str,
-        f"one of {', '.join(WEIGHT_DECAY_SCALINGS)}",
-    ),
-    "--eval-every": ("eval_every", int, "steps between evaluations"),
-    "--max-members": ("max_members", int, "largest ensemble per group"),
-}
+def _flag_names(setting: Setting) -> list[str]:
+    names = [setting.key] if not setting.is_grid else [setting.key, setting.name]
+    return ["--" + name.replace("_", "-") for name in dict.fromkeys(names)]
 
 
 def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
+    """``--spec``, ``--device``, ``--json`` and one flag per setting of the sweep schema
+    (:data:`toolkit.studies.spec.SCHEMA`): a grid takes a comma list under its plural
+    and its singular name (``--widths 64,128``, ``--output-alpha 2``)."""
     parser.add_argument("--spec", help="TOML file with the sweep (flags override its values)")
-    for flag, (_, kind, help_text) in SWEEP_FLAGS.items():
-        parser.add_argument(flag, type=kind, default=None, help=help_text)
-    parser.add_argument(
-        "--readout-zero-init", action="store_true", default=None, help="zero-init the readout"
-    )
+    for setting in SCHEMA:
+        parser.add_argument(
+            *_flag_names(setting),
+            dest=setting.key,
+            action=_SettingFlag,
+            setting=setting,
+            nargs="?" if setting.type is bool else None,
+            default=None,
+            help=setting.describe(),
+        )
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
-def sweep_specs(args: argparse.Namespace, *, extra: Sequence[str] = ()) -> list:
-    """The sweep(s) described by ``--spec`` and the flags, validated (``extra``: study
-    settings a spec file may hold besides the sweep's, see ``SweepSpec.from_toml``)."""
-    from toolkit.studies.sweep import SweepSpec
-
-    overrides = {
-        field: getattr(args, flag[2:].replace("-", "_"))
-        for flag, (field, _, _) in SWEEP_FLAGS.items()
-        if getattr(args, flag[2:].replace("-", "_")) is not None
-    }
-    if args.readout_zero_init:
-        overrides["readout_zero_init"] = True
+def sweep_specs(
+    args: argparse.Namespace,
+    *,
+    extra: Sequence[str] = (),
+    defaults: dict[str, object] | None = None,
+) -> list[SweepSpec]:
+    """The sweep(s) described by ``--spec`` (or ``defaults``) and the flags, validated
+    (``extra``: study settings a spec file may hold besides the sweep's, see
+    :meth:`SweepSpec.from_toml`)."""
+    given = {s.key: getattr(args, s.key) for s in SCHEMA if getattr(args, s.key) is not None}
     if args.spec:
-        return [s.with_(**overrides) for s in SweepSpec.from_toml(args.spec, extra=extra)]
-    return [SweepSpec(**overrides)]
+        return [s.with_(**given) for s in SweepSpec.from_toml(args.spec, extra=extra)]
+    return [SweepSpec(**{**(defaults or {}), **given})]
+
+
+def _sweep_verb(sub, verb: str, run: Callable, help_text: str, description: str):
+    """A verb that reads a sweep (``--spec`` and the schema's flags) and runs ``run``."""
+    parser = sub.add_parser(verb, help=help_text, description=description)
+    _add_sweep_flags(parser)
+    parser.set_defaults(run=run)
+    return parser
 
 
 def _sweep_parser(sub) -> None:
-    parser = sub.add_parser(
+    parser = _sweep_verb(
+        sub,
         "sweep",
-        help="train a grid of runs into a results store (resumes)",
-        description=(
-            "Train every run of a grid into the store at --out. Runs that share a shape train "
-            "together as one batched ensemble; runs already in the store are skipped."
-        ),
+        _run_sweep,
+        "train a grid of runs into a results store (resumes)",
+        "Train every run of a grid into the store at --out. Runs that share a shape train "
+        "together as one batched ensemble; runs already in the store are skipped. A spec "
+        "whose kind is not 'sweep' (e.g. intrinsic-dimension) runs its own study.",
     )
-    _add_sweep_flags(parser)
     parser.add_argument("--out", help="results store directory (required unless --dry-run)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
     parser.add_argument("--address", default=None, help="Ray cluster address (ray executor)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_run_sweep)
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
     from toolkit.store import Store
+    from toolkit.studies.kinds import run_study, spec_kind
     from toolkit.studies.sweep import plan, run_local
 
+    if args.spec and spec_kind(Path(args.spec)) != "sweep":
+        if not args.out:
+            raise InputError("out=None: give --out DIR, the results store to write")
+        run_study(Path(args.spec), Path(args.out), quiet=args.quiet)
+        return
     specs = sweep_specs(args)
     if args.dry_run:
         exists = args.out and Path(args.out, "store.json").exists()
@@ -307,27 +261,30 @@ def _run_figures(args: argparse.Namespace) -> None:
 
 
 def _spectra_parser(sub) -> None:
-    parser = sub.add_parser(
+    _sweep_verb(
+        sub,
         "spectra",
-        help="layer spectra and spectral-condition ratios recorded during training",
-        description=(
-            "Train the grid of the sweep flags and print every weight matrix's spectral "
-            "statistics (sigma_max, stable_rank, fro_norm, cond_ratio, delta_cond_ratio, "
-            "update_cond_ratio, act_rms, alpha where reliable) at log-spaced steps."
-        ),
+        _run_spectra,
+        "layer spectra and spectral-condition ratios recorded during training",
+        "Train the grid of the sweep flags (with the spectra probe at --probe-points "
+        "log-spaced steps) and print every weight matrix's spectral statistics (sigma_max, "
+        "stable_rank, fro_norm, cond_ratio, delta_cond_ratio, update_cond_ratio, act_rms, "
+        "alpha where reliable).",
     )
-    _add_sweep_flags(parser)
-    parser.set_defaults(run=_run_spectra)
 
 
 def _run_spectra(args: argparse.Namespace) -> None:
-    from toolkit.studies.spectra_study import spectra_records
+    from toolkit.analysis.spectra import SUMMARY_STATS
+    from toolkit.studies.sweep import probe_records
 
-    records = spectra_records(sweep_specs(args), device=args.device)
+    specs = [spec.with_(probes=("spectra",)) for spec in sweep_specs(args)]
+    columns = ["width", "depth", "parametrization", "optimizer", "lr", "weight_decay", "seed",
+               "layer", "role", "step", "stat", "value"]  # fmt: skip
+    frame = probe_records(specs, device=args.device)
+    frame = frame.filter(pl.col("stat").is_in(SUMMARY_STATS)).select(columns)
     if args.json:
-        _print_json(records)
+        _print_json(frame.to_dicts())
         return
-    frame = pl.DataFrame(records)
     last = frame.filter(pl.col("step") == pl.col("step").max())
     _print_table(
         last.group_by("parametrization", "width", "layer", "stat")
@@ -440,74 +397,42 @@ def _run_intrinsic_dim(args: argparse.Namespace) -> None:
     _print_table(pl.DataFrame([{"task": t, **r} for t, r in zip(tasks, records, strict=True)]))
 
 
+COORD_CHECK_DEFAULTS = {"widths": (128, 512), "depths": (3,), "steps": (3,), "lrs": (0.01,)}
+"""The coordinate check's own defaults for the shared sweep flags."""
+
+
 def _coord_check_parser(sub) -> None:
-    parser = sub.add_parser(
+    _sweep_verb(
+        sub,
         "coord-check",
-        help="activation size per layer vs width over the first steps",
-        description=(
-            "Coordinate check: train each width for a few steps at a large LR and record "
-            "every layer's mean |activation| (l1) and RMS at steps 0..STEPS."
-        ),
+        _run_coord_check,
+        "activation size per layer vs width over the first steps",
+        "Coordinate check: train each width for a few steps at a large LR (--lr, default "
+        "0.01) and record every layer's mean |activation| (l1) and RMS at steps 0..STEPS "
+        "(default 3), averaged over seeds. Widths default to 128,512 and the base width to "
+        "the smallest; every other grid flag takes one value.",
     )
-    parser.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    parser.add_argument(
-        "--task", default=None, choices=TASKS, help="default: chars (transformer), else mnist1d"
-    )
-    parser.add_argument("--parametrization", default="mup", choices=sorted(WIDTH_RULES))
-    parser.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    parser.add_argument("--depth", type=int, default=3, help="hidden layers or blocks")
-    parser.add_argument("--depth-rule", default="none", choices=sorted(DEPTH_RULES))
-    parser.add_argument("--base-depth", type=int, default=None, help="default: --depth")
-    parser.add_argument("--init-sigma", type=float, default=1.0)
-    parser.add_argument("--output-alpha", type=float, default=1.0)
-    parser.add_argument("--readout-zero-init", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.01, help="LR at every width")
-    parser.add_argument("--widths", type=int_list, default=[128, 512], help="comma list")
-    parser.add_argument("--base-width", type=int, default=None, help="default: smallest width")
-    parser.add_argument("--steps", type=int, default=3, help="updates; records at 0..STEPS")
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds averaged")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.set_defaults(run=_run_coord_check)
 
 
 def _run_coord_check(args: argparse.Namespace) -> None:
     from toolkit.studies.coord_check import coord_check, width_ratios
 
-    for width in args.widths:
-        check_positive("widths", width, integer=True)
-    if args.seeds < 1:
-        raise InputError(f"seeds={args.seeds!r} must be a positive integer (a count)")
-    if args.seed < 0:
-        raise InputError(f"seed={args.seed!r} must be a non-negative integer")
-    param = Parametrization(
-        name=args.parametrization,
-        base_width=min(args.widths) if args.base_width is None else args.base_width,
-        depth_rule=args.depth_rule,
-        base_depth=args.depth if args.base_depth is None else args.base_depth,
-        init_sigma=args.init_sigma,
-        output_alpha=args.output_alpha,
-        readout_zero_init=args.readout_zero_init,
-    )
-    config = TrainConfig(
-        model=args.model,
-        task=args.task,
-        parametrization=param,
-        optimizer=args.optimizer,
-        width=min(args.widths),
-        depth=args.depth,
-        steps=args.steps,
-        batch_size=args.batch_size,
-    )
-    seeds = range(args.seed, args.seed + args.seeds)
-    frame = coord_check(config, args.widths, lr=args.lr, seeds=seeds, device=args.device)
+    spec = sweep_specs(args, defaults=COORD_CHECK_DEFAULTS)[0]
+    if args.base_width is None and not args.spec:
+        spec = spec.with_(base_width=min(spec.widths))
+    for s in SCHEMA:
+        values = getattr(spec, s.key)
+        if s.is_grid and s.key != "widths" and len(values) > 1:
+            raise InputError(f"{s.key}={values!r}: the coordinate check takes one value")
+    config = spec.with_(widths=(min(spec.widths),)).configs()[0]
+    lr = spec.lrs[0]
+    seeds = range(spec.seed, spec.seed + spec.seeds)
+    frame = coord_check(config, spec.widths, lr=lr, seeds=seeds, device=args.device)
     if args.json:
         _print_json(frame.to_dicts())
         return
     table = width_ratios(frame).pivot(on="step", index=["layer", "width"], values="ratio")
-    print(f"mean |activation| relative to width {min(args.widths)} (columns: step)")
+    print(f"mean |activation| relative to width {min(spec.widths)} (columns: step)")
     _print_table(table)
 
 
@@ -517,6 +442,7 @@ def _print_table(frame: pl.DataFrame) -> None:
         tbl_cols=-1,
         tbl_width_chars=160,
         tbl_hide_dataframe_shape=True,
+        fmt_str_lengths=60,
         float_precision=4,
     ):
         print(frame)
