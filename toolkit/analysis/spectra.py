@@ -173,21 +173,19 @@ def seed_mean(frame: pl.DataFrame, by: tuple[str, ...] = CONFIG) -> pl.DataFrame
     )
 
 
+_RULE = ("parametrization", "optimizer", "weight_decay_scaling")
+"""Columns that name a training rule."""
+
+_PLACE = ("step", "layer", "role")
+"""Columns that place a spectral statistic in the network and in training."""
+
+
 def fit_exponent(
     frame: pl.DataFrame,
     *,
     x: str = "width",
     stat: str = "sigma_max",
-    by: tuple[str, ...] = (
-        "parametrization",
-        "optimizer",
-        "weight_decay_scaling",
-        "lr",
-        "weight_decay",
-        "step",
-        "layer",
-        "role",
-    ),  # fmt: skip
+    by: tuple[str, ...] = (*_RULE, "lr", "weight_decay", *_PLACE),
     level: float = 0.95,
 ) -> pl.DataFrame:
     """Exponent ``k`` of ``stat ~ x**k`` per ``by`` group: OLS of ``log stat`` on ``log x``.
@@ -233,15 +231,7 @@ def lr_wd_exponent(
     frame: pl.DataFrame,
     *,
     stat: str = "sigma_max",
-    by: tuple[str, ...] = (
-        "parametrization",
-        "optimizer",
-        "weight_decay_scaling",
-        "width",
-        "step",
-        "layer",
-        "role",
-    ),  # fmt: skip
+    by: tuple[str, ...] = (*_RULE, "width", *_PLACE),
     level: float = 0.95,
 ) -> pl.DataFrame:
     """Slope of ``log stat`` against ``log sqrt(lr / wd)`` per ``by`` group (runs with

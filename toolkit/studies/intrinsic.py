@@ -42,7 +42,7 @@ from toolkit.paths import smoke_mode
 from toolkit.store import SCHEMAS, Records, Store
 from toolkit.studies.intrinsic_search import measure_intrinsic_dim
 from toolkit.studies.intrinsic_settings import DSearch, Measurement
-from toolkit.studies.sweep import parse_lrs
+from toolkit.studies.schema import parse_numbers
 
 KIND = "intrinsic-dimension"
 """The ``kind`` of an intrinsic-dimension spec."""
@@ -83,7 +83,7 @@ def measurements(settings: Mapping[str, object], *, source: str) -> list[Measure
         shared = {k: settings[k] for k in SCALARS if k in settings}
         for key in ("lrs", "subspace_lrs"):
             if isinstance(shared.get(key), str):
-                shared[key] = parse_lrs(shared[key])
+                shared[key] = parse_numbers(key, shared[key])
         search = DSearch(**{field: settings[k] for k, field in SEARCH.items() if k in settings})
         crossed = {LISTS[k]: _as_list(k, settings[k]) for k in LISTS if k in settings}
         if "base_width" not in shared and "width" in crossed:

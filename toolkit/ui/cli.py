@@ -294,6 +294,11 @@ def _run_spectra(args: argparse.Namespace) -> None:
     )
 
 
+_INTRINSIC_FLAGS = ("model", "task", "parametrizations", "optimizers", "widths", "depths",
+                    "base_width", "lrs", "seeds", "steps", "batch_sizes")  # fmt: skip
+"""Sweep settings the intrinsic-dim verb shares (their spec keys are the same)."""
+
+
 def _intrinsic_dim_parser(sub) -> None:
     parser = sub.add_parser(
         "intrinsic-dim",
@@ -306,26 +311,15 @@ def _intrinsic_dim_parser(sub) -> None:
         ),
     )
     parser.add_argument("--spec", help="intrinsic-dimension spec (TOML); flags override it")
-    parser.add_argument("--model", choices=sorted(MODELS))
-    parser.add_argument("--task", choices=TASKS)
+    by_key = {setting.key: setting for setting in SCHEMA}
+    for key in _INTRINSIC_FLAGS:
+        setting = by_key[key]
+        parser.add_argument(*_flag_names(setting), dest=key, action=_SettingFlag,
+                            setting=setting, default=None, help=setting.describe())  # fmt: skip
     parser.add_argument(
-        "--parametrization",
-        type=_list_of(str, "names", sorted(WIDTH_RULES)),
-        help=f"comma list of {', '.join(WIDTH_RULES)}",
-    )
-    parser.add_argument(
-        "--optimizer",
-        type=_list_of(str, "names", sorted(OPTIMIZERS)),
-        help=f"comma list of {', '.join(OPTIMIZERS)}",
-    )
-    parser.add_argument("--widths", type=int_list, help="comma list of widths")
-    parser.add_argument("--depths", type=int_list, help="hidden layers, comma list")
-    parser.add_argument("--base-width", type=int, help="default: the smallest width")
-    parser.add_argument("--lrs", type=_lrs, help="baseline LRs: comma list, or 2^a:2^b:n")
-    parser.add_argument("--subspace-lrs", type=_lrs, help="LRs of theta_d, as --lrs")
-    parser.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
-    parser.add_argument("--steps", type=int_list, help="training steps, comma list")
-    parser.add_argument("--batch-size", type=int_list, help="comma list")
+        "--subspace-lrs", dest="subspace_lrs", action=_SettingFlag, setting=by_key["lrs"],
+        default=None, help="LRs of theta_d: comma list, or 2^a:2^b:n",
+    )  # fmt: skip
     parser.add_argument(
         "--projection",
         choices=sorted(PROJECTIONS),
@@ -345,15 +339,6 @@ def _intrinsic_dim_parser(sub) -> None:
     parser.set_defaults(run=_run_intrinsic_dim)
 
 
-# intrinsic-dim flag -> spec key (toolkit.studies.intrinsic.KEYS)
-_INTRINSIC_FLAGS = {
-    "model": "model", "task": "task", "parametrization": "parametrizations",
-    "optimizer": "optimizers", "widths": "widths", "depths": "depths",
-    "base_width": "base_width", "lrs": "lrs", "subspace_lrs": "subspace_lrs", "seeds": "seeds",
-    "steps": "steps", "batch_size": "batch_sizes",
-}  # fmt: skip
-
-
 def _run_intrinsic_dim(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -368,9 +353,9 @@ def _run_intrinsic_dim(args: argparse.Namespace) -> None:
     if args.threshold is not None:
         check_threshold(args.threshold)
     overrides = {
-        key: getattr(args, flag)
-        for flag, key in _INTRINSIC_FLAGS.items()
-        if getattr(args, flag) is not None
+        key: getattr(args, key)
+        for key in (*_INTRINSIC_FLAGS, "subspace_lrs")
+        if getattr(args, key) is not None
     }
     if args.projection is not None:
         overrides["projections"] = [args.projection]
