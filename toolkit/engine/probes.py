@@ -125,8 +125,6 @@ def spectral_stats(
             continue
         layer, role = spec.name.removesuffix(".weight"), spec.role.value
         mult = ctx.model.forward_mults[spec.name]
-        if isinstance(mult, torch.Tensor):
-            mult = mult.to(param.device)
         weight = param.detach() * mult
         values = singular_values(weight, full_up_to=full_up_to)
         full = values.shape[-1] == min(spec.fan_in, spec.fan_out)

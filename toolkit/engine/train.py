@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import polars as pl
 import torch
@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from toolkit import __version__
 from toolkit.engine.data import LANGUAGE_TASKS, Task, load_task
-from toolkit.engine.models import MODELS, EnsembleModel
+from toolkit.engine.layers import EnsembleModel
+from toolkit.engine.models import MODELS
 from toolkit.engine.optim import OPTIMIZERS, make_optimizer
 from toolkit.engine.parametrization import Parametrization, resolve
 from toolkit.errors import InputError, check_choice, check_positive
@@ -121,13 +122,14 @@ class TrainConfig:
         if not 0.0 <= self.momentum < 1.0:
             raise InputError(f"momentum={self.momentum!r} must be in [0, 1)")
 
+    def model_options(self) -> object:
+        """The model's options (its class's ``options`` dataclass) from this config's fields."""
+        options = MODELS[self.model].options
+        return options(**{f.name: getattr(self, f.name) for f in fields(options)})
+
     def model_kwargs(self) -> dict:
-        kwargs = {"activation": self.activation, "bias": self.bias}
-        if self.model == "resmlp":
-            kwargs["prenorm"] = self.prenorm
-        if self.model == "transformer":
-            kwargs.update(head_dim=self.head_dim, tie_embeddings=self.tie_embeddings)
-        return kwargs
+        """Keyword arguments of the model's constructor beyond shapes and parametrization."""
+        return asdict(self.model_options())
 
     def optimizer_kwargs(self) -> dict:
         if self.optimizer == "sgd":
@@ -139,13 +141,12 @@ class TrainConfig:
     def record(self) -> dict:
         """Flat, JSON-friendly description (the parametrization's fields prefixed).
 
-        Settings that only the transformer has (head dimension, tied embeddings, the attention
-        multiplier and query initialisation) appear for the transformer only, so the run
-        ids of other models do not depend on them.
+        Settings that only some models have (a model class's ``own_settings``: the
+        transformer's head dimension, tied embeddings, attention multiplier and query
+        initialisation) appear for those models only, so the run ids of other models do not
+        depend on them.
         """
         out = {k: v for k, v in asdict(self).items() if k != "parametrization"}
-        if self.model != "transformer":
-            del out["head_dim"], out["tie_embeddings"]
         out["betas"] = list(self.betas)
         p = self.parametrization
         out.update(
@@ -159,10 +160,12 @@ class TrainConfig:
             output_alpha=p.output_alpha,
             readout_zero_init=p.readout_zero_init,
             weight_decay_scaling=p.weight_decay_scaling,
+            attn_alpha=p.attn_alpha,
+            query_zero_init=p.query_zero_init,
         )
-        if self.model == "transformer":
-            out.update(attn_alpha=p.attn_alpha, query_zero_init=p.query_zero_init)
-        return out
+        own = MODELS[self.model].own_settings
+        others = {name for model in MODELS.values() for name in model.own_settings} - set(own)
+        return {k: v for k, v in out.items() if k not in others}
 
 
 MEMBER_MULTIPLIERS = ("init_sigma", "input_alpha", "output_alpha")
@@ -191,9 +194,7 @@ class Member:
     def multipliers(self) -> dict[str, float]:
         """The parametrization fields this member overrides, by name."""
         return {
-            name: value
-            for name in MEMBER_MULTIPLIERS
-            if (value := getattr(self, name)) is not None
+            name: value for name in MEMBER_MULTIPLIERS if (value := getattr(self, name)) is not None
         }
 
 
