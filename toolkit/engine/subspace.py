@@ -34,16 +34,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import polars as pl
 import torch
 from torch import nn
 
 from toolkit.engine.data import Task, load_task
+from toolkit.engine.divergence import DivergenceGuard
 from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import Kind, Resolved, Role, TensorSpec
 from toolkit.engine.projections import PROJECTIONS, Projection, check_seed, make_projection
 from toolkit.engine.train import (
+    SCHEDULES,
     BatchSampler,
     TrainConfig,
     build_model,
@@ -80,9 +83,10 @@ def _optimize(
     ``loss_fn(theta)`` maps ``(members, D)`` to per-member losses ``(members,)``,
     differentiably. ``theta_d`` is one ``(members, d)`` tensor under a toolkit
     batched optimizer with per-member ``lr`` and no per-tensor multipliers (its
-    size does not grow with width). Divergence as in :func:`toolkit.engine.train.train`:
-    a member whose loss is not finite or exceeds ``divergence_factor`` times its
-    first loss is frozen at ``theta_d = 0``.
+    size does not grow with width). Divergence as in :func:`toolkit.engine.train.train`
+    (:class:`~toolkit.engine.divergence.DivergenceGuard`): a member whose loss is not
+    finite or exceeds ``divergence_factor`` times its first loss is frozen at
+    ``theta_d = 0``.
     """
     members, D = theta0.shape
     d = D if projection is None else projection.d
@@ -101,25 +105,17 @@ def _optimize(
     def parameters() -> torch.Tensor:
         return theta0 + (theta_d if projection is None else projection.project(theta_d))
 
-    active = torch.ones(members, dtype=torch.bool)
-    diverged_at: list[int | None] = [None] * members
-    first: torch.Tensor | None = None
+    guard = DivergenceGuard(members, divergence_factor)
     for step in range(steps):
         loss = loss_fn(parameters())
-        loss_cpu = loss.detach().cpu()
-        if first is None:
-            first = loss_cpu.clone()
-        bad = active & (~torch.isfinite(loss_cpu) | (loss_cpu > divergence_factor * first))
-        active &= ~bad
-        objective = torch.where(active.to(loss.device), loss, torch.zeros_like(loss)).sum()
+        _, diverged = guard.observe(step, loss)
         opt.zero_grad()
-        objective.backward()
+        guard.objective(loss).backward()
         opt.step(schedule(step))
-        for member in torch.nonzero(bad).flatten().tolist():
+        for member in diverged:
             opt.freeze(member)
-            diverged_at[member] = step
     with torch.no_grad():
-        return _Fit(theta=parameters(), first_loss=first, diverged_at=diverged_at)
+        return _Fit(theta=parameters(), first_loss=guard.first, diverged_at=guard.diverged_at)
 
 
 # --------------------------------------------------------------------------- toolkit models
@@ -247,7 +243,12 @@ def train_subspace(
         steps=config.steps,
         optimizer=config.optimizer,
         optimizer_kwargs=config.optimizer_kwargs(),
-        schedule=lambda step: lr_factor(step, config),
+        schedule=partial(
+            lr_factor,
+            steps=config.steps,
+            schedule=config.schedule,
+            warmup_steps=config.warmup_steps,
+        ),  # fmt: skip
         divergence_factor=config.divergence_factor,
     )
     load_tensors(model, split_parameters(fit.theta, names, shapes))
@@ -335,7 +336,8 @@ def train_module_subspace(
     if dims is not None:
         check_choice("projection", projection, PROJECTIONS)
     check_positive("lr", lr)
-    timing = TrainConfig(steps=steps, schedule=schedule)
+    check_positive("steps", steps, integer=True)
+    check_choice("schedule", schedule, SCHEDULES)
     named = list(module.named_parameters())
     names = [n for n, _ in named]
     shapes = [p.shape for _, p in named]
@@ -367,7 +369,7 @@ def train_module_subspace(
         steps=steps,
         optimizer=optimizer,
         optimizer_kwargs={},
-        schedule=lambda step: lr_factor(step, timing),
+        schedule=partial(lr_factor, steps=steps, schedule=schedule),
         divergence_factor=divergence_factor,
     )
     with torch.no_grad():
