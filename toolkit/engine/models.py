@@ -16,14 +16,13 @@ its runs record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from toolkit.engine.layers import EnsembleLayerNorm, EnsembleLinear, EnsembleModel
-from toolkit.engine.parametrization import Parametrization, Role, branch_multiplier
+from toolkit.engine.parametrization import Role, branch_multiplier
 from toolkit.engine.transformer import Transformer
 
 
@@ -56,29 +55,14 @@ class MLP(EnsembleModel):
     def __init__(
         self,
         *,
-        d_in: int,
-        d_out: int,
-        width: int,
-        depth: int,
-        parametrization: Parametrization,
-        seeds: Sequence[int],
         activation: str = "relu",
         bias: bool = True,
-        member_parametrizations: Sequence[Parametrization] | None = None,
-        shape_only: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            d_in=d_in,
-            d_out=d_out,
-            width=width,
-            depth=depth,
-            parametrization=parametrization,
-            seeds=seeds,
-            activation=activation,
-            bias=bias,
-            member_parametrizations=member_parametrizations,
-            shape_only=shape_only,
-        )
+        """``common``: the arguments of :class:`~toolkit.engine.layers.EnsembleModel`."""
+        super().__init__(activation=activation, bias=bias, **common)
+        d_in, d_out, width, depth = self.d_in, self.d_out, self.width, self.depth
+        parametrization = self.parametrization
         n0, make = parametrization.base_width, self.factory
         self.input = EnsembleLinear("input", make, Role.INPUT, d_in, width, bias=bias)
         for i in range(1, depth):
@@ -139,30 +123,15 @@ class ResidualMLP(EnsembleModel):
     def __init__(
         self,
         *,
-        d_in: int,
-        d_out: int,
-        width: int,
-        depth: int,
-        parametrization: Parametrization,
-        seeds: Sequence[int],
         activation: str = "relu",
         bias: bool = True,
         prenorm: bool = True,
-        member_parametrizations: Sequence[Parametrization] | None = None,
-        shape_only: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            d_in=d_in,
-            d_out=d_out,
-            width=width,
-            depth=depth,
-            parametrization=parametrization,
-            seeds=seeds,
-            activation=activation,
-            bias=bias,
-            member_parametrizations=member_parametrizations,
-            shape_only=shape_only,
-        )
+        """``common``: the arguments of :class:`~toolkit.engine.layers.EnsembleModel`."""
+        super().__init__(activation=activation, bias=bias, **common)
+        d_in, d_out, width, depth = self.d_in, self.d_out, self.width, self.depth
+        parametrization = self.parametrization
         n0, make = parametrization.base_width, self.factory
         self.prenorm = prenorm
         self.branch_mult = branch_multiplier(parametrization, depth)

@@ -57,9 +57,8 @@ features)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -71,7 +70,7 @@ from toolkit.engine.layers import (
     EnsembleModel,
     TensorFactory,
 )
-from toolkit.engine.parametrization import Parametrization, Role, branch_multiplier
+from toolkit.engine.parametrization import Role, branch_multiplier
 from toolkit.errors import InputError, check_positive
 
 MLP_RATIO = 4
@@ -168,31 +167,16 @@ class Transformer(EnsembleModel):
     def __init__(
         self,
         *,
-        d_in: int,
-        d_out: int,
-        width: int,
-        depth: int,
-        parametrization: Parametrization,
-        seeds: Sequence[int],
         activation: str = "relu",
         bias: bool = True,
         head_dim: int = 16,
         tie_embeddings: bool = False,
-        member_parametrizations: Sequence[Parametrization] | None = None,
-        shape_only: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            d_in=d_in,
-            d_out=d_out,
-            width=width,
-            depth=depth,
-            parametrization=parametrization,
-            seeds=seeds,
-            activation=activation,
-            bias=bias,
-            member_parametrizations=member_parametrizations,
-            shape_only=shape_only,
-        )
+        """``common``: the arguments of :class:`~toolkit.engine.layers.EnsembleModel`."""
+        super().__init__(activation=activation, bias=bias, **common)
+        d_in, d_out, width, depth = self.d_in, self.d_out, self.width, self.depth
+        parametrization = self.parametrization
         check_positive("head_dim", head_dim, integer=True)
         if width % head_dim:
             raise InputError(
