@@ -20,7 +20,7 @@ from toolkit.engine.parametrization import (
     describe,
 )
 from toolkit.engine.probes import activation_stats
-from toolkit.engine.train import Member, TrainConfig, train
+from toolkit.engine.train import Member, TrainConfig, member_config, train
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +108,48 @@ def test_members_trained_together_match_members_trained_alone(digits, optimizer,
     )
     together = train(config, members, task=digits).curves
     for member in members:
-        alone = train(config, [member], task=digits).curves
-        joined = alone.join(together, on=["run_id", "step", "split", "metric"], suffix="_together")
-        assert joined.height == alone.height > 0
-        torch.testing.assert_close(
-            torch.tensor(joined["value"].to_numpy()),
-            torch.tensor(joined["value_together"].to_numpy()),
-            rtol=1e-4,
-            atol=1e-5,
-        )
+        _assert_same_curves(train(config, [member], task=digits).curves, together)
+
+
+def _assert_same_curves(alone: pl.DataFrame, together: pl.DataFrame) -> None:
+    """Every curve value of the lone run equals its value in the ensemble (float32 rounding)."""
+    joined = alone.join(together, on=["run_id", "step", "split", "metric"], suffix="_together")
+    assert joined.height == alone.height > 0
+    torch.testing.assert_close(
+        torch.tensor(joined["value"].to_numpy()),
+        torch.tensor(joined["value_together"].to_numpy()),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+_MIXED = [
+    Member(lr=1e-2, seed=0),
+    Member(lr=1e-2, seed=0, output_alpha=4.0),
+    Member(lr=3e-3, seed=1, init_sigma=0.5, output_alpha=0.5),
+    Member(lr=3e-3, seed=1, input_alpha=2.0, init_sigma=2.0),
+]
+
+
+@pytest.mark.parametrize("model", ["mlp", "resmlp"])
+def test_members_with_their_own_multipliers_train_together_as_they_would_alone(digits, model):
+    """Members differing in init_sigma, input_alpha, output_alpha share one ensemble."""
+    config = TrainConfig(
+        model=model,
+        task="digits",
+        parametrization=Parametrization("mup", base_width=32),
+        optimizer="adam",
+        width=64,
+        depth=2,
+        steps=20,
+        eval_every=10,
+    )
+    together = train(config, _MIXED, task=digits)
+    assert together.runs["group_size"].unique().to_list() == [len(_MIXED)]
+    for member in _MIXED:
+        lone = train(member_config(config, member), [Member(member.lr, seed=member.seed)],
+                     task=digits)  # fmt: skip
+        _assert_same_curves(lone.curves, together.curves)
 
 
 def test_the_initial_evaluation_of_shared_seeds_is_each_members_own(digits):

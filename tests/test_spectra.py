@@ -172,7 +172,7 @@ def test_spectral_probe_reports_the_effective_weights_statistics():
         layer, mult = spec.name.removesuffix(".weight"), ctx.model.forward_mults[spec.name]
         scale = np.sqrt(spec.fan_out / spec.fan_in)
         for member in range(2):
-            w = params[spec.name.replace(".", "_")][member].detach().double().numpy() * mult
+            w = params[spec.name][member].detach().double().numpy() * mult
             w0 = ctx.initial[spec.name][member].double().numpy() * mult
             w1 = ctx.previous[spec.name][member].double().numpy() * mult
             sigma = np.linalg.svd(w, compute_uv=False)

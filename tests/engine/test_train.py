@@ -6,7 +6,6 @@ import json
 
 import polars as pl
 import pytest
-import torch
 
 from toolkit.engine.data import load_task
 from toolkit.engine.parametrization import Parametrization
@@ -68,34 +67,6 @@ _MIXED = [
     Member(lr=3e-3, seed=1, init_sigma=0.5, output_alpha=0.5),
     Member(lr=3e-3, seed=1, input_alpha=2.0, init_sigma=2.0),
 ]
-
-
-@pytest.mark.parametrize("model", ["mlp", "resmlp"])
-def test_members_with_their_own_multipliers_train_together_as_they_would_alone(digits, model):
-    config = TrainConfig(
-        model=model,
-        task="digits",
-        parametrization=Parametrization("mup", base_width=32),
-        optimizer="adam",
-        width=64,
-        depth=2,
-        steps=20,
-        eval_every=10,
-    )
-    together = train(config, _MIXED, task=digits)
-    assert together.runs["group_size"].unique().to_list() == [len(_MIXED)]
-    for member in _MIXED:
-        alone = train(member_config(config, member), [Member(member.lr, seed=member.seed)],
-                      task=digits).curves  # fmt: skip
-        joined = alone.join(together.curves, on=["run_id", "step", "split", "metric"],
-                            suffix="_together")  # fmt: skip
-        assert joined.height == alone.height > 0
-        torch.testing.assert_close(
-            torch.tensor(joined["value"].to_numpy()),
-            torch.tensor(joined["value_together"].to_numpy()),
-            rtol=1e-4,
-            atol=1e-5,
-        )
 
 
 def test_the_runs_frame_records_each_members_effective_multipliers(digits):

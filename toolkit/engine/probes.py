@@ -1,7 +1,7 @@
 """Probes: small functions that read an ensemble's state and return tidy rows.
 
 A probe is called by the training loop with a
-:class:`toolkit.engine.train.ProbeContext` and returns a list of dicts with keys
+:class:`toolkit.engine.probe_runner.ProbeContext` and returns a list of dicts with keys
 ``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBES` names
 them (``activations``, ``spectra``); :func:`log_spaced_steps` is the default
 schedule to record them at.
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from toolkit.engine.parametrization import Kind
+from toolkit.engine.probe_runner import Probe, ProbeContext
 from toolkit.engine.spectra import (
     FULL_UP_TO,
     MIN_EIGENVALUES,
@@ -23,7 +24,6 @@ from toolkit.engine.spectra import (
     spectral_norm,
     stable_rank,
 )
-from toolkit.engine.train import Probe, ProbeContext
 from toolkit.errors import InputError, check_positive
 
 #: The layers an MLP or residual MLP captures, by role. A residual stream
@@ -125,8 +125,6 @@ def spectral_stats(
             continue
         layer, role = spec.name.removesuffix(".weight"), spec.role.value
         mult = ctx.model.forward_mults[spec.name]
-        if isinstance(mult, torch.Tensor):
-            mult = mult.to(param.device)
         weight = param.detach() * mult
         values = singular_values(weight, full_up_to=full_up_to)
         full = values.shape[-1] == min(spec.fan_in, spec.fan_out)

@@ -14,8 +14,10 @@ padded with coordinates that never move). Two kinds of model:
 
 * toolkit ensemble models (:func:`train_subspace`): ``theta0`` is the model's
   initialisation and its forward multipliers stay in its forward pass, so the
-  parametrization (SP, muP, ...) carries over; the baseline is full training
-  with :func:`toolkit.engine.train.train`;
+  parametrization (SP, muP, ...) carries over; the model runs with
+  ``theta0 + P theta_d`` as its tensors through ``torch.func.functional_call``
+  (its parameters are stacked over members already); the baseline is full
+  training with :func:`toolkit.engine.train.train`;
 * any plain ``torch.nn.Module`` (:func:`train_module_subspace`): run with
   ``theta0 + P theta_d`` as its parameters through
   ``torch.func.functional_call``, vectorised over members with
@@ -32,17 +34,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import polars as pl
 import torch
 from torch import nn
 
 from toolkit.engine.data import Task, load_task
-from toolkit.engine.models import EnsembleModel
+from toolkit.engine.divergence import DivergenceGuard
 from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import Kind, Resolved, Role, TensorSpec
 from toolkit.engine.projections import PROJECTIONS, Projection, check_seed, make_projection
 from toolkit.engine.train import (
+    SCHEDULES,
     BatchSampler,
     TrainConfig,
     build_model,
@@ -79,9 +83,10 @@ def _optimize(
     ``loss_fn(theta)`` maps ``(members, D)`` to per-member losses ``(members,)``,
     differentiably. ``theta_d`` is one ``(members, d)`` tensor under a toolkit
     batched optimizer with per-member ``lr`` and no per-tensor multipliers (its
-    size does not grow with width). Divergence as in :func:`toolkit.engine.train.train`:
-    a member whose loss is not finite or exceeds ``divergence_factor`` times its
-    first loss is frozen at ``theta_d = 0``.
+    size does not grow with width). Divergence as in :func:`toolkit.engine.train.train`
+    (:class:`~toolkit.engine.divergence.DivergenceGuard`): a member whose loss is not
+    finite or exceeds ``divergence_factor`` times its first loss is frozen at
+    ``theta_d = 0``.
     """
     members, D = theta0.shape
     d = D if projection is None else projection.d
@@ -100,61 +105,33 @@ def _optimize(
     def parameters() -> torch.Tensor:
         return theta0 + (theta_d if projection is None else projection.project(theta_d))
 
-    active = torch.ones(members, dtype=torch.bool)
-    diverged_at: list[int | None] = [None] * members
-    first: torch.Tensor | None = None
+    guard = DivergenceGuard(members, divergence_factor)
     for step in range(steps):
         loss = loss_fn(parameters())
-        loss_cpu = loss.detach().cpu()
-        if first is None:
-            first = loss_cpu.clone()
-        bad = active & (~torch.isfinite(loss_cpu) | (loss_cpu > divergence_factor * first))
-        active &= ~bad
-        objective = torch.where(active.to(loss.device), loss, torch.zeros_like(loss)).sum()
+        _, diverged = guard.observe(step, loss)
         opt.zero_grad()
-        objective.backward()
+        guard.objective(loss).backward()
         opt.step(schedule(step))
-        for member in torch.nonzero(bad).flatten().tolist():
+        for member in diverged:
             opt.freeze(member)
-            diverged_at[member] = step
     with torch.no_grad():
-        return _Fit(theta=parameters(), first_loss=first, diverged_at=diverged_at)
+        return _Fit(theta=parameters(), first_loss=guard.first, diverged_at=guard.diverged_at)
 
 
 # --------------------------------------------------------------------------- toolkit models
 
 
-def _load(params: Sequence[torch.Tensor], theta: torch.Tensor) -> None:
-    """Copy the columns of ``theta`` ``(members, D)`` into ``params`` (each ``(members, ...)``)."""
-    sizes = [p[0].numel() for p in params]
-    with torch.no_grad():
-        for param, chunk in zip(params, theta.split(sizes, 1), strict=True):
-            param.copy_(chunk.view_as(param))
-
-
-class _WithParameters(torch.autograd.Function):
-    """``model(x)`` with the model's tensors set to ``theta`` ``(members, D)``; differentiable.
-
-    Toolkit models keep their tensors in lists, out of reach of
-    ``torch.func.functional_call``. So the forward pass copies ``theta`` into
-    them and records the model's own graph, and the backward pass carries
-    ``dL/dtheta`` (the model's parameter gradients, concatenated) back to
-    ``theta`` and on through the projection.
-    """
-
-    @staticmethod
-    def forward(ctx, theta, x, model: EnsembleModel, params: list[torch.Tensor]):
-        _load(params, theta)
-        with torch.enable_grad():
-            out = model(x)
-        ctx.graph = (out, params)
-        return out.detach()
-
-    @staticmethod
-    def backward(ctx, grad):
-        out, params = ctx.graph
-        grads = torch.autograd.grad(out, params, grad)
-        return torch.cat([g.flatten(1) for g in grads], 1), None, None, None
+def split_parameters(
+    theta: torch.Tensor, names: Sequence[str], shapes: Sequence[torch.Size]
+) -> dict[str, torch.Tensor]:
+    """The columns of ``theta`` ``(members, D)`` as tensors ``name -> (members, *shape)``
+    (views, so gradients flow back to ``theta``)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    members = theta.shape[0]
+    return {
+        name: chunk.view(members, *shape)
+        for name, shape, chunk in zip(names, shapes, theta.split(sizes, 1), strict=True)
+    }
 
 
 @dataclass(frozen=True)
@@ -246,15 +223,17 @@ def train_subspace(
     model = build_model(config, task.d_in, task.d_out, seeds).to(device)
     if start is not None:
         load_tensors(model, stack_start(start, seeds))
-    params = [p for _, p in model.named_tensors()]
-    theta0 = torch.cat([p.detach().flatten(1) for p in params], 1)
+    tensors = model.named_tensors()
+    names, shapes = [s.name for s, _ in tensors], [p.shape[1:] for _, p in tensors]
+    theta0 = torch.cat([p.detach().flatten(1) for _, p in tensors], 1)
     proj = make_projection(projection, theta0.shape[1], [m.d for m in members], seeds).to(device)
     sampler = BatchSampler(task.n_train, config.batch_size, seeds)
 
     def loss_fn(theta: torch.Tensor) -> torch.Tensor:
         index = sampler.next().to(device)
         x, y = gather(task.x_train, index), gather(task.y_train, index)
-        return per_member_loss(task, _WithParameters.apply(theta, x, model, params), y)
+        params = split_parameters(theta, names, shapes)
+        return per_member_loss(task, torch.func.functional_call(model, params, (x,)), y)
 
     fit = _optimize(
         theta0,
@@ -264,10 +243,15 @@ def train_subspace(
         steps=config.steps,
         optimizer=config.optimizer,
         optimizer_kwargs=config.optimizer_kwargs(),
-        schedule=lambda step: lr_factor(step, config),
+        schedule=partial(
+            lr_factor,
+            steps=config.steps,
+            schedule=config.schedule,
+            warmup_steps=config.warmup_steps,
+        ),  # fmt: skip
         divergence_factor=config.divergence_factor,
     )
-    _load(params, fit.theta)
+    load_tensors(model, split_parameters(fit.theta, names, shapes))
     val = eval_split(task, config.eval_examples)
     loss, accuracy = evaluate(model, val, val.x_val, val.y_val)
     return pl.DataFrame(
@@ -295,12 +279,7 @@ def _module_call(
 
     The inputs are shared by all members; the output gains a leading member axis.
     """
-    sizes = [math.prod(s) for s in shapes]
-    members = theta.shape[0]
-    tensors = {
-        name: chunk.view(members, *shape)
-        for name, shape, chunk in zip(names, shapes, theta.split(sizes, 1), strict=True)
-    }
+    tensors = split_parameters(theta, names, shapes)
 
     def call(*inputs: torch.Tensor) -> torch.Tensor:
         def one(params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -357,7 +336,8 @@ def train_module_subspace(
     if dims is not None:
         check_choice("projection", projection, PROJECTIONS)
     check_positive("lr", lr)
-    timing = TrainConfig(steps=steps, schedule=schedule)
+    check_positive("steps", steps, integer=True)
+    check_choice("schedule", schedule, SCHEDULES)
     named = list(module.named_parameters())
     names = [n for n, _ in named]
     shapes = [p.shape for _, p in named]
@@ -389,7 +369,7 @@ def train_module_subspace(
         steps=steps,
         optimizer=optimizer,
         optimizer_kwargs={},
-        schedule=lambda step: lr_factor(step, timing),
+        schedule=partial(lr_factor, steps=steps, schedule=schedule),
         divergence_factor=divergence_factor,
     )
     with torch.no_grad():

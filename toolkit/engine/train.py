@@ -1,236 +1,70 @@
 """The ensemble training loop.
 
-One call trains a *group*: models of one shape (model, task, width, depth,
-parametrization, optimizer, steps, batch size, schedule) that differ only in
-per-member learning rate, weight decay, seed and the multipliers ``init_sigma``,
-``input_alpha`` and ``output_alpha``. Members train together as one
-batched model. A member whose loss becomes NaN/inf, or exceeds
-``divergence_factor`` times its first loss, is frozen and marked ``diverged``;
-its siblings carry on unaffected.
+One call trains a *group*: models of one shape (:class:`TrainConfig`) whose members
+(:class:`Member`) differ only in learning rate, weight decay, seed and the multipliers
+``init_sigma``, ``input_alpha`` and ``output_alpha``. Members train together as one
+batched model. A member whose loss becomes NaN/inf, or exceeds ``divergence_factor``
+times its first loss, is frozen and marked ``diverged``
+(:class:`~toolkit.engine.divergence.DivergenceGuard`); its siblings carry on unaffected.
 
-Results come back as tidy polars frames, the store's tables (see the results
-store contract in the design notes): ``runs`` (one row per member),
-``curves`` (``run_id, step, split, metric, value``) and ``probes``
-(``run_id, step, layer, role, stat, value``).
-
-Probes are callables ``probe(ctx: ProbeContext) -> list[dict]`` run at chosen
-steps *before* that step's update (step 0 is the initialisation, step
-``steps`` is after the last update). Each returned dict has ``member``,
-``layer``, ``role``, ``stat`` and ``value``; the loop only adds ``run_id`` and
-``step``, it knows nothing of what is measured.
+Results come back as tidy polars frames, the store's tables (see the results store
+contract in the design notes): ``runs`` (one row per member), ``curves`` (``run_id, step,
+split, metric, value``, from the :class:`~toolkit.engine.evaluation.Evaluator` and every
+step's batch loss) and ``probes`` (``run_id, step, layer, role, stat, value``, from the
+:class:`~toolkit.engine.probe_runner.ProbeRunner`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
 import polars as pl
 import torch
-import torch.nn.functional as F
 
 from toolkit import __version__
-from toolkit.engine.data import LANGUAGE_TASKS, Task, load_task
-from toolkit.engine.models import MODELS, EnsembleModel
-from toolkit.engine.optim import OPTIMIZERS, make_optimizer
-from toolkit.engine.parametrization import Parametrization, resolve
-from toolkit.errors import InputError, check_choice, check_positive
+from toolkit.engine.config import (
+    SCHEDULES,
+    Member,
+    TrainConfig,
+    check_members,
+    lr_factor,
+    member_config,
+    run_id,
+)
+from toolkit.engine.data import Task, load_task
+from toolkit.engine.divergence import DivergenceGuard
+from toolkit.engine.evaluation import Evaluator, evaluate, per_member_loss
+from toolkit.engine.layers import EnsembleModel
+from toolkit.engine.models import MODELS
+from toolkit.engine.optim import make_optimizer
+from toolkit.engine.parametrization import resolve
+from toolkit.engine.probe_runner import Probe, ProbeContext, ProbeRunner
+from toolkit.errors import InputError
 from toolkit.store import Records
 
-SCHEDULES = ("constant", "cosine", "linear")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything shared by the members of one group.
-
-    Args:
-        model: ``mlp``, ``resmlp`` or ``transformer`` (:data:`toolkit.engine.models.MODELS`).
-        task: a task name of :mod:`toolkit.engine.data`; default ``chars`` for a model that
-            reads tokens (the transformer), else ``mnist1d``.
-        parametrization: width/depth rules, base shape and multipliers.
-        optimizer: ``sgd``, ``adam``, ``adamw``, ``adam-atan2`` or ``muon``.
-        width: hidden width ``n`` (``d_model`` of the transformer).
-        depth: hidden layers (``mlp``) or residual blocks (``resmlp``, ``transformer``).
-        steps: optimizer steps.
-        batch_size: examples per step per member.
-        schedule: ``constant``, or ``cosine`` / ``linear`` decay to zero after
-            ``warmup_steps`` of linear warmup.
-        eval_every: evaluate train/val loss every this many steps (and at the end).
-        eval_examples: examples of each split used for evaluation (a fixed subset); for
-            a language task an example is one predicted token, rounded up to whole
-            sequences.
-        momentum, betas, eps: optimizer hyperparameters at base shape (``momentum`` is
-            SGD's and Muon's, ``betas`` and ``eps`` Adam's and Muon's AdamW part's).
-        head_dim, tie_embeddings: the transformer's head dimension and whether its readout
-            is the token embedding (recorded for the transformer only).
-        divergence_factor: a loss above this times the member's first loss is divergence.
-        study: a label stored with every run.
-    """
-
-    model: str = "mlp"
-    task: str | None = None
-    parametrization: Parametrization = field(default_factory=Parametrization)
-    optimizer: str = "adam"
-    width: int = 128
-    depth: int = 3
-    steps: int = 500
-    batch_size: int = 128
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    eval_every: int = 100
-    eval_examples: int = 2048
-    activation: str = "relu"
-    bias: bool = True
-    prenorm: bool = True
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    divergence_factor: float = 100.0
-    study: str = ""
-    head_dim: int = 16
-    tie_embeddings: bool = False
-
-    def __post_init__(self) -> None:
-        check_choice("model", self.model, MODELS)
-        tokens = MODELS[self.model].reads_tokens
-        if self.task is None:
-            object.__setattr__(self, "task", LANGUAGE_TASKS[0] if tokens else "mnist1d")
-        if tokens != (self.task in LANGUAGE_TASKS):
-            names = ", ".join(repr(name) for name in LANGUAGE_TASKS)
-            allowed = names if tokens else f"any task but {names}"
-            raise InputError(
-                f"task={self.task!r} does not fit model={self.model!r}, which reads "
-                f"{'token sequences' if tokens else 'feature vectors'}; allowed: {allowed}"
-            )
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        for argument in (
-            "width", "depth", "steps", "batch_size", "eval_every", "eval_examples", "head_dim"
-        ):  # fmt: skip
-            check_positive(argument, getattr(self, argument), integer=True)
-        if not (isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps <= self.steps):
-            raise InputError(f"warmup_steps={self.warmup_steps!r} must be an integer in [0, steps]")
-        check_positive("eps", self.eps)
-        check_positive("divergence_factor", self.divergence_factor)
-        if not 0.0 <= self.momentum < 1.0:
-            raise InputError(f"momentum={self.momentum!r} must be in [0, 1)")
-
-    def model_kwargs(self) -> dict:
-        kwargs = {"activation": self.activation, "bias": self.bias}
-        if self.model == "resmlp":
-            kwargs["prenorm"] = self.prenorm
-        if self.model == "transformer":
-            kwargs.update(head_dim=self.head_dim, tie_embeddings=self.tie_embeddings)
-        return kwargs
-
-    def optimizer_kwargs(self) -> dict:
-        if self.optimizer == "sgd":
-            return {"momentum": self.momentum}
-        if self.optimizer == "muon":
-            return {"momentum": self.momentum, "betas": self.betas, "eps": self.eps}
-        return {"betas": self.betas, "eps": self.eps}
-
-    def record(self) -> dict:
-        """Flat, JSON-friendly description (the parametrization's fields prefixed).
-
-        Settings that only the transformer has (head dimension, tied embeddings, the attention
-        multiplier and query initialisation) appear for the transformer only, so the run
-        ids of other models do not depend on them.
-        """
-        out = {k: v for k, v in asdict(self).items() if k != "parametrization"}
-        if self.model != "transformer":
-            del out["head_dim"], out["tie_embeddings"]
-        out["betas"] = list(self.betas)
-        p = self.parametrization
-        out.update(
-            parametrization=p.name,
-            base_width=p.base_width,
-            base_depth=p.base_depth,
-            depth_rule=p.depth_rule if p.depth_alpha is None else f"alpha={p.depth_alpha:g}",
-            depth_alpha=p.alpha,
-            init_sigma=p.init_sigma,
-            input_alpha=p.input_alpha,
-            output_alpha=p.output_alpha,
-            readout_zero_init=p.readout_zero_init,
-            weight_decay_scaling=p.weight_decay_scaling,
-        )
-        if self.model == "transformer":
-            out.update(attn_alpha=p.attn_alpha, query_zero_init=p.query_zero_init)
-        return out
-
-
-MEMBER_MULTIPLIERS = ("init_sigma", "input_alpha", "output_alpha")
-"""Parametrization fields a :class:`Member` may override."""
-
-
-@dataclass(frozen=True)
-class Member:
-    """What distinguishes one member of a group.
-
-    ``lr`` and ``weight_decay`` are base values (the parametrization scales them per
-    tensor); ``seed`` fixes the initialisation and the order of the data. ``init_sigma``,
-    ``input_alpha`` and ``output_alpha`` override the group's
-    :class:`~toolkit.engine.parametrization.Parametrization` for this member (``None``: the
-    group's value); they change neither tensor shapes nor optimizer multipliers, so members
-    that differ in them still train as one ensemble.
-    """
-
-    lr: float
-    weight_decay: float = 0.0
-    seed: int = 0
-    init_sigma: float | None = None
-    input_alpha: float | None = None
-    output_alpha: float | None = None
-
-    def multipliers(self) -> dict[str, float]:
-        """The parametrization fields this member overrides, by name."""
-        return {
-            name: value
-            for name in MEMBER_MULTIPLIERS
-            if (value := getattr(self, name)) is not None
-        }
-
-
-def member_config(config: TrainConfig, member: Member) -> TrainConfig:
-    """``config`` with ``member``'s multipliers applied to its parametrization."""
-    overrides = member.multipliers()
-    if not overrides:
-        return config
-    return replace(config, parametrization=config.parametrization.with_(**overrides))
-
-
-def run_id(config: TrainConfig, member: Member) -> str:
-    """Stable id of one run: a hash of every setting that changes its numbers.
-
-    A member's multipliers enter through :func:`member_config`, so a member with
-    ``output_alpha=2`` has the id of a lone member of a group whose parametrization has
-    ``output_alpha=2``.
-    """
-    settings = member_config(config, member).record()
-    settings.pop("study")
-    settings.pop("eval_every")
-    settings.update(lr=member.lr, weight_decay=member.weight_decay, seed=member.seed)
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Schedule factor at ``step`` (0-based update index): warmup, then decay to zero."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    if config.schedule == "constant":
-        return 1.0
-    span = max(config.steps - config.warmup_steps, 1)
-    progress = (step - config.warmup_steps) / span
-    if config.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0 - progress
+__all__ = [
+    "SCHEDULES",
+    "BatchSampler",
+    "Member",
+    "Probe",
+    "ProbeContext",
+    "Records",
+    "TrainConfig",
+    "build_model",
+    "evaluate",
+    "gather",
+    "load_tensors",
+    "lr_factor",
+    "member_config",
+    "per_member_loss",
+    "run_id",
+    "train",
+]
 
 
 class BatchSampler:
@@ -271,67 +105,9 @@ class BatchSampler:
         return out
 
 
-@dataclass
-class ProbeContext:
-    """What a probe may look at: the model, the step and a fixed probe batch."""
-
-    model: EnsembleModel
-    step: int
-    x: torch.Tensor  # (members, batch, d_in), the same at every step
-    initial: dict[str, torch.Tensor]  # tensor name -> value at init, (members, ...)
-    previous: dict[str, torch.Tensor]  # tensor name -> value before the last update
-
-    @torch.no_grad()
-    def activations(self) -> dict[str, torch.Tensor]:
-        """Every layer's output on the probe batch, ``(members, batch, features)``."""
-        captured: dict[str, torch.Tensor] = {}
-        self.model(self.x, capture=captured)
-        return captured
-
-
-Probe = Callable[[ProbeContext], list[dict]]
-
-
 def gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``rows[index]`` for an ``(members, batch)`` index (``index_select`` is ~2x faster)."""
     return rows.index_select(0, index.flatten()).view(*index.shape, *rows.shape[1:])
-
-
-def per_member_loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean loss of each member, ``(members,)``: mean squared error (regression), or
-    cross-entropy averaged over examples (classification: ``output`` ``(members, batch,
-    classes)``) or over every predicted token (language: ``(members, batch, T, vocab)``)."""
-    if task.kind == "regression":
-        return (output - target).pow(2).flatten(1).mean(1)
-    flat = F.cross_entropy(output.flatten(0, -2), target.flatten(), reduction="none")
-    return flat.view(output.shape[0], -1).mean(1)
-
-
-@torch.no_grad()
-def evaluate(model: EnsembleModel, task: Task, x: torch.Tensor, y: torch.Tensor, chunk: int = 1024):
-    """Per-member loss and accuracy (NaN for regression) on ``(x, y)``, shared by all members.
-
-    ``chunk`` bounds the predictions per forward pass (examples, or tokens of a language
-    task); a language task's accuracy is the share of tokens predicted right.
-    """
-    members = model.members
-    loss = torch.zeros(members, device=x.device)
-    correct = torch.zeros(members, device=x.device)
-    if task.kind == "language":
-        chunk = max(1, chunk // x.shape[1])
-    for start in range(0, x.shape[0], chunk):
-        xb, yb = x[start : start + chunk], y[start : start + chunk]
-        out = model(xb.unsqueeze(0).expand(members, *xb.shape))
-        target = yb.unsqueeze(0).expand(members, *yb.shape)
-        loss += per_member_loss(task, out, target) * xb.shape[0]
-        if task.kind != "regression":
-            hits = (out.argmax(-1) == target).float().view(members, xb.shape[0], -1)
-            correct += hits.mean(2).sum(1)
-    loss /= x.shape[0]
-    accuracy = (
-        correct / x.shape[0] if task.kind != "regression" else torch.full_like(loss, math.nan)
-    )
-    return loss, accuracy
 
 
 def build_model(
@@ -379,17 +155,18 @@ def load_tensors(model: EnsembleModel, values: Mapping[str, torch.Tensor]) -> No
             param.copy_(value)
 
 
-def _check_members(members: Sequence[Member]) -> None:
-    if len(members) == 0:
-        raise InputError("members=[] is empty: give at least one Member(lr, weight_decay, seed)")
-    for member in members:
-        check_positive("lr", member.lr)
-        if not (math.isfinite(member.weight_decay) and member.weight_decay >= 0):
-            raise InputError(f"weight_decay={member.weight_decay!r} must be a finite number >= 0")
-        if not isinstance(member.seed, int) or member.seed < 0:
-            raise InputError(f"seed={member.seed!r} must be a non-negative integer")
-        for name, value in member.multipliers().items():
-            check_positive(name, value)
+def _start_model(
+    config: TrainConfig, task: Task, members: Sequence[Member], device: torch.device
+) -> tuple[EnsembleModel, torch.Tensor] | None:
+    """At step 0 members of the same seed and multipliers compute the same function: a model
+    of one member per distinct start and each member's row in it, or ``None`` if all differ."""
+    starts = [replace(m, lr=1.0, weight_decay=0.0) for m in members]
+    distinct = list(dict.fromkeys(starts))
+    if len(distinct) == len(members):
+        return None
+    seeds = [m.seed for m in distinct]
+    model = build_model(config, task.d_in, task.d_out, seeds, members=distinct).to(device)
+    return model, torch.tensor([distinct.index(start) for start in starts], device=device)
 
 
 def train(
@@ -409,7 +186,7 @@ def train(
         config: the shared settings.
         members: per-member LR, weight decay, seed and multipliers.
         task: a loaded task (default: ``load_task(config.task)``).
-        probes: called at ``probe_steps`` (see module docstring).
+        probes: called at ``probe_steps`` (see :mod:`toolkit.engine.probe_runner`).
         device: ``"cpu"`` (default) or e.g. ``"cuda"``.
         on_step: called after every update with the number of steps done.
         init: starting values, tensor name -> ``(members, ...)``, replacing the
@@ -417,16 +194,15 @@ def train(
             seed still orders the data). Run ids do not see them: keep such runs
             out of a store shared with runs from the seeded initialisation.
     """
-    _check_members(members)
+    check_members(members)
     started = time.perf_counter()
     device = torch.device(device)
     task = (task or load_task(config.task)).to(device)
-    n_members = len(members)
     seeds = [m.seed for m in members]
     model = build_model(config, task.d_in, task.d_out, seeds, members=members).to(device)
-    specs_params = model.named_tensors()
     if init is not None:
         load_tensors(model, init)
+    specs_params = model.named_tensors()
     resolved = resolve(
         [s for s, _ in specs_params],
         config.parametrization,
@@ -444,115 +220,44 @@ def train(
     )
     ids = [run_id(config, m) for m in members]
     sampler = BatchSampler(task.n_train, config.batch_size, seeds)
-    probes = list(probes)
-    probe_steps = {s for s in probe_steps if 0 <= s <= config.steps}
-    probe_rows: list[dict] = []
-    context = None
-    if probes and probe_steps:
-        probe_index = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(0))
-        x_probe = task.x_train[probe_index[: config.batch_size].to(device)]
-        initial = {s.name: p.detach().clone() for s, p in specs_params}
-        context = ProbeContext(
-            model, 0, x_probe.expand(n_members, *x_probe.shape), initial, initial
-        )
+    runner = ProbeRunner(probes, probe_steps, model=model, task=task, run_ids=ids,
+                         batch_size=config.batch_size, last_step=config.steps)  # fmt: skip
+    guard = DivergenceGuard(len(members), config.divergence_factor)
+    evaluator = Evaluator(task, config.eval_examples)
+    start = None if init is not None else _start_model(config, task, members, device)
+    if start is None:
+        evaluator.record(0, model, guard.active)
+    else:
+        evaluator.record(0, start[0], guard.active, member_rows=start[1])
 
-    eval_rows = config.eval_examples
-    if task.kind == "language":  # eval_examples counts predicted tokens
-        eval_rows = -(-eval_rows // task.d_in)
-    eval_index = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(1))
-    eval_index = eval_index[:eval_rows].to(device)
-    x_eval_train, y_eval_train = task.x_train[eval_index], task.y_train[eval_index]
-    x_eval_val, y_eval_val = task.x_val[:eval_rows], task.y_val[:eval_rows]
-
-    batch_losses = torch.full((config.steps, n_members), math.nan)
-    curve_rows: list[tuple[int, str, str, torch.Tensor]] = []
-    active = torch.ones(n_members, dtype=torch.bool)
-    diverged_at = [None] * n_members
-    first_loss: torch.Tensor | None = None
-
-    def run_probes(step: int) -> None:
-        context.step = step
-        for probe in probes:
-            for row in probe(context):
-                probe_rows.append({"run_id": ids[row.pop("member")], "step": step, **row})
-
-    # At step 0 members of the same seed and multipliers share their function (unless
-    # ``init`` set their weights): the initial evaluation runs on one member of each.
-    starts = [replace(m, lr=1.0, weight_decay=0.0) for m in members]
-    distinct = list(dict.fromkeys(starts))
-    initial = None  # (one member per distinct start, each member's row in it)
-    if init is None and len(distinct) < n_members:
-        initial = (
-            build_model(
-                config, task.d_in, task.d_out, [m.seed for m in distinct], members=distinct
-            ).to(device),
-            torch.tensor([distinct.index(start) for start in starts], device=device),
-        )
-
-    def run_eval(step: int) -> None:
-        for split, x, y in (("train", x_eval_train, y_eval_train), ("val", x_eval_val, y_eval_val)):
-            if step == 0 and initial is not None:
-                loss, accuracy = (v[initial[1]] for v in evaluate(initial[0], task, x, y))
-            else:
-                loss, accuracy = evaluate(model, task, x, y)
-            # Frozen members were cleared: their numbers mean nothing, record NaN.
-            curve_rows.append((step, split, "loss", torch.where(active, loss.cpu(), math.nan)))
-            if task.kind != "regression":
-                curve_rows.append(
-                    (step, split, "accuracy", torch.where(active, accuracy.cpu(), math.nan))
-                )
-
-    run_eval(0)
-    for step in range(config.steps + 1):
-        if context is not None and step in probe_steps:
-            run_probes(step)
-        if step == config.steps:
-            break
+    batch_losses = torch.full((config.steps, len(members)), math.nan)
+    for step in range(config.steps):
+        runner.run(step)
         index = sampler.next().to(device)
-        x, y = gather(task.x_train, index), gather(task.y_train, index)
-        output = model(x)
-        loss = per_member_loss(task, output, y)
-        loss_cpu = loss.detach().cpu()
-        if first_loss is None:
-            first_loss = loss_cpu.clone()
-        exploded = loss_cpu > config.divergence_factor * first_loss
-        bad = active & (~torch.isfinite(loss_cpu) | exploded)
-        batch_losses[step] = torch.where(active, loss_cpu, math.nan)
-        active &= ~bad
-        # A frozen member's loss is masked out of the objective; its NaN-tainted
-        # gradients only reach its own slice and are cleared by freeze() below.
-        objective = torch.where(active.to(device), loss, torch.zeros_like(loss)).sum()
+        loss = per_member_loss(task, model(gather(task.x_train, index)),
+                               gather(task.y_train, index))  # fmt: skip
+        batch_losses[step], diverged = guard.observe(step, loss)
         optimizer.zero_grad()
-        objective.backward()
-        if context is not None and step + 1 in probe_steps:
-            context.previous = {s.name: p.detach().clone() for s, p in specs_params}
-        optimizer.step(lr_factor(step, config))
-        for member in torch.nonzero(bad).flatten().tolist():
+        guard.objective(loss).backward()
+        runner.before_update(step)
+        optimizer.step(lr_factor(step, steps=config.steps, schedule=config.schedule,
+                                 warmup_steps=config.warmup_steps))  # fmt: skip
+        for member in diverged:
             optimizer.freeze(member)
-            diverged_at[member] = step
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            run_eval(step + 1)
+            evaluator.record(step + 1, model, guard.active)
         if on_step is not None:
             on_step(step + 1)
+    runner.run(config.steps)
 
     wall = time.perf_counter() - started
-    curves = _curve_frame(ids, batch_losses, curve_rows, active)
-    runs = _run_frame(config, members, ids, curves, diverged_at, wall, model.parameter_count())
-    probes_frame = pl.DataFrame(
-        probe_rows,
-        schema={
-            "run_id": pl.String,
-            "step": pl.Int64,
-            "layer": pl.String,
-            "role": pl.String,
-            "stat": pl.String,
-            "value": pl.Float64,
-        },
-    )
-    return Records(runs=runs, curves=curves, probes=probes_frame)
+    curves = _curve_frame(ids, batch_losses, evaluator.rows)
+    runs = _run_frame(config, members, ids, curves, guard.diverged_at, wall,
+                      model.parameter_count())  # fmt: skip
+    return Records(runs=runs, curves=curves, probes=runner.frame())
 
 
-def _curve_frame(ids, batch_losses, curve_rows, active) -> pl.DataFrame:
+def _curve_frame(ids, batch_losses, curve_rows) -> pl.DataFrame:
     steps, n_members = batch_losses.shape
     frames = [
         pl.DataFrame(

@@ -40,6 +40,11 @@ its ``input`` role (the ``mup`` package treats a shared readout the same way)
 while the readout keeps its output multiplier ``alpha_out / m``; it cannot be
 zero-initialised.
 
+The model is composed like nanoGPT's: an :class:`~toolkit.engine.layers.EnsembleEmbedding`
+``embed``, blocks ``block{l}`` of ``attn_norm``, ``attn`` (``query``, ``key``, ``value``,
+``out``), ``mlp_norm`` and ``mlp`` (``fc1``, ``fc2``), then ``final_norm`` and ``readout``;
+each tensor's name is its dotted path (``block1.attn.query.weight``).
+
 Captured layers (``forward(x, capture=dict)``): ``embed`` (``h_0``), and per
 block ``block{l}.attn.logits`` (``s q k^T`` at the causal positions, shape
 ``(members, batch, H, T (T + 1) / 2)``), ``block{l}.attn`` (the attention
@@ -52,23 +57,91 @@ features)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from toolkit.engine.models import MODELS, EnsembleModel
-from toolkit.engine.parametrization import (
-    Kind,
-    Parametrization,
-    Role,
-    TensorSpec,
-    branch_multiplier,
+from toolkit.engine.layers import (
+    EnsembleEmbedding,
+    EnsembleLayerNorm,
+    EnsembleLinear,
+    EnsembleModel,
+    TensorFactory,
 )
+from toolkit.engine.parametrization import Role, branch_multiplier
 from toolkit.errors import InputError, check_positive
 
 MLP_RATIO = 4
 """Hidden size of each block's MLP, in multiples of the width."""
+
+
+@dataclass(frozen=True)
+class TransformerOptions:
+    """Options of :class:`Transformer`: nonlinearity, biases, head dimension, tied readout."""
+
+    activation: str = "relu"
+    bias: bool = True
+    head_dim: int = 16
+    tie_embeddings: bool = False
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with logits ``s q.k``, ``s = attn_alpha / sqrt(d_head)``."""
+
+    def __init__(self, name: str, make: TensorFactory, width: int, base_width: int, *,
+                 heads: int, scale: float, bias: bool) -> None:  # fmt: skip
+        super().__init__()
+        self.heads, self.d_head, self.scale = heads, width // heads, scale
+        for part in ("query", "key", "value", "out"):
+            layer = EnsembleLinear(f"{name}.{part}", make, Role.HIDDEN, width, width,
+                                   base_fan_in=base_width, bias=bias, in_block=True,
+                                   query=part == "query")  # fmt: skip
+            self.add_module(part, layer)
+
+    def forward(self, u: torch.Tensor, batch: int, capture: dict | None, prefix: str):
+        """``u`` ``(members, batch * T, n)`` -> the attention branch, same shape."""
+        members, tokens, width = u.shape
+        length = tokens // batch
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # -> (members, batch, heads, T, d_head)
+            return t.view(members, batch, length, self.heads, self.d_head).transpose(2, 3)
+
+        q, k, v = split(self.query(u)), split(self.key(u)), split(self.value(u))
+        logits = torch.matmul(q * self.scale, k.transpose(-1, -2))
+        causal = torch.ones(length, length, dtype=torch.bool, device=u.device).tril()
+        if capture is not None:
+            capture[f"{prefix}.attn.logits"] = logits[..., causal]
+        weights = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
+        mixed = torch.matmul(weights, v).transpose(2, 3).reshape(members, tokens, width)
+        return self.out(mixed)
+
+
+class FeedForward(nn.Module):
+    """``act(u W_1) W_2`` with ``W_1: n -> 4n``, ``W_2: 4n -> n``; the activation is the model's."""
+
+    def __init__(self, name: str, make: TensorFactory, width: int, base_width: int, *,
+                 bias: bool) -> None:  # fmt: skip
+        super().__init__()
+        hidden, base_hidden = MLP_RATIO * width, MLP_RATIO * base_width
+        self.fc1 = EnsembleLinear(f"{name}.fc1", make, Role.HIDDEN, width, hidden,
+                                  base_fan_in=base_width, bias=bias, in_block=True)  # fmt: skip
+        self.fc2 = EnsembleLinear(f"{name}.fc2", make, Role.HIDDEN, hidden, width,
+                                  base_fan_in=base_hidden, bias=bias, in_block=True)  # fmt: skip
+
+
+class Block(nn.Module):
+    """``h + b Attn(LN(h))``, then ``+ b MLP(LN(.))``: one pre-norm Transformer block."""
+
+    def __init__(self, name: str, model: Transformer) -> None:
+        super().__init__()
+        n, n0, make, bias = model.width, model.parametrization.base_width, model.factory, model.bias
+        self.attn_norm = EnsembleLayerNorm(f"{name}.attn_norm", make, n, shift=bias, in_block=True)
+        self.attn = Attention(f"{name}.attn", make, n, n0, heads=model.heads,
+                              scale=model.attn_scale, bias=bias)  # fmt: skip
+        self.mlp_norm = EnsembleLayerNorm(f"{name}.mlp_norm", make, n, shift=bias, in_block=True)
+        self.mlp = FeedForward(f"{name}.mlp", make, n, n0, bias=bias)
 
 
 class Transformer(EnsembleModel):
@@ -86,35 +159,24 @@ class Transformer(EnsembleModel):
     """
 
     reads_tokens = True
+    options: ClassVar[type] = TransformerOptions
+    own_settings: ClassVar[tuple[str, ...]] = (
+        "head_dim", "tie_embeddings", "attn_alpha", "query_zero_init",
+    )  # fmt: skip
 
     def __init__(
         self,
         *,
-        d_in: int,
-        d_out: int,
-        width: int,
-        depth: int,
-        parametrization: Parametrization,
-        seeds: Sequence[int],
         activation: str = "relu",
         bias: bool = True,
         head_dim: int = 16,
         tie_embeddings: bool = False,
-        member_parametrizations: Sequence[Parametrization] | None = None,
-        shape_only: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(
-            d_in=d_in,
-            d_out=d_out,
-            width=width,
-            depth=depth,
-            parametrization=parametrization,
-            seeds=seeds,
-            activation=activation,
-            bias=bias,
-            member_parametrizations=member_parametrizations,
-            shape_only=shape_only,
-        )
+        """``common``: the arguments of :class:`~toolkit.engine.layers.EnsembleModel`."""
+        super().__init__(activation=activation, bias=bias, **common)
+        d_in, d_out, width, depth = self.d_in, self.d_out, self.width, self.depth
+        parametrization = self.parametrization
         check_positive("head_dim", head_dim, integer=True)
         if width % head_dim:
             raise InputError(
@@ -126,141 +188,42 @@ class Transformer(EnsembleModel):
                 "tie_embeddings=True reads out with the token embedding, which cannot be "
                 "zero-initialised: set readout_zero_init=False or tie_embeddings=False"
             )
-        n0 = parametrization.base_width
+        make = self.factory
         self.heads, self.d_head = width // head_dim, head_dim
         self.tie_embeddings = tie_embeddings
         self.branch_mult = branch_multiplier(parametrization, depth)
         self.attn_scale = parametrization.attn_alpha / math.sqrt(head_dim)
-        self.token = self._add("embed.token", Role.INPUT, Kind.WEIGHT, d_out, width, base_fan_in=1)
-        self.position = self._add(
-            "embed.position", Role.INPUT, Kind.WEIGHT, d_in, width, base_fan_in=1
-        )
-        self.input_mult = self.forward_mults["embed.token"]  # the same for both: input_alpha
-        self.blocks = []
-        for layer in range(1, depth + 1):
-            p = f"block{layer}"
-            hidden = MLP_RATIO * width
-            self.blocks.append(
-                {
-                    "attn_norm": self._norm_params(f"{p}.attn_norm", in_block=True),
-                    "query": self._linear_params(f"{p}.attn.query", width, width, n0, query=True),
-                    "key": self._linear_params(f"{p}.attn.key", width, width, n0),
-                    "value": self._linear_params(f"{p}.attn.value", width, width, n0),
-                    "out": self._linear_params(f"{p}.attn.out", width, width, n0),
-                    "mlp_norm": self._norm_params(f"{p}.mlp_norm", in_block=True),
-                    "fc1": self._linear_params(f"{p}.mlp.fc1", width, hidden, n0),
-                    "fc2": self._linear_params(f"{p}.mlp.fc2", hidden, width, MLP_RATIO * n0),
-                }
-            )
-        self.final_norm = self._norm_params("final_norm", in_block=False)
-        weight = bias = None
-        if tie_embeddings:  # the multiplier a readout tensor would get; no tensor of its own
-            readout = TensorSpec("readout.weight", Role.OUTPUT, Kind.WEIGHT, (width, d_out),
-                                 width, d_out, n0)  # fmt: skip
-            self.readout_mult = self._forward_and_init(readout)[0]
-        else:
-            weight = self._add(
-                "readout.weight", Role.OUTPUT, Kind.WEIGHT, width, d_out, base_fan_in=n0
-            )
-            self.readout_mult = self.forward_mults["readout.weight"]
-        if self.bias:
-            bias = self._add("readout.bias", Role.FIXED, Kind.BIAS, width, d_out)
-        self.readout = weight, bias
-
-    def _linear_params(self, name: str, fan_in: int, fan_out: int, base_fan_in: int, *,
-                       query: bool = False):  # fmt: skip
-        """A hidden matrix (and its bias) inside a block: ``(name, weight, bias)``."""
-        weight = self._add(f"{name}.weight", Role.HIDDEN, Kind.WEIGHT, fan_in, fan_out,
-                           base_fan_in=base_fan_in, in_block=True, query=query)  # fmt: skip
-        bias = None
-        if self.bias:
-            bias = self._add(f"{name}.bias", Role.VECTOR, Kind.BIAS, fan_in, fan_out, in_block=True)
-        return name, weight, bias
-
-    def _norm_params(self, name: str, *, in_block: bool):
-        """A LayerNorm's gain (and shift, with ``bias``)."""
-        n = self.width
-        gain = self._add(f"{name}.gain", Role.VECTOR, Kind.GAIN, n, n, in_block=in_block)
-        shift = None
-        if self.bias:
-            shift = self._add(f"{name}.bias", Role.VECTOR, Kind.BIAS, n, n, in_block=in_block)
-        return gain, shift
-
-    def _norm(self, h: torch.Tensor, params) -> torch.Tensor:
-        gain, shift = params
-        out = F.layer_norm(h, (self.width,)) * gain.unsqueeze(1)
-        return out if shift is None else out + shift.unsqueeze(1)
-
-    def _project(self, h: torch.Tensor, params) -> torch.Tensor:
-        name, weight, bias = params
-        return self._linear(h, f"{name}.weight", weight, bias)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        """``input_alpha * (E_tok[x] + E_pos[t])``, flattened to ``(members, batch * T, n)``."""
-        members, batch, length = x.shape
-        offsets = torch.arange(members, device=x.device).view(-1, 1, 1) * self.d_out
-        table = self.token.reshape(members * self.d_out, self.width)
-        h = F.embedding(x + offsets, table) + self.position[:, :length].unsqueeze(1)
-        h = h.reshape(members, batch * length, self.width)
-        mult = self.input_mult
-        if isinstance(mult, torch.Tensor):
-            return h * mult.to(h.device)
-        return h if mult == 1.0 else h * mult
-
-    def _attention(
-        self, u: torch.Tensor, block: dict, batch: int, capture: dict | None, prefix: str
-    ) -> torch.Tensor:
-        """Causal multi-head self-attention of ``u``, ``(members, batch * T, n)``."""
-        members, tokens, _ = u.shape
-        length = tokens // batch
-
-        def split(t: torch.Tensor) -> torch.Tensor:  # -> (members, batch, heads, T, d_head)
-            return t.view(members, batch, length, self.heads, self.d_head).transpose(2, 3)
-
-        q, k, v = (split(self._project(u, block[name])) for name in ("query", "key", "value"))
-        logits = torch.matmul(q * self.attn_scale, k.transpose(-1, -2))
-        causal = torch.ones(length, length, dtype=torch.bool, device=u.device).tril()
-        if capture is not None:
-            capture[f"{prefix}.attn.logits"] = logits[..., causal]
-        weights = torch.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
-        mixed = torch.matmul(weights, v).transpose(2, 3).reshape(members, tokens, self.width)
-        return self._project(mixed, block["out"])
+        self.embed = EnsembleEmbedding("embed", make, vocab=d_out, context=d_in, width=width)
+        self.blocks = [Block(f"block{i}", self) for i in range(1, depth + 1)]
+        for i, block in enumerate(self.blocks, start=1):
+            self.add_module(f"block{i}", block)
+        self.final_norm = EnsembleLayerNorm("final_norm", make, width, shift=bias, in_block=False)
+        # A tied readout has no weight of its own but the multiplier a readout weight would get.
+        self.readout = EnsembleLinear("readout", make, Role.OUTPUT, width, d_out,
+                                      base_fan_in=parametrization.base_width, bias=bias,
+                                      weight=not tie_embeddings)  # fmt: skip
 
     def forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
         """Next-token logits ``(members, batch, T, V)`` for token ids ``(members, batch, T)``."""
         members, batch, length = x.shape
-        h = self._embed(x)
+        h = self.embed(x)
         if capture is not None:
             capture["embed"] = h
         b = self.branch_mult
         for layer, block in enumerate(self.blocks, start=1):
             prefix = f"block{layer}"
-            a = self._attention(self._norm(h, block["attn_norm"]), block, batch, capture, prefix)
+            a = block.attn(block.attn_norm(h), batch, capture, prefix)
             h = h + a if b == 1.0 else h + b * a
-            u = self._project(self._norm(h, block["mlp_norm"]), block["fc1"])
-            f = self._project(self.act(u), block["fc2"])
+            u = block.mlp.fc1(block.mlp_norm(h))
+            f = block.mlp.fc2(self.act(u))
             h = h + f if b == 1.0 else h + b * f
             if capture is not None:
                 capture[f"{prefix}.attn"] = a
                 capture[f"{prefix}.mlp.fc1"], capture[f"{prefix}.mlp.fc2"] = u, f
                 capture[prefix] = h
-        z = self._norm(h, self.final_norm)
-        weight, bias = self.readout
-        if self.tie_embeddings:
-            weight = self.token.transpose(1, 2)
-        mult = self.readout_mult
-        if isinstance(mult, torch.Tensor):
-            out = torch.bmm(z, weight) * mult.to(z.device)
-            out = out if bias is None else out + bias.unsqueeze(1)
-        elif bias is None:
-            out = torch.bmm(z, weight)
-            out = out if mult == 1.0 else out * mult
-        else:
-            out = torch.baddbmm(bias.unsqueeze(1), z, weight, alpha=mult)
+        tied = self.embed.token.transpose(1, 2) if self.tie_embeddings else None
+        out = self.readout(self.final_norm(h), tied)
         out = out.view(members, batch, length, self.d_out)
         if capture is not None:
             capture["readout"] = out
         return out
-
-
-MODELS["transformer"] = Transformer

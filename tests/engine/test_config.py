@@ -1,0 +1,29 @@
+"""Claims about the group settings: the LR schedule and the records run ids hash."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from toolkit.engine.config import lr_factor
+from toolkit.engine.train import TrainConfig
+
+
+def test_the_schedule_warms_up_linearly_then_decays_to_zero():
+    factors = [lr_factor(s, steps=10, schedule="linear", warmup_steps=2) for s in range(10)]
+    assert factors[:2] == [0.5, 1.0] and factors[2] == 1.0
+    assert factors[-1] == pytest.approx(1 / 8)
+    cosine = lr_factor(6, steps=10, schedule="cosine", warmup_steps=2)
+    assert cosine == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+    assert lr_factor(9, steps=10, schedule="constant") == 1.0
+
+
+def test_model_options_come_from_the_registry_not_from_branches():
+    assert TrainConfig(model="resmlp", prenorm=False).model_kwargs() == {
+        "activation": "relu", "bias": True, "prenorm": False,
+    }  # fmt: skip
+    assert TrainConfig(model="mlp").model_kwargs() == {"activation": "relu", "bias": True}
+    kwargs = TrainConfig(model="transformer", head_dim=8).model_kwargs()
+    assert kwargs["head_dim"] == 8 and "prenorm" not in kwargs
+    assert "prenorm" in TrainConfig().record()  # recorded for every model, as run ids always had

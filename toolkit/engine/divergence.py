@@ -1,0 +1,56 @@
+"""The divergence guard: a diverged member must not poison its group.
+
+A member whose loss is not finite, or exceeds ``factor`` times its first loss, is
+*diverged*: from that step on its loss is masked out of the objective and the caller
+freezes it in the optimizer (LR zero, tensors and state cleared), so its NaN/inf values
+reach nothing its siblings compute.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class DivergenceGuard:
+    """Tracks which members of an ensemble still train.
+
+    Args:
+        members: ensemble size.
+        factor: a loss above ``factor`` times the member's first loss is divergence.
+
+    Attributes:
+        active: ``(members,)`` bool, on the CPU: members still training.
+        diverged_at: each member's step of divergence, ``None`` while it trains.
+    """
+
+    def __init__(self, members: int, factor: float) -> None:
+        self.factor = factor
+        self.active = torch.ones(members, dtype=torch.bool)
+        self.diverged_at: list[int | None] = [None] * members
+        self.first: torch.Tensor | None = None
+
+    def observe(self, step: int, loss: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Check this step's per-member ``loss`` ``(members,)``.
+
+        Returns the loss of each member that was active before this step (NaN for the
+        others), on the CPU, and the members that diverged at this step.
+        """
+        loss_cpu = loss.detach().cpu()
+        if self.first is None:
+            self.first = loss_cpu.clone()
+        exploded = loss_cpu > self.factor * self.first
+        bad = self.active & (~torch.isfinite(loss_cpu) | exploded)
+        recorded = torch.where(self.active, loss_cpu, math.nan)
+        self.active &= ~bad
+        newly = torch.nonzero(bad).flatten().tolist()
+        for member in newly:
+            self.diverged_at[member] = step
+        return recorded, newly
+
+    def objective(self, loss: torch.Tensor) -> torch.Tensor:
+        """The sum of the active members' losses: a frozen member's NaN-tainted gradients
+        reach only its own slice, which the optimizer clears."""
+        active = self.active.to(loss.device)
+        return torch.where(active, loss, torch.zeros_like(loss)).sum()
