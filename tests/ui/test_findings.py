@@ -1,0 +1,45 @@
+"""The prose a notebook shows quotes the numbers of the store it reads."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+import toolkit.store
+from toolkit.analysis.transfer import drift, optimal_lr, transfer_regret
+from toolkit.paths import shipped
+from toolkit.ui import findings
+
+
+def test_width_findings_quote_the_shipped_optima_drifts_and_regrets():
+    runs = toolkit.store.open(shipped("width_transfer")).runs().collect()
+    text = findings.transfer(runs)
+    lines = text.splitlines()
+    series = [line.split("**")[1] for line in lines]
+    assert series == ["SP, adam", "SP, sgd", "muP, adam", "muP, sgd"]
+    optima = optimal_lr(runs)
+    slopes = drift(optima)
+    regret = transfer_regret(runs)
+    for line in lines:
+        name, optimizer = line.split("**")[1].split(", ")
+        param = {"SP": "sp", "muP": "mup"}[name]
+        mine = (pl.col("parametrization") == param) & (pl.col("optimizer") == optimizer)
+        row = slopes.filter(mine).row(0, named=True)
+        assert f"drift of {row['slope']:+.2f} " in line
+        assert f"[{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}]" in line
+        series = optima.filter(mine).sort("width")
+        first, last = series["log2_lr_grid"][0], series["log2_lr_grid"][-1]
+        assert re.search(rf"from 2\^{first:.0f} at width 32 to 2\^{last:.0f} at 512", line)
+        cost = regret.filter(mine, pl.col("width") == 512)["regret"][0]
+        assert f"costs {cost:.3f} in loss" in line
+
+
+def test_a_series_without_enough_measured_optima_says_so():
+    runs = pl.DataFrame(
+        {"parametrization": "sp", "optimizer": "adam", "width": w, "lr": 2.0**x, "seed": 0,
+         "status": "ok", "final_train_loss": 1.0 + 0.1 * (x + 20) ** 2}
+        for w in (32, 64, 128) for x in range(-12, -1)
+    )  # fmt: skip
+    text = findings.transfer(runs)
+    assert "no drift can be fitted: only 0 optima are measured (3 lie at the grid's edge)" in text

@@ -1,0 +1,74 @@
+"""What a study's data shows, as sentences built from the numbers in its store.
+
+A notebook's "what the data shows" cell calls one of these, so its prose quotes the
+numbers of the store it was run on (shipped or regenerated), never numbers typed by
+hand that a regeneration could silently contradict. Each function takes the runs
+frame of its study and returns Markdown.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from toolkit.analysis.transfer import CONFIG_KEYS, drift, optimal_lr, transfer_regret
+
+_NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
+
+_ORDER = {"sp": 0, "ntk": 1, "mf": 2, "mup": 3, "none": 0, "depth-mup": 1, "completep": 2}
+"""Series in order of meaning: SP before muP; no depth scaling, depth-muP, CompleteP."""
+
+
+def _octaves(value: float) -> str:
+    return f"{value:+.2f} octave{'s' if abs(value) != 1 else ''}"
+
+
+def _power(log2: float) -> str:
+    return f"2^{log2:.0f}" if float(log2).is_integer() else f"2^{log2:.2f}"
+
+
+def _drift_sentence(row: dict) -> str:
+    """The drift of one configuration, with its interval and how it was fitted."""
+    if row["slope"] is None:
+        return (
+            f"no drift can be fitted: only {row['points']} optima are measured "
+            f"({row['censored']} lie at the grid's edge)"
+        )
+    text = (
+        f"a fitted drift of {_octaves(row['slope'])} per doubling "
+        f"(95% interval [{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}], "
+        f"{row['points']} measured optima"
+    )
+    if row["censored"]:
+        text += f"; {row['censored']} more at the grid's edge"
+        if row["contradicting"]:
+            text += f", {row['contradicting']} of them contradicting the line"
+    return text + ")"
+
+
+def _label(row: dict, varying: list[str]) -> str:
+    return ", ".join(_NAMES.get(str(row[k]), str(row[k])) for k in varying)
+
+
+def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
+    """One bullet per series (the settings that differ between series name it): the grid
+    optimum at the smallest and the largest size, the fitted drift with its interval,
+    and the loss the LR tuned at the smallest size costs at the largest."""
+    optima = optimal_lr(runs)
+    drifts = drift(optima, axis=axis)
+    regret = transfer_regret(runs, axis=axis)
+    keys = [k for k in CONFIG_KEYS if k in drifts.columns and k != axis]
+    varying = [k for k in keys if drifts[k].n_unique() > 1] or keys[:1]
+    lines = []
+    rank = [pl.col(k).cast(pl.String).replace_strict(_ORDER, default=9) for k in varying]
+    for row in drifts.sort([*rank, *varying]).iter_rows(named=True):
+        same = [pl.col(k) == row[k] for k in keys if row[k] is not None]
+        series = optima.filter(*same).sort(axis)
+        first, last = series.row(0, named=True), series.row(-1, named=True)
+        cost = regret.filter(*same, pl.col(axis) == last[axis])["regret"]
+        lines.append(
+            f"- **{_label(row, varying)}**: the best grid learning rate goes from "
+            f"{_power(first['log2_lr_grid'])} at {axis} {first[axis]} to "
+            f"{_power(last['log2_lr_grid'])} at {last[axis]}, {_drift_sentence(row)}; the LR "
+            f"tuned at {axis} {first[axis]} costs {cost[0]:.3f} in loss at {axis} {last[axis]}."
+        )
+    return "\n".join(lines)
