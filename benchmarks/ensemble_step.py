@@ -12,53 +12,38 @@ which removes setup and evaluation. Each figure is the median of ``repeats``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
+from dataclasses import replace
 
-import torch
+import harness
+from harness import machine, mlp_config, seconds_per_step
 
 from toolkit.engine.data import load_task
-from toolkit.engine.parametrization import Parametrization
 from toolkit.engine.train import Member, TrainConfig, train
 
 
-def seconds_per_step(config: TrainConfig, members: int, task, *, short: int, long: int) -> float:
-    def run(steps: int) -> float:
-        cfg = TrainConfig(**{**config.__dict__, "steps": steps, "eval_every": steps})
-        start = time.perf_counter()
+def step_seconds(config: TrainConfig, members: int, task, *, short: int, long: int) -> float:
+    def run(steps: int) -> None:
+        cfg = replace(config, steps=steps, eval_every=steps)
         train(cfg, [Member(lr=1e-3 * (1 + i), seed=i) for i in range(members)], task=task)
-        return time.perf_counter() - start
 
-    return (run(long) - run(short)) / (long - short)
+    return seconds_per_step(run, short=short, long=long)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--members", type=int, default=16)
+    parser = harness.parser(__doc__, width=64, repeats=5)
     parser.add_argument("--optimizer", default="adam")
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     task = load_task("mnist1d")
-    config = TrainConfig(
-        task="mnist1d",
-        parametrization=Parametrization("mup", base_width=64),
-        optimizer=args.optimizer,
-        width=args.width,
-        depth=args.depth,
-        batch_size=128,
-        eval_examples=256,
-    )
-    seconds_per_step(config, 1, task, short=5, long=20)  # warm up
+    config = mlp_config(args, optimizer=args.optimizer, eval_examples=256)
+    step_seconds(config, 1, task, short=5, long=20)  # warm up
     one, many = [], []
     for _ in range(args.repeats):
-        one.append(seconds_per_step(config, 1, task, short=20, long=220))
-        many.append(seconds_per_step(config, args.members, task, short=20, long=220))
+        one.append(step_seconds(config, 1, task, short=20, long=220))
+        many.append(step_seconds(config, args.members, task, short=20, long=220))
     t1, tn = statistics.median(one), statistics.median(many)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine())
     print(
         f"MLP width {args.width}, depth {args.depth}, {args.optimizer}, batch 128 (median of "
         f"{args.repeats})"

@@ -19,23 +19,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from dataclasses import replace
 
-import torch
+from harness import machine, seconds_per_step
 
 from toolkit.engine.data import load_task
 from toolkit.engine.subspace import SubspaceMember, parameter_count, train_subspace
 from toolkit.engine.train import Member, TrainConfig, train
-
-
-def seconds_per_step(run, *, short: int, long: int) -> float:
-    def timed(steps: int) -> float:
-        start = time.perf_counter()
-        run(steps)
-        return time.perf_counter() - start
-
-    return (timed(long) - timed(short)) / (long - short)
 
 
 def main() -> None:
@@ -78,7 +68,7 @@ def main() -> None:
             times[f"d={d}"].append(seconds_per_step(run, short=args.short, long=args.long))
     medians = {name: statistics.median(values) for name, values in times.items()}
     D = parameter_count(config, task)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine())
     print(
         f"MLP width {args.width}, depth {args.depth}, D = {D:,}, mnist1d, adam, batch 128 "
         f"(median of {args.repeats})"

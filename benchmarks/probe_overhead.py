@@ -11,37 +11,25 @@ medians over ``repeats`` pairs.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
-import torch
+import harness
+from harness import machine, mlp_config
 
 from toolkit.engine.data import load_task
-from toolkit.engine.parametrization import Parametrization
 from toolkit.engine.probes import log_spaced_steps, spectral_stats
-from toolkit.engine.train import Member, TrainConfig, train
+from toolkit.engine.train import Member, train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--members", type=int, default=16)
+    parser = harness.parser(__doc__, width=256, repeats=2)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--points", type=int, default=8, help="probe steps per run")
-    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     task = load_task("mnist1d")
-    config = TrainConfig(
-        task="mnist1d",
-        parametrization=Parametrization("mup", base_width=64),
-        width=args.width,
-        depth=args.depth,
-        steps=args.steps,
-        batch_size=128,
-    )
+    config = mlp_config(args, steps=args.steps)
     members = [Member(lr=2.0 ** (-10 + (i % 8) / 2), seed=i // 8) for i in range(args.members)]
     schedule = log_spaced_steps(args.steps, args.points)
 
@@ -56,7 +44,7 @@ def main() -> None:
         plain.append(seconds(False))
         probed.append(seconds(True))
     t0, t1 = statistics.median(plain), statistics.median(probed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(machine())
     print(f"MLP width {args.width}, depth {args.depth}, {args.members} members, adam, "
           f"{args.steps} steps, batch 128; probe steps {schedule}")  # fmt: skip
     print(f"  without probes: {t0:8.2f} s  (runs: {', '.join(f'{t:.2f}' for t in plain)})")

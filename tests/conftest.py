@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from toolkit.engine.data import Task, load_task
+from toolkit.engine.train import train
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +23,21 @@ def one_thread():
 def digits() -> Task:
     """The scikit-learn digits task, loaded once per module."""
     return load_task("digits")
+
+
+def _final_state(config, members, task):
+    """Train; return (records, every parameter after the last step, read by a probe)."""
+    states = {}
+
+    def grab(ctx):
+        states.update({name: p.detach().clone() for name, p in ctx.model.named_parameters()})
+        return []
+
+    records = train(config, members, task=task, probes=[grab], probe_steps=[config.steps])
+    return records, states
+
+
+@pytest.fixture
+def final_state():
+    """``final_state(config, members, task) -> (records, parameters after training)``."""
+    return _final_state

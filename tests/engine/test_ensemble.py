@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 import torch
 
-from toolkit.engine.data import load_task
 from toolkit.engine.models import MLP
 from toolkit.engine.optim import OPTIMIZERS
 from toolkit.engine.parametrization import (
@@ -23,26 +22,9 @@ from toolkit.engine.probes import activation_stats
 from toolkit.engine.train import Member, TrainConfig, member_config, train
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_task("digits")
-
-
-def _final_state(config, members, task):
-    """Train and return (records, parameters after training) by re-running with a probe."""
-    states = {}
-
-    def grab(ctx):
-        states.update({name: p.detach().clone() for name, p in ctx.model.named_parameters()})
-        return []
-
-    records = train(config, members, task=task, probes=[grab], probe_steps=[config.steps])
-    return records, states
-
-
 @pytest.mark.parametrize("model", ["mlp", "resmlp"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_mup_equals_sp_bit_for_bit_at_base_width(digits, model, optimizer):
+def test_mup_equals_sp_bit_for_bit_at_base_width(digits, model, optimizer, final_state):
     members = [
         Member(lr=0.05 if optimizer == "sgd" else 3e-3, weight_decay=1e-3, seed=s) for s in (0, 1)
     ]
@@ -61,8 +43,8 @@ def test_mup_equals_sp_bit_for_bit_at_base_width(digits, model, optimizer):
         sp,
         parametrization=Parametrization("mup", base_width=64, depth_rule="completep", base_depth=3),
     )
-    sp_records, sp_state = _final_state(sp, members, digits)
-    mup_records, mup_state = _final_state(mup, members, digits)
+    sp_records, sp_state = final_state(sp, members, digits)
+    mup_records, mup_state = final_state(mup, members, digits)
     for name, value in sp_state.items():
         assert torch.equal(value, mup_state[name]), name
     assert sp_records.curves["value"].to_list() == mup_records.curves["value"].to_list()

@@ -26,17 +26,6 @@ def chars():
     return load_task("chars")
 
 
-def _final_state(config, members, task):
-    states = {}
-
-    def grab(ctx):
-        states.update({name: p.detach().clone() for name, p in ctx.model.named_parameters()})
-        return []
-
-    records = train(config, members, task=task, probes=[grab], probe_steps=[config.steps])
-    return records, states
-
-
 def test_chars_task_is_next_character_prediction_on_the_committed_corpus(chars):
     assert chars.kind == "language"
     assert (chars.d_in, chars.d_out) == (text.CONTEXT, 94)
@@ -55,7 +44,7 @@ def test_committed_corpus_is_what_the_generator_builds():
 
 
 @pytest.mark.parametrize(("optimizer", "tie"), [("adam", False), ("muon", True)])
-def test_mup_equals_sp_bit_for_bit_at_base_shape(chars, optimizer, tie):
+def test_mup_equals_sp_bit_for_bit_at_base_shape(chars, optimizer, tie, final_state):
     members = [Member(lr=3e-3, weight_decay=1e-2, seed=s) for s in (0, 1)]
     sp = TrainConfig(
         model="transformer",
@@ -71,8 +60,8 @@ def test_mup_equals_sp_bit_for_bit_at_base_shape(chars, optimizer, tie):
     )
     mup_param = replace(sp.parametrization, name="mup", depth_rule="completep")
     mup = replace(sp, parametrization=mup_param)
-    sp_records, sp_state = _final_state(sp, members, chars)
-    mup_records, mup_state = _final_state(mup, members, chars)
+    sp_records, sp_state = final_state(sp, members, chars)
+    mup_records, mup_state = final_state(mup, members, chars)
     for name, value in sp_state.items():
         assert torch.equal(value, mup_state[name]), name
     assert sp_records.curves["value"].to_list() == mup_records.curves["value"].to_list()
