@@ -62,3 +62,26 @@ def cache_dir() -> Path:
     if xdg:
         return Path(xdg).expanduser() / "toolkit"
     return Path.home() / ".cache" / "toolkit"
+
+
+def user_data_dir() -> Path:
+    """Where a user's own results go: ``$TOOLKIT_USER_DATA`` if set, else
+    ``$XDG_DATA_HOME/toolkit``, else ``~/.local/share/toolkit``. Never inside the
+    repository, so the shipped stores stay as they were committed."""
+    explicit = os.environ.get("TOOLKIT_USER_DATA")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "toolkit"
+    return Path.home() / ".local" / "share" / "toolkit"
+
+
+def user_store(study: str) -> Path:
+    """The user's store for ``study``: the runs a notebook trains on top of the shipped ones."""
+    return user_data_dir() / "stores" / study
+
+
+def is_shipped(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a store shipped in ``data/`` (read-only for users)."""
+    return Path(path).resolve().parent == DATA.resolve()

@@ -66,3 +66,45 @@ def test_run_more_appends_a_new_size_to_the_store_and_redraws(study):
     assert more.run() == 0  # already there: nothing retrained
     assert data.runs.filter(pl.col("width") == 48).height == 16
     assert len(redraws) == 2 and not explorer.errors.outputs
+
+
+def _files(path) -> dict:
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_export_writes_the_view_on_screen_not_the_last_one_drawn(study, tmp_path):
+    explorer = transfer_explorer(StudyData(study), hue="width", col="parametrization")
+    explorer.format.value = "svg"
+    explorer.controls["view"].value = "optimum"
+    explorer.controls["view"].value = "curves"  # a kept picture: the figure holds the optimum
+    (written,) = explorer.export(tmp_path)
+    svg = written.read_text()
+    assert "optimal LR" not in svg  # the optimum view's y label is not in the export
+    explorer.controls["view"].value = "optimum"
+    (again,) = explorer.export(tmp_path)
+    assert "optimal LR" in again.read_text()
+
+
+def test_export_never_overwrites_an_earlier_file(study, tmp_path):
+    explorer = heatmap_explorer(StudyData(study), name="decay")
+    first = explorer.export(tmp_path)[0]
+    content = first.read_bytes()
+    second = explorer.export(tmp_path)[0]
+    assert second == tmp_path / "decay-2.pdf" and first.read_bytes() == content
+
+
+def test_points_trained_over_a_read_only_store_go_to_the_user_store(study, tmp_path):
+    """A store opened with a separate user store (as the shipped ones are) is never written:
+    new runs land in the user store, are read on top of it, and their width is offered."""
+    before = _files(study)
+    data = StudyData(study, user=tmp_path / "mine")
+    more = RunMore(data, [SPEC], axis="widths", options=[24])
+    explorer = transfer_explorer(data, hue="width", run_more=more)
+    assert 24 not in explorer.controls["width"].options
+    assert more.run() == 16
+    assert _files(study) == before  # byte-identical
+    assert (tmp_path / "mine" / "store.json").exists()
+    assert 24 in explorer.controls["width"].options
+    assert 24 in explorer.controls["width"].value  # shown at once
+    assert data.runs.filter(pl.col("width") == 24).height == 16
+    assert not explorer.errors.outputs

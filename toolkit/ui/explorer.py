@@ -27,34 +27,63 @@ from functools import cached_property
 from pathlib import Path
 
 import ipywidgets as widgets
+import matplotlib as mpl
 import polars as pl
 from matplotlib.figure import Figure
 
 from toolkit import store as results
 from toolkit.analysis.transfer import losses_at_steps
 from toolkit.errors import InputError
-from toolkit.ui.style import FORMATS, VENUES, export
+from toolkit.paths import is_shipped, user_store
+from toolkit.ui.style import FORMATS, VENUES, export, rc
 
 
 class StudyData:
-    """A results store read once and kept in memory; :meth:`reload` after new runs.
+    """A study's results read once and kept in memory; :meth:`reload` after new runs.
 
-    ``runs`` and ``curves`` are the store's tables as polars frames.
+    ``runs`` and ``curves`` are the store's tables as polars frames. A shipped store
+    (in ``data/``) is read-only: runs trained from a notebook go to the user's store
+    for the study (:func:`toolkit.paths.user_store`, or ``user`` if given), which is
+    read on top of it. Any other store is its own user store.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, user: str | Path | None = None) -> None:
         self.path = Path(path)
         self.store = results.open(self.path)
+        if user is not None:
+            self.user_path = Path(user)
+        else:
+            self.user_path = user_store(self.path.name) if is_shipped(self.path) else self.path
+
+    def _stores(self) -> list[results.Store]:
+        extra = self.user_path != self.path and (self.user_path / "store.json").exists()
+        return [self.store, results.open(self.user_path)] if extra else [self.store]
+
+    def _stacked(self, table: str) -> pl.DataFrame:
+        """``table`` of every store, tagged with its store's place (0: this one, 1: user's)."""
+        frames = [
+            getattr(store, table)().collect().with_columns(_source=pl.lit(i))
+            for i, store in enumerate(self._stores())
+        ]
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    @cached_property
+    def _kept(self) -> pl.DataFrame:
+        """Each run once, from the first store that has it (this one before the user's)."""
+        return self._stacked("runs").unique("run_id", keep="first", maintain_order=True)
 
     @cached_property
     def runs(self) -> pl.DataFrame:
-        """One row per run (the store's runs table)."""
-        return self.store.runs().collect()
+        """One row per run: the store's runs table, with the user's runs on top."""
+        return self._kept.drop("_source")
 
     @cached_property
     def curves(self) -> pl.DataFrame:
-        """The evaluation curves (``run_id, step, split, metric, value``), batch losses left out."""
-        return self.store.curves().filter(pl.col("split") != "batch").collect()
+        """The evaluation curves (``run_id, step, split, metric, value``) of those runs,
+        batch losses left out."""
+        curves = self._stacked("curves").filter(pl.col("split") != "batch")
+        kept = self._kept.select("run_id", "_source")
+        return curves.join(kept, on=["run_id", "_source"], how="semi").drop("_source")
 
     @cached_property
     def losses(self) -> pl.DataFrame:
@@ -66,7 +95,7 @@ class StudyData:
 
     def reload(self) -> None:
         """Forget the frames read so far; the next access reads the store again."""
-        for name in ("runs", "curves", "losses"):
+        for name in ("_kept", "runs", "curves", "losses"):
             self.__dict__.pop(name, None)
 
     def values(self, column: str) -> list:
@@ -97,7 +126,8 @@ def step_slider(steps: list[int], description: str = "step") -> widgets.Selectio
 
 class RunMore:
     """A row that extends a study to a new size: a dropdown of sizes and a button that
-    trains the chosen one into the store with a progress bar.
+    trains the chosen one into the study's user store (never a shipped store, see
+    :class:`StudyData`) with a progress bar.
 
     ``specs`` are the study's sweeps (e.g. ``SweepSpec.from_toml(study_spec(name))``);
     ``axis`` is the grid field to extend (``widths``, ``depths`` or ``steps``) and
@@ -129,13 +159,22 @@ class RunMore:
         self.output.clear_output()
         try:
             with self.output:
-                work = run_local(specs, self.data.path)
+                work = run_local(specs, self.data.user_path)
         finally:
             self.button.disabled = False
         self.data.reload()
         for callback in self._callbacks:
             callback()
         return work.runs
+
+
+def _unused_name(directory: Path, stem: str, suffix: str) -> Path:
+    """``directory/stem.suffix``, or ``stem-2``, ``stem-3``, ... if taken: never overwrite."""
+    path, copy = directory / f"{stem}.{suffix}", 1
+    while path.exists():
+        copy += 1
+        path = directory / f"{stem}-{copy}.{suffix}"
+    return path
 
 
 class Explorer:
@@ -237,12 +276,21 @@ class Explorer:
         self.redraw()
 
     def export(self, directory: str | Path | None = None) -> list[Path]:
-        """Write the current figure for the chosen venue, width and format to ``directory``
-        (default: the explorer's ``export_dir``)."""
+        """Write the view on screen for the chosen venue, width and format to ``directory``
+        (default: the explorer's ``export_dir``).
+
+        The figure is drawn anew from the data for the controls' current values in the
+        venue's style (never the picture on screen, which may be a kept one), and written
+        to a new file: ``<name>-<n>.<format>`` when ``<name>.<format>`` exists.
+        """
         directory = self.export_dir if directory is None else Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.name}.{self.format.value}"
-        written = export(self.figure, path, venue=self.venue.value, width=self.column.value)
+        venue, width = self.venue.value, self.column.value
+        figure = Figure()
+        with mpl.rc_context(rc(venue, width=width)):
+            self.render(figure, self.values())
+            written = export(figure, _unused_name(directory, self.name, self.format.value),
+                             venue=venue, width=width)  # fmt: skip
         self.status.value = "exported " + ", ".join(str(p) for p in written)
         return written
 

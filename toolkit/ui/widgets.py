@@ -51,6 +51,15 @@ def transfer_controls(data: StudyData, *, hue: str, fixed: tuple[str, ...] = ())
     return controls
 
 
+def refresh_transfer_controls(controls: dict, data: StudyData, *, hue: str) -> None:
+    """Offer every ``hue`` value and training step ``data`` holds now (after new runs):
+    all values shown, the step slider at the last step."""
+    steps = data.losses["step"].unique().sort().to_list()
+    controls["step"].options, controls["step"].value = steps, steps[-1]
+    values = data.values(hue)
+    controls[hue].options, controls[hue].value = values, tuple(values)
+
+
 def transfer_explorer(
     data: StudyData,
     *,
@@ -91,6 +100,8 @@ def transfer_explorer(
             regret = transfer_regret(frame, axis=hue, loss="loss")
             plots.regret_vs_size(regret, x=hue, hue=col, title=title, fig=fig)
 
+    if run_more is not None:  # before the explorer's own redraw after new runs
+        run_more.on_trained(lambda: refresh_transfer_controls(controls, data, hue=hue))
     explorer = Explorer(controls, render, name=name, run_more=run_more)
     explorer.redraw()
     return explorer
@@ -105,8 +116,14 @@ def heatmap_explorer(
     col: str = "width",
     name: str = "heatmap",
 ) -> Explorer:
-    """Loss over an (LR, weight decay) grid per width, for the rule chosen in ``row``."""
-    controls = transfer_controls(data, hue=col, fixed=(row,))
+    """Loss over an (LR, weight decay) grid per width, for the rule chosen in ``row``;
+    a dropdown for each other setting that varies in the study (e.g. the
+    parametrization), so every heatmap cell is one configuration."""
+    varying = [
+        key for key in ("parametrization", "optimizer", "depth", "steps", "batch_size")
+        if key in data.runs.columns and key not in (row, col) and data.runs[key].n_unique() > 1
+    ]  # fmt: skip
+    controls = transfer_controls(data, hue=col, fixed=(row, *varying))
 
     def render(fig: Figure, values: dict) -> None:
         frame = _selected_losses(data, values, col)
