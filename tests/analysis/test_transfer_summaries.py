@@ -45,7 +45,11 @@ def test_best_cell_is_the_lowest_loss_and_never_a_diverged_point():
         "loss_mean": [0.9, 0.5, None, 0.4, 0.7],
     })  # fmt: skip
     best = transfer.best_cells(curves, by=("width",))
-    assert best.rows() == [(64, -6.0, 0.1, 0.5), (128, -8.0, 0.1, 0.4)]
+    assert best.select("width", "log2_lr", "weight_decay", "loss_mean").rows() == [
+        (64, -6.0, 0.1, 0.5), (128, -8.0, 0.1, 0.4)
+    ]
+    assert best["log2_lr_at_edge"].to_list() == [False, True]  # -6 inside [-8, -4]; -8 lowest
+    assert best["weight_decay_at_edge"].to_list() == [True, True]
 
 
 def test_drift_along_width_and_depth_holds_each_axis_own_fit(transformer_runs):

@@ -43,3 +43,21 @@ def test_a_series_without_enough_measured_optima_says_so():
     )  # fmt: skip
     text = findings.transfer(runs)
     assert "no drift can be fitted: only 0 optima are measured (3 lie at the grid's edge)" in text
+
+
+def test_best_cells_on_the_grid_edge_are_reported_as_unable_to_locate_the_optimum():
+    from toolkit.analysis.transfer import best_cells, lr_curves
+
+    runs = pl.DataFrame(
+        {"weight_decay_scaling": "none", "width": w, "lr": 2.0**x, "weight_decay": wd,
+         "seed": 0, "status": "ok",
+         "final_train_loss": 1.0 + 0.1 * (x + shift) ** 2 + wd}
+        for w, shift in ((64, 7.0), (128, 12.0)) for x in range(-10, -4) for wd in (0.0, 0.1)
+    )  # fmt: skip
+    best = best_cells(lr_curves(runs), by=("weight_decay_scaling", "width"))
+    assert best["log2_lr_at_edge"].to_list() == [False, True]  # -7 inside, -12 below -10
+    text = findings.grid_optima(best, by=("weight_decay_scaling", "width"))
+    assert text.startswith("**2 of 2 best cells lie on an edge") and "none/128" in text
+    inside = best_cells(lr_curves(runs.filter(pl.col("width") == 64, pl.col("weight_decay") > 0)),
+                        by=("weight_decay_scaling", "width"))  # fmt: skip
+    assert inside["log2_lr_at_edge"].to_list() == [False]

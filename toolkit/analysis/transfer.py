@@ -491,17 +491,30 @@ def best_cells(curves: pl.DataFrame, *, by: tuple[str, ...]) -> pl.DataFrame:
     ``curves`` are :func:`lr_curves` rows; diverged points never win. Over an
     (LR, weight decay) grid grouped by rule and width this is each width's best
     cell. Columns: ``by``, ``log2_lr``, ``weight_decay`` (where present),
-    ``loss_mean``; sorted by ``by``.
+    ``loss_mean``, and for each grid axis ``<axis>_at_edge``: whether the best cell
+    lies on the smallest or largest value of the group's grid, where the true
+    optimum may lie outside it (a bound, not a location); sorted by ``by``.
     """
-    cell = [c for c in ("log2_lr", "weight_decay", "loss_mean") if c in curves.columns]
-    return (
+    axes = [c for c in ("log2_lr", "weight_decay") if c in curves.columns and c not in by]
+    edges = curves.group_by(*by).agg(
+        *(pl.col(a).min().alias(f"{a}_lowest") for a in axes),
+        *(pl.col(a).max().alias(f"{a}_highest") for a in axes),
+    )
+    best = (
         curves.filter(pl.col("loss_mean").is_not_null())
         .sort("loss_mean")
         .group_by(*by, maintain_order=True)
         .first()
-        .select(*by, *(c for c in cell if c not in by))
-        .sort(*by)
+        .select(*by, *axes, "loss_mean")
+        .join(edges, on=list(by), how="left", nulls_equal=True)
     )
+    at_edge = [
+        ((pl.col(a) == pl.col(f"{a}_lowest")) | (pl.col(a) == pl.col(f"{a}_highest"))).alias(
+            f"{a}_at_edge"
+        )
+        for a in axes
+    ]
+    return best.select(*by, *axes, "loss_mean", *at_edge).sort(*by)
 
 
 def drift_along(

@@ -72,3 +72,29 @@ def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
             f"tuned at {axis} {first[axis]} costs {cost[0]:.3f} in loss at {axis} {last[axis]}."
         )
     return "\n".join(lines)
+
+
+def grid_optima(best: pl.DataFrame, *, by: tuple[str, ...]) -> str:
+    """Whether a grid can locate its optimum: :func:`toolkit.analysis.transfer.best_cells`
+    rows that sit on an edge of their grid are bounds, not locations, and the sentence
+    says how many there are and what that leaves unanswered."""
+    edges = [c for c in best.columns if c.endswith("_at_edge")]
+    if not edges:
+        return ""
+    on_edge = best.filter(pl.any_horizontal(*edges))
+    axes = " / ".join(c.removesuffix("_at_edge").replace("log2_lr", "learning rate") for c in edges)
+    if on_edge.height == 0:
+        return f"All {best.height} best cells are inside their {axes} grid: each locates one."
+    groups = ", ".join(
+        "/".join(str(row[k]) for k in by) for row in on_edge.select(by).iter_rows(named=True)
+    )
+    verdict = (
+        "so this grid cannot say where the optimum is, nor whether a rule keeps it in place: "
+        "the study needs a grid around the optimum (and longer training) to answer"
+        if on_edge.height == best.height
+        else "those optima are bounds; the others are located"
+    )
+    return (
+        f"**{on_edge.height} of {best.height} best cells lie on an edge of their {axes} grid** "
+        f"({groups}), {verdict}."
+    )
