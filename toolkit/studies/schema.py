@@ -32,7 +32,8 @@ from enum import StrEnum
 from functools import partial
 
 from toolkit.engine.data import TASKS
-from toolkit.engine.models import ACTIVATIONS, MODELS
+from toolkit.engine.layers import ACTIVATIONS
+from toolkit.engine.models import MODELS
 from toolkit.engine.optim import OPTIMIZERS
 from toolkit.engine.parametrization import (
     DEPTH_RULES,
