@@ -199,21 +199,24 @@ def diverged_members(per_seed: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def verdict_summary(table: pl.DataFrame, per_seed: pl.DataFrame, *, tolerance: float) -> str:
+def verdict_summary(table: pl.DataFrame, *, tolerance: float = TOLERANCE) -> str:
     """One line: the overall verdict of :func:`verdict` rows ``table``, how many rows fail,
-    which members diverged and the rule that was applied."""
+    the widths that diverged (from which step), the largest failing slope and the rule."""
     failed = table.filter(~pl.col("pass"))
-    seeds = per_seed["seed"].n_unique()
     rule = (
         f"tolerance |slope| < {tolerance:g} per doubling of width (readout: slope < "
-        f"{tolerance:g}) on the mean slope over {seeds} seeds"
+        f"{tolerance:g}) on the mean slope over {table['seeds'].max()} seeds"
     )
     if failed.height == 0:
         return f"PASS: all {table.height} layer-steps width-stable; {rule}"
-    diverged = diverged_members(per_seed)
-    onset = diverged.group_by("width").agg(pl.col("step").min(), pl.len()).sort("width")
-    notes = [f"width {w} diverged from step {s} ({n} of {seeds} seeds)"
-             for w, s, n in onset.iter_rows()]  # fmt: skip
+    onset = (
+        table.explode("diverged_widths")
+        .drop_nulls("diverged_widths")
+        .group_by("diverged_widths")
+        .agg(pl.col("step").min())
+        .sort("diverged_widths")
+    )
+    notes = [f"width {width} diverged from step {step}" for width, step in onset.iter_rows()]
     worst = failed.filter(pl.col("slope").is_not_null()).sort(pl.col("slope").abs()).tail(1)
     notes += [f"largest |slope| {r['slope']:+.2f} ({r['layer']}, step {r['step']})"
               for r in worst.iter_rows(named=True)]  # fmt: skip

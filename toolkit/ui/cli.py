@@ -455,7 +455,7 @@ def _run_coord_check(args: argparse.Namespace) -> None:
                          "diverged": diverged.to_dicts(), "layers": table.to_dicts()})  # fmt: skip
             return
         _print_table(table.drop("widths"))
-        print(verdict_summary(table, per_seed, tolerance=args.tolerance))
+        print(verdict_summary(table, tolerance=args.tolerance))
         return
     frame = seed_mean(per_seed)
     if args.json:
