@@ -129,7 +129,7 @@ class CoordCheckExplorer(Explorer):
         self, parametrizations: Sequence[str], optimizer: str, lr: float, *, stat: str = "l1"
     ) -> pl.DataFrame:
         """Each layer's ``stat`` at each width over its value at the smallest width
-        (:func:`~toolkit.studies.coord_check.width_ratios`), per parametrization:
+        (:func:`~toolkit.analysis.coord_check.width_ratios`), per parametrization:
         ``parametrization, layer, role, step, width, ratio``."""
         return pl.concat(
             width_ratios(self.measure(name, optimizer, lr), stat=stat).select(
