@@ -12,12 +12,13 @@ import polars as pl
 import pytest
 import torch
 
+from toolkit.analysis.coord_check import width_ratios
 from toolkit.engine import text
 from toolkit.engine.data import load_task
 from toolkit.engine.parametrization import Parametrization, describe
 from toolkit.engine.train import Member, TrainConfig, train
 from toolkit.engine.transformer import Transformer
-from toolkit.studies.coord_check import coord_check, width_ratios
+from toolkit.studies.coord_check import coord_check
 from toolkit.studies.sweep import SweepSpec, plan
 
 

@@ -74,3 +74,16 @@ def test_draws_what_the_cli_prints_for_the_same_flags(explorer):
     assert printed.select("width", "layer", "step", "stat").equals(
         drawn.select("width", "layer", "step", "stat")
     )
+
+
+def test_a_blow_up_is_drawn_as_diverged_with_a_message_and_fails_the_verdict():
+    explorer = CoordCheckExplorer(widths=(16, 32, 64), seeds=2, parametrizations=("sp", "mup"))
+    explorer.select(lr=2**-1, parametrizations=("sp",), step=3)
+    assert not explorer.errors.outputs
+    texts = [t.get_text() for ax in explorer.figure.axes for t in ax.texts]
+    assert any(t.startswith("x diverged: width") for t in texts), texts
+    drawn = explorer.results["sp", "adam", 2**-1].filter(pl.col("step") == 3)
+    assert drawn["diverged"].any() and (drawn["value"] != 0.0).all()
+    table = explorer.verdict("sp", "adam", 2**-1)
+    assert not table.filter(pl.col("step") == 3)["pass"].any()
+    assert table.filter(pl.col("step") == 3)["reason"].str.starts_with("diverged").all()

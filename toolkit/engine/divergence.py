@@ -3,7 +3,9 @@
 A member whose loss is not finite, or exceeds ``factor`` times its first loss, is
 *diverged*: from that step on its loss is masked out of the objective and the caller
 freezes it in the optimizer (LR zero, tensors and state cleared), so its NaN/inf values
-reach nothing its siblings compute.
+reach nothing its siblings compute. A guard made with ``freeze=False`` only marks
+divergence and lets the member train on (the coordinate check records what a blow-up
+really does); members share no tensors, so its values still reach only its own slice.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ class DivergenceGuard:
     Args:
         members: ensemble size.
         factor: a loss above ``factor`` times the member's first loss is divergence.
+        freeze: stop a diverged member (the default); if false, only mark it.
 
     Attributes:
         active: ``(members,)`` bool, on the CPU: members still training.
-        diverged_at: each member's step of divergence, ``None`` while it trains.
+        diverged_at: each member's first step of divergence, ``None`` until then.
     """
 
-    def __init__(self, members: int, factor: float) -> None:
+    def __init__(self, members: int, factor: float, *, freeze: bool = True) -> None:
         self.factor = factor
+        self.freeze = freeze
         self.active = torch.ones(members, dtype=torch.bool)
         self.diverged_at: list[int | None] = [None] * members
         self.first: torch.Tensor | None = None
@@ -41,9 +45,11 @@ class DivergenceGuard:
         if self.first is None:
             self.first = loss_cpu.clone()
         exploded = loss_cpu > self.factor * self.first
-        bad = self.active & (~torch.isfinite(loss_cpu) | exploded)
+        fresh = torch.tensor([at is None for at in self.diverged_at])
+        bad = fresh & (~torch.isfinite(loss_cpu) | exploded)
         recorded = torch.where(self.active, loss_cpu, math.nan)
-        self.active &= ~bad
+        if self.freeze:
+            self.active &= ~bad
         newly = torch.nonzero(bad).flatten().tolist()
         for member in newly:
             self.diverged_at[member] = step

@@ -179,6 +179,7 @@ def train(
     device: str | torch.device = "cpu",
     on_step: Callable[[int], None] | None = None,
     init: Mapping[str, torch.Tensor] | None = None,
+    freeze_diverged: bool = True,
 ) -> Records:
     """Train all ``members`` of one group together and return tidy records.
 
@@ -193,6 +194,9 @@ def train(
             seeded initialisation (e.g. pre-trained weights to fine-tune; the
             seed still orders the data). Run ids do not see them: keep such runs
             out of a store shared with runs from the seeded initialisation.
+        freeze_diverged: freeze a diverged member (the default); if false it is only
+            marked ``diverged`` and trains on, its probes and losses showing its real
+            (possibly inf/NaN) values.
     """
     check_members(members)
     started = time.perf_counter()
@@ -222,7 +226,7 @@ def train(
     sampler = BatchSampler(task.n_train, config.batch_size, seeds)
     runner = ProbeRunner(probes, probe_steps, model=model, task=task, run_ids=ids,
                          batch_size=config.batch_size, last_step=config.steps)  # fmt: skip
-    guard = DivergenceGuard(len(members), config.divergence_factor)
+    guard = DivergenceGuard(len(members), config.divergence_factor, freeze=freeze_diverged)
     evaluator = Evaluator(task, config.eval_examples)
     start = None if init is not None else _start_model(config, task, members, device)
     if start is None:
@@ -242,8 +246,9 @@ def train(
         runner.before_update(step)
         optimizer.step(lr_factor(step, steps=config.steps, schedule=config.schedule,
                                  warmup_steps=config.warmup_steps))  # fmt: skip
-        for member in diverged:
-            optimizer.freeze(member)
+        if guard.freeze:
+            for member in diverged:
+                optimizer.freeze(member)
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
             evaluator.record(step + 1, model, guard.active)
         if on_step is not None:

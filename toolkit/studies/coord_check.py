@@ -5,8 +5,13 @@ record the mean absolute value (and RMS) of every layer's output at steps
 ``t = 0..steps`` on one fixed batch (Yang et al. 2021, "Tensor Programs V",
 section 7.1). Under muP each hidden layer's value is nearly width-independent
 at every step; under SP with Adam the hidden layers grow with width once the
-first update lands. Seeds are trained together as one ensemble per width and
-averaged.
+first update lands. Seeds are trained together as one ensemble per width.
+
+The divergence guard of :func:`~toolkit.engine.train.train` does not stop anything
+here: a member that blows up keeps training and is recorded with its real values
+(inf/NaN where they are), flagged ``diverged`` from the step its loss first diverged
+or a recorded value first stopped being finite. A frozen member would read as zeros,
+which look like activations collapsing where they exploded.
 """
 
 from __future__ import annotations
@@ -16,22 +21,27 @@ from dataclasses import replace
 
 import polars as pl
 
+from toolkit.analysis.coord_check import seed_mean
 from toolkit.engine.data import Task, load_task
 from toolkit.engine.probes import activation_stats
 from toolkit.engine.train import Member, TrainConfig, train
 from toolkit.errors import InputError, check_positive
 
+DEFAULT_SEEDS = tuple(range(4))
+"""Seeds a coordinate check averages over unless told otherwise: single seeds of a
+correct muP MLP scatter by up to 1.5x between widths at step 3."""
 
-def coord_check(
+
+def coord_check_seeds(
     config: TrainConfig,
     widths: Sequence[int],
     *,
     lr: float,
-    seeds: Sequence[int] = (0,),
+    seeds: Sequence[int] = DEFAULT_SEEDS,
     task: Task | None = None,
     device: str = "cpu",
 ) -> pl.DataFrame:
-    """Activation sizes per width, layer and step, averaged over ``seeds``.
+    """Activation sizes per width, seed, layer and step, each seed on its own.
 
     Args:
         config: shared settings; ``config.steps`` is the number of updates,
@@ -39,11 +49,14 @@ def coord_check(
             each of ``widths``.
         widths: widths to compare (each at least the parametrization's base width).
         lr: the (large) learning rate used at every width.
-        seeds: seeds to average over (trained together as one ensemble).
+        seeds: seeds to measure (trained together as one ensemble per width).
 
     Returns:
-        A tidy frame ``width, layer, role, step, stat, value`` with ``stat`` in
-        ``l1`` (mean |activation|) and ``rms``.
+        A tidy frame ``width, seed, layer, role, step, stat, value, diverged`` with
+        ``stat`` in ``l1`` (mean |activation|) and ``rms``; ``value`` is what the
+        member computed, inf or NaN included; ``diverged`` is true from the step the
+        member's loss diverged (non-finite, or ``config.divergence_factor`` times its
+        first loss) or one of its values stopped being finite.
     """
     if len(widths) == 0:
         raise InputError("widths=[] is empty: give at least one width")
@@ -69,28 +82,45 @@ def coord_check(
             probes=[activation_stats],
             probe_steps=range(config.steps + 1),
             device=device,
+            freeze_diverged=False,
         )
+        runs = records.runs.select("run_id", "seed", "diverged_at_step")
         frames.append(
-            records.probes.group_by("layer", "role", "step", "stat", maintain_order=True)
-            .agg(pl.col("value").mean())
-            .with_columns(width=pl.lit(int(width), dtype=pl.Int64))
+            records.probes.join(runs, on="run_id").with_columns(
+                width=pl.lit(int(width), dtype=pl.Int64)
+            )
         )
-    return pl.concat(frames).select("width", "layer", "role", "step", "stat", "value")
-
-
-def width_ratios(frame: pl.DataFrame, *, stat: str = "l1") -> pl.DataFrame:
-    """Ratio of each layer's value at each width to its value at the smallest width.
-
-    Returns ``layer, role, step, width, ratio``; a ratio near 1 at every step is
-    what muP promises for hidden layers.
-    """
-    rows = frame.filter(pl.col("stat") == stat)
-    smallest = rows.filter(pl.col("width") == pl.col("width").min()).select(
-        "layer", "step", pl.col("value").alias("base_value")
+    rows = pl.concat(frames)
+    member = ["width", "seed"]
+    first_bad = (
+        rows.filter(~pl.col("value").is_finite())
+        .group_by(member)
+        .agg(pl.col("step").min().alias("non_finite_at"))
     )
+    onset = pl.min_horizontal("diverged_at_step", "non_finite_at")
     return (
-        rows.join(smallest, on=["layer", "step"])
-        .with_columns(ratio=pl.col("value") / pl.col("base_value"))
-        .select("layer", "role", "step", "width", "ratio")
-        .sort("layer", "step", "width")
+        rows.join(first_bad, on=member, how="left")
+        .with_columns(diverged=(pl.col("step") >= onset).fill_null(False))
+        .select("width", "seed", "layer", "role", "step", "stat", "value", "diverged")
+        .sort("width", "seed", maintain_order=True)
     )
+
+
+def coord_check(
+    config: TrainConfig,
+    widths: Sequence[int],
+    *,
+    lr: float,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    task: Task | None = None,
+    device: str = "cpu",
+) -> pl.DataFrame:
+    """Activation sizes per width, layer and step, averaged over ``seeds``.
+
+    The arguments are those of :func:`coord_check_seeds`. Returns
+    :func:`toolkit.analysis.coord_check.seed_mean` of its frame: ``width, layer,
+    role, step, stat, value, diverged, seeds_diverged``; a diverged member's inf or
+    NaN makes the mean inf or NaN, never a number that hides it.
+    """
+    per_seed = coord_check_seeds(config, widths, lr=lr, seeds=seeds, task=task, device=device)
+    return seed_mean(per_seed)

@@ -382,25 +382,56 @@ def _run_intrinsic_dim(args: argparse.Namespace) -> None:
     _print_table(pl.DataFrame([{"task": t, **r} for t, r in zip(tasks, records, strict=True)]))
 
 
-COORD_CHECK_DEFAULTS = {"widths": (128, 512), "depths": (3,), "steps": (3,), "lrs": (0.01,)}
+COORD_CHECK_DEFAULTS = {
+    "widths": (128, 512),
+    "depths": (3,),
+    "steps": (3,),
+    "lrs": (0.01,),
+    "seeds": 4,
+}
 """The coordinate check's own defaults for the shared sweep flags."""
 
 
 def _coord_check_parser(sub) -> None:
-    _sweep_verb(
+    from toolkit.analysis.coord_check import LEVEL, MIN_WIDTHS, TOLERANCE
+
+    parser = _sweep_verb(
         sub,
         "coord-check",
         _run_coord_check,
         "activation size per layer vs width over the first steps",
         "Coordinate check: train each width for a few steps at a large LR (--lr, default "
         "0.01) and record every layer's mean |activation| (l1) and RMS at steps 0..STEPS "
-        "(default 3), averaged over seeds. Widths default to 128,512 and the base width to "
-        "the smallest; every other grid flag takes one value.",
+        "(default 3), averaged over seeds (default 4). Widths default to 128,512 and the "
+        "base width to the smallest; every other grid flag takes one value. A member that "
+        "blows up keeps its real (inf/NaN) values and is marked diverged.",
+    )
+    parser.add_argument(
+        "--verdict",
+        action="store_true",
+        help=f"judge each layer and step: the slope of log2(l1) against log2(width) over at "
+        f"least {MIN_WIDTHS} widths, mean over seeds with a {LEVEL:.0%} t-interval, passes "
+        "if the mean is within the tolerance (readout: below it) and nothing diverged",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help=f"largest width-stable |slope| per doubling of width (default {TOLERANCE})",
     )
 
 
 def _run_coord_check(args: argparse.Namespace) -> None:
-    from toolkit.studies.coord_check import coord_check, width_ratios
+    from toolkit.analysis.coord_check import (
+        LEVEL,
+        check_verdict,
+        diverged_members,
+        seed_mean,
+        verdict,
+        verdict_summary,
+        width_ratios,
+    )
+    from toolkit.studies.coord_check import coord_check_seeds
 
     spec = sweep_specs(args, defaults=COORD_CHECK_DEFAULTS)[0]
     if args.base_width is None and not args.spec:
@@ -409,16 +440,33 @@ def _run_coord_check(args: argparse.Namespace) -> None:
         values = getattr(spec, s.key)
         if s.is_grid and s.key != "widths" and len(values) > 1:
             raise InputError(f"{s.key}={values!r}: the coordinate check takes one value")
+    if args.verdict:
+        check_verdict(list(spec.widths), tolerance=args.tolerance)
     config = spec.with_(widths=(min(spec.widths),)).configs()[0]
-    lr = spec.lrs[0]
     seeds = range(spec.seed, spec.seed + spec.seeds)
-    frame = coord_check(config, spec.widths, lr=lr, seeds=seeds, device=args.device)
+    per_seed = coord_check_seeds(config, spec.widths, lr=spec.lrs[0], seeds=seeds,
+                                 device=args.device)  # fmt: skip
+    diverged = diverged_members(per_seed)
+    if args.verdict:
+        table = verdict(per_seed, tolerance=args.tolerance)
+        if args.json:
+            _print_json({"pass": bool(table["pass"].all()), "tolerance": args.tolerance,
+                         "level": LEVEL, "judged": "point estimate",
+                         "diverged": diverged.to_dicts(), "layers": table.to_dicts()})  # fmt: skip
+            return
+        _print_table(table.drop("widths"))
+        print(verdict_summary(table, tolerance=args.tolerance))
+        return
+    frame = seed_mean(per_seed)
     if args.json:
         _print_json(frame.to_dicts())
         return
     table = width_ratios(frame).pivot(on="step", index=["layer", "width"], values="ratio")
     print(f"mean |activation| relative to width {min(spec.widths)} (columns: step)")
     _print_table(table)
+    for width, seed, step in diverged.iter_rows():
+        print(f"width {width}, seed {seed}: diverged at step {step} (values from then on are "
+              "what it computed, inf/NaN included)")  # fmt: skip
 
 
 def _print_table(frame: pl.DataFrame) -> None:

@@ -4,7 +4,8 @@ Unlike the explorers of stored studies, this one measures live: each
 (parametrization, optimizer, LR) it is asked to show is trained once by
 :func:`toolkit.studies.coord_check.coord_check` and kept by the explorer. Building
 it trains nothing; the first draw (:meth:`~toolkit.ui.explorer.Explorer.redraw`,
-or displaying it in a notebook) trains the starting settings.
+or displaying it in a notebook) trains the starting settings. A member that blows up
+is drawn as diverged (crosses, and a message in its panel), never as empty axes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import ipywidgets as widgets
 import polars as pl
 from matplotlib.figure import Figure
 
+from toolkit.analysis.coord_check import TOLERANCE, seed_mean, verdict, width_ratios
 from toolkit.engine.data import Task, load_task
 from toolkit.engine.parametrization import Parametrization
 from toolkit.engine.train import TrainConfig
 from toolkit.errors import InputError
-from toolkit.studies.coord_check import coord_check, width_ratios
+from toolkit.studies.coord_check import DEFAULT_SEEDS, coord_check_seeds
 from toolkit.ui import plots
 from toolkit.ui.explorer import Explorer, dropdown
 
@@ -39,7 +41,7 @@ class CoordCheckExplorer(Explorer):
     the statistic (``l1``: mean |activation|, or ``rms``). Each (parametrization,
     optimizer, LR) is trained once for ``config.steps`` steps at every width (seeds
     ``0..seeds-1``) and kept in :attr:`results` under that key; the step slider only
-    redraws.
+    redraws. :meth:`verdict` judges a trained setting's width scaling.
 
     ``config`` defaults to what ``python -m toolkit coord-check`` uses (MLP with 3
     hidden layers on MNIST-1D, base width the smallest width, 3 steps, batch 128), so
@@ -55,7 +57,7 @@ class CoordCheckExplorer(Explorer):
         lrs: Sequence[float] = tuple(2.0**k for k in range(-10, 0)),
         optimizers: Sequence[str] = ("adam", "sgd"),
         parametrizations: Sequence[str] = ("sp", "mup", "ntk", "mf"),
-        seeds: int = 2,
+        seeds: int = len(DEFAULT_SEEDS),
         task: Task | None = None,
         name: str = "coord_check",
     ) -> None:
@@ -68,6 +70,7 @@ class CoordCheckExplorer(Explorer):
         self.seeds = seeds
         self.parametrizations = list(parametrizations)
         self._results: dict[tuple[str, str, float], pl.DataFrame] = {}
+        self._per_seed: dict[tuple[str, str, float], pl.DataFrame] = {}
         lrs = sorted(float(lr) for lr in lrs)
         default_lr = min(lrs, key=lambda lr: abs(math.log2(lr) - math.log2(0.01)))
         side_by_side = tuple(p for p in ("sp", "mup") if p in parametrizations)
@@ -91,7 +94,8 @@ class CoordCheckExplorer(Explorer):
     @property
     def results(self) -> Mapping[tuple[str, str, float], pl.DataFrame]:
         """What has been trained so far: (parametrization, optimizer, LR) -> the
-        :func:`~toolkit.studies.coord_check.coord_check` frame (read-only)."""
+        :func:`~toolkit.studies.coord_check.coord_check` frame, averaged over seeds
+        (read-only)."""
         return MappingProxyType(self._results)
 
     def measure(self, parametrization: str, optimizer: str, lr: float) -> pl.DataFrame:
@@ -104,16 +108,28 @@ class CoordCheckExplorer(Explorer):
                 parametrization=self.config.parametrization.with_(name=parametrization),
                 optimizer=optimizer,
             )
-            found = coord_check(run_config, self.widths, lr=lr, seeds=range(self.seeds),
-                                task=self.task)  # fmt: skip
-            self._results[key] = found.with_columns(parametrization=pl.lit(parametrization))
+            found = coord_check_seeds(run_config, self.widths, lr=lr, seeds=range(self.seeds),
+                                      task=self.task)  # fmt: skip
+            self._per_seed[key] = found
+            self._results[key] = seed_mean(found).with_columns(
+                parametrization=pl.lit(parametrization)
+            )
         return self._results[key]
+
+    def verdict(
+        self, parametrization: str, optimizer: str, lr: float, *, tolerance: float = TOLERANCE
+    ) -> pl.DataFrame:
+        """Is each layer width-stable at each step? The
+        :func:`~toolkit.analysis.coord_check.verdict` of one setting (trained on first
+        request; needs three widths or more)."""
+        self.measure(parametrization, optimizer, lr)
+        return verdict(self._per_seed[parametrization, optimizer, lr], tolerance=tolerance)
 
     def width_ratios(
         self, parametrizations: Sequence[str], optimizer: str, lr: float, *, stat: str = "l1"
     ) -> pl.DataFrame:
         """Each layer's ``stat`` at each width over its value at the smallest width
-        (:func:`~toolkit.studies.coord_check.width_ratios`), per parametrization:
+        (:func:`~toolkit.analysis.coord_check.width_ratios`), per parametrization:
         ``parametrization, layer, role, step, width, ratio``."""
         return pl.concat(
             width_ratios(self.measure(name, optimizer, lr), stat=stat).select(

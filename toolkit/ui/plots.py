@@ -139,29 +139,30 @@ def _colors(frame: pl.DataFrame, hue: str | None, palette: str) -> dict:
     return {} if hue is None else _palette(frame[hue].unique().sort().to_list(), palette)
 
 
-def coord_check_plot(
-    frame: pl.DataFrame,
-    *,
-    stat: str = "l1",
-    x: str = "width",
-    hue: str = "layer",
-    col: str = "step",
-    title: str | None = None,
-    fig: Figure | None = None,
-) -> Figure:
+def coord_check_plot(frame: pl.DataFrame, *, stat: str = "l1", x: str = "width",
+                     hue: str = "layer", col: str = "step", title: str | None = None,
+                     fig: Figure | None = None) -> Figure:  # fmt: skip
     """Activation size vs width (log-log), one panel per step, one line per layer.
 
-    ``frame`` is the output of :func:`toolkit.studies.coord_check.coord_check` (columns
-    ``width, layer, role, step, stat, value``). Flat lines are what muP promises
-    for hidden layers.
-    """
+    ``frame``: :func:`toolkit.studies.coord_check.coord_check` output; flat lines are what
+    muP promises for hidden layers. Diverged points are crosses (inf/NaN at the top edge),
+    their panel naming the widths that diverged."""
     rows = frame.filter(pl.col("stat") == stat).sort(col, hue, x)
     layout = _Layout.facets(rows, col=col, hue=hue, palette=CATEGORICAL, width=2.6, height=2.6,
                             fig=fig)  # fmt: skip
+    finite = rows.filter(pl.col("value").is_finite(), pl.col("value") > 0)["value"]
+    top = float(finite.max()) * 2 if finite.len() else 1.0
     for ax, panel, here in layout.panel_rows(rows):
         for layer, color, line in layout.series(here, by=x):
             ax.plot(line[x], line["value"], marker="o", ms=3, color=color, label=layer)
-        ax.set(xscale="log", yscale="log", title=f"{col} {panel}", xlabel=x)
+            bad = line.filter("diverged")
+            ax.scatter(bad[x], np.nan_to_num(bad["value"].to_numpy(), nan=top, posinf=top),
+                       marker="x", s=40, color=color, zorder=3)  # fmt: skip
+        if here["diverged"].any():
+            widths = ", ".join(str(w) for w in here.filter("diverged")[x].unique().sort())
+            ax.text(0.03, 0.97, f"x diverged: {x} {widths}", transform=ax.transAxes, va="top",
+                    fontsize="small", color="crimson")  # fmt: skip
+        ax.set(yscale="log", title=f"{col} {panel}", xlabel=x)
         ax.set_xscale("log", base=2)
     layout.axes[0].set_ylabel(f"{stat} of activations")
     return layout.finish(title, legend="middle", legend_title=False)
