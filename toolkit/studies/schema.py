@@ -32,7 +32,8 @@ from enum import StrEnum
 from functools import partial
 
 from toolkit.engine.data import TASKS
-from toolkit.engine.models import ACTIVATIONS, MODELS
+from toolkit.engine.layers import ACTIVATIONS
+from toolkit.engine.models import MODELS
 from toolkit.engine.optim import OPTIMIZERS
 from toolkit.engine.parametrization import (
     DEPTH_RULES,
@@ -303,6 +304,10 @@ SCHEMA: tuple[Setting, ...] = (
           check=_nonnegative_integer),
     _spec("max_members", int, 64, "largest ensemble per group", check=_positive_int),
     _spec("memory_budget_gb", float, 2.0, "memory bound of a group (GiB)", check=_positive),
+    _spec("max_runs", int, 20_000, "runs above which a dry run warns and a sweep is refused",
+          check=_positive_int),
+    _spec("max_hours", float, 24.0, "estimated hours above which a dry run warns and a sweep "
+          "is refused", check=_positive),
 )
 # fmt: on
 

@@ -14,8 +14,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from toolkit.engine.config import MEMBER_MULTIPLIERS, Member, TrainConfig
 from toolkit.engine.parametrization import Parametrization
-from toolkit.engine.train import MEMBER_MULTIPLIERS, Member, TrainConfig
 from toolkit.errors import InputError
 from toolkit.paths import smoke_mode
 from toolkit.studies.kinds import read_toml
