@@ -118,7 +118,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "needle"), BAD_INPUTS, ids=[" ".join(a[-2:]) for a, _ in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("argv", "needle"), BAD_INPUTS, ids=[" ".join(a[-2:]) for a, _ in BAD_INPUTS]
+)
 def test_a_bad_input_exits_2_with_one_line_naming_it(argv, needle, capsys):
     _one_line_error(argv, needle, capsys)
 
