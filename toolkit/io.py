@@ -81,6 +81,8 @@ def _stage(path: Path, write: Writer) -> Path:
 def write_all_atomically(writes: Mapping[Path, Writer]) -> None:
     """Write every ``path: write`` pair; no target changes unless all were written.
 
+    The targets are replaced in the order given.
+
     ``write(handle)`` fills a binary file handle. The directories must exist.
     """
     staged: list[tuple[Path, Path]] = []
@@ -137,10 +139,11 @@ def checksum_path(path: Path) -> Path:
 def write_checksummed(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` and its SHA-256 to the sidecar, both atomically."""
     digest = hashlib.sha256(data).hexdigest().encode() + b"\n"
+    # The sidecar goes into place first: a reader that finds a new file finds its checksum.
     write_all_atomically(
         {
-            Path(path): lambda handle: handle.write(data),
             checksum_path(Path(path)): lambda handle: handle.write(digest),
+            Path(path): lambda handle: handle.write(data),
         }
     )
 

@@ -1,8 +1,11 @@
 """Run a sweep on a Ray cluster: each group a Ray task writing its own store files.
 
 The store must be on a path every worker can reach (a shared filesystem on a
-real cluster). Files are written atomically by the workers, so the store is
-the same as with the local executor and resuming works the same way.
+real cluster). Files are written atomically by the workers, and each worker claims
+its group's runs as the local executor does
+(:func:`~toolkit.studies.sweep.train_claimed`), so the store is the same as with
+the local executor, resuming works the same way, and a sweep running beside it
+never trains the same run.
 Ray is an optional extra (``pip install toolkit[ray]``).
 """
 
@@ -13,11 +16,15 @@ from pathlib import Path
 
 from toolkit.errors import InputError
 from toolkit.store import Store
-from toolkit.studies.sweep import Group, Plan, SweepSpec, plan, train_group
+from toolkit.studies.costs import available_memory
+from toolkit.studies.sweep import Group, Plan, SweepSpec, check_outlook, plan, train_claimed
 
 
-def _train_remote(group: Group, path: str) -> str:
-    return train_group(group, Store(path))
+def _train_remote(group: Group, path: str) -> int:
+    """Train one group's unfinished runs under claims; the number of runs trained."""
+    store = Store(path)
+    with store.writing() as claims:
+        return train_claimed([group], store, claims)
 
 
 def run_ray(
@@ -34,7 +41,8 @@ def run_ray(
     Connects to the cluster at ``address`` (or to the one already initialised
     in this process); with neither, starts a local Ray on loopback with
     ``num_cpus`` CPUs and shuts it down afterwards. Shows a progress bar over
-    groups unless ``quiet``.
+    groups unless ``quiet``. Refuses what :func:`~toolkit.studies.sweep.check_outlook`
+    refuses (sized by this machine's memory).
     """
     try:
         import ray
@@ -44,10 +52,14 @@ def run_ray(
         ) from None
     from tqdm.auto import tqdm
 
+    memory = available_memory()
+    check_outlook(spec, memory=memory)
     store = Store(out)
-    work = plan(spec, finished=store.finished_run_ids())
+    work = plan(spec, finished=store.finished_run_ids(), memory=memory)
     if on_plan is not None:
         on_plan(work)
+    if not work.groups:
+        return work
     started_here = not ray.is_initialized()
     if started_here:
         if address is None:

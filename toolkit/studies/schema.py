@@ -304,6 +304,10 @@ SCHEMA: tuple[Setting, ...] = (
           check=_nonnegative_integer),
     _spec("max_members", int, 64, "largest ensemble per group", check=_positive_int),
     _spec("memory_budget_gb", float, 2.0, "memory bound of a group (GiB)", check=_positive),
+    _spec("max_runs", int, 20_000, "runs above which a dry run warns and a sweep is refused",
+          check=_positive_int),
+    _spec("max_hours", float, 24.0, "estimated hours above which a dry run warns and a sweep "
+          "is refused", check=_positive),
 )
 # fmt: on
 

@@ -1,8 +1,16 @@
 """Command line: ``python -m toolkit <verb> ...``.
 
 Every verb has ``--help`` and ``--json`` (machine-readable output on stdout).
-A user's mistake exits with status 2 and one line on stderr naming the bad
-value and what is allowed, never a traceback.
+
+Exit status and the error boundary (:func:`main`): a user's mistake
+(:class:`~toolkit.errors.InputError`) and a fault of the environment (an
+``OSError``: a path that cannot be written, a full disk, a read-only store; running
+out of memory) exit with status 2 and one line on stderr naming the value or path
+and what is allowed; Ctrl-C exits with 130 and one line. Files are only ever
+written whole (:mod:`toolkit.io`), so an error or interruption loses nothing
+already written. Any other exception is a bug and shows its traceback. ``store``
+exits 1 when the store has problems. ``--device`` is checked before anything runs
+(an unknown device, or CUDA where there is none, is a mistake).
 
 Flag names shared by the sweep-like verbs (a contract): one flag per setting
 of the sweep schema (:data:`toolkit.studies.spec.SCHEMA`), a grid under its
@@ -16,8 +24,7 @@ plural and its singular name, each a comma list: ``--model``, ``--task``,
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -29,6 +36,12 @@ from toolkit.engine.projections import PROJECTIONS
 from toolkit.errors import InputError
 from toolkit.studies.schema import SCHEMA, Setting
 from toolkit.studies.spec import SweepSpec
+from toolkit.ui.cli_store import report_parser, store_parser
+from toolkit.ui.console import print_json as _print_json
+from toolkit.ui.console import print_table as _print_table
+
+DRY_RUN_ROWS = 50
+"""Groups a dry run lists as a table (``--json`` lists all)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +61,30 @@ class _SettingFlag(argparse.Action):
         argument = option_string.removeprefix("--").replace("-", "_")
         value = (True,) if values is None else self.setting.parse(argument, values)
         setattr(namespace, self.dest, value)
+
+
+def device(text: str) -> str:
+    """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    import torch
+
+    try:
+        kind = torch.device(text).type
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"device={text!r} is not a torch device; allowed: cpu, cuda, cuda:N, mps"
+        ) from None
+    present = {"cpu": True, "cuda": torch.cuda.is_available(),
+               "mps": torch.backends.mps.is_available()}  # fmt: skip
+    if not present.get(kind, False):
+        have = ", ".join(name for name, ok in present.items() if ok)
+        raise argparse.ArgumentTypeError(f"device={text!r} is not available on this machine; "
+                                         f"allowed here: {have}")  # fmt: skip
+    index = torch.device(text).index
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"device={text!r}: this machine has {torch.cuda.device_count()} CUDA devices"
+        )
+    return text
 
 
 def _flag_names(setting: Setting) -> list[str]:
@@ -70,7 +107,7 @@ def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=setting.describe(),
         )
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=device, help="torch device (default: cpu)")
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
@@ -104,8 +141,11 @@ def _sweep_parser(sub) -> None:
         _run_sweep,
         "train a grid of runs into a results store (resumes)",
         "Train every run of a grid into the store at --out. Runs that share a shape train "
-        "together as one batched ensemble; runs already in the store are skipped. A spec "
-        "whose kind is not 'sweep' (e.g. intrinsic-dimension) runs its own study.",
+        "together as one batched ensemble; runs already in the store are skipped, and runs "
+        "another sweep on the same store is training are left to it. Each run is sized "
+        "from its shapes first: one that cannot fit in memory is refused, and so is a sweep "
+        "above --max-runs or --max-hours (a dry run warns). A spec whose kind is not "
+        "'sweep' (e.g. intrinsic-dimension) runs its own study.",
     )
     parser.add_argument("--out", help="results store directory (required unless --dry-run)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
@@ -115,9 +155,8 @@ def _sweep_parser(sub) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
-    from toolkit.store import Store
     from toolkit.studies.kinds import run_study, spec_kind
-    from toolkit.studies.sweep import plan, run_local
+    from toolkit.studies.sweep import run_local
 
     if args.spec and spec_kind(Path(args.spec)) != "sweep":
         if not args.out:
@@ -126,20 +165,18 @@ def _run_sweep(args: argparse.Namespace) -> None:
         return
     specs = sweep_specs(args)
     if args.dry_run:
-        exists = args.out and Path(args.out, "store.json").exists()
-        finished = Store(args.out, create=False).finished_run_ids() if exists else ()
-        work = plan(specs, finished=finished)
-        if args.json:
-            _print_json({"summary": work.summary(), "groups": work.records()})
-        else:
-            print(work.summary())
-            _print_table(pl.DataFrame(work.records()))
+        _dry_run(args, specs)
         return
     if not args.out:
         raise InputError("out=None: give --out DIR, the results store to write")
 
     def announce(work) -> None:
-        if not args.quiet and not args.json:
+        if args.json:
+            return
+        if not work.groups:
+            print(f"nothing to train: all {work.finished} runs are already in {args.out}",
+                  file=sys.stderr)  # fmt: skip
+        elif not args.quiet:
             print(work.summary(), file=sys.stderr)
 
     if args.executor == "ray":
@@ -152,87 +189,34 @@ def _run_sweep(args: argparse.Namespace) -> None:
         _print_json({"summary": work.summary(), "groups": work.records()})
 
 
-def _report_parser(sub) -> None:
-    parser = sub.add_parser(
-        "report",
-        help="summarise a results store",
-        description="Runs and the best learning rate per configuration in a results store.",
-    )
-    parser.add_argument("store", help="results store directory")
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.set_defaults(run=_run_report)
+def _dry_run(args: argparse.Namespace, specs: list[SweepSpec]) -> None:
+    """Print the plan. A sweep above its limits gets a warning on stderr; one of more than
+    ``max_runs`` runs is only sized, not planned group by group."""
+    from toolkit.store import Store
+    from toolkit.studies.costs import available_memory
+    from toolkit.studies.sweep import outlook, plan
 
-
-def _run_report(args: argparse.Namespace) -> None:
-    from toolkit import store as results
-    from toolkit.analysis.transfer import drift, optimal_lr, transfer_regret
-
-    runs = results.open(args.store).runs().collect()
-    optima = optimal_lr(runs)
-    drifts = [d for d in (drift(optima, axis=axis) for axis in ("width", "depth")) if d.height]
-    drifts = pl.concat(drifts, how="diagonal_relaxed") if drifts else pl.DataFrame()
-    regrets = [
-        transfer_regret(runs, axis=axis).with_columns(axis=pl.lit(axis))
-        for axis in ("width", "depth")
-        if runs[axis].n_unique() > 1
-    ]
-    regret = pl.concat(regrets, how="diagonal_relaxed") if regrets else pl.DataFrame()
-    if args.json:
-        _print_json(
-            {
-                "runs": runs.to_dicts(),
-                "optima": optima.to_dicts(),
-                "drift": drifts.to_dicts(),
-                "regret": regret.to_dicts(),
-            }
-        )
+    memory = available_memory(args.device)
+    look = outlook(specs, memory=memory)
+    over = look.over()
+    if over is not None:
+        print(f"warning: {over}; a sweep this size is refused unless max_runs / max_hours "
+              "are raised", file=sys.stderr)  # fmt: skip
+    if look.runs > look.max_runs:
+        summary = (f"~{look.runs:,} runs, ~{look.hours:,.1f} h estimated (sized, not planned "
+                   "group by group)")  # fmt: skip
+        _print_json({"summary": summary, "groups": []}) if args.json else print(summary)
         return
-    status = runs.group_by("status").len().sort("status")
-    print(f"{runs.height} runs: " + ", ".join(f"{n} {s}" for s, n in status.iter_rows()))
-    shown = ["parametrization", "optimizer", "width", "depth", "steps", "log2_lr_opt",
-             "log2_lr_lo", "log2_lr_hi", "loss_opt", "fit"]  # fmt: skip
-    print("\noptimal learning rates (log2, 95% interval)")
-    _print_table(optima.select(shown))
-    if drifts.height:
-        print("\ndrift of log2(lr*) per doubling")
-        _print_table(
-            drifts.select("parametrization", "optimizer", "axis", "slope", "slope_lo", "slope_hi")
-        )
-
-
-def _store_parser(sub) -> None:
-    parser = sub.add_parser(
-        "store",
-        help="check a results store; move unreadable files aside",
-        description="List unreadable (e.g. truncated) files of a store; --quarantine moves them "
-        "to DIR/quarantine so the runs they held are trained again on the next sweep.",
-    )
-    parser.add_argument("store", help="results store directory")
-    parser.add_argument("--quarantine", action="store_true", help="move bad files aside")
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.set_defaults(run=_run_store)
-
-
-def _run_store(args: argparse.Namespace) -> None:
-    from toolkit import store as results
-
-    store = results.open(args.store)
-    bad = store.check()
-    moved = store.quarantine() if args.quarantine else []
+    exists = args.out and Path(args.out, "store.json").exists()
+    finished = Store(args.out, create=False).finished_run_ids() if exists else ()
+    work = plan(specs, finished=finished, memory=memory)
     if args.json:
-        _print_json(
-            {
-                "bad": [{"path": str(p), "error": e} for p, e in bad],
-                "moved": [str(p) for p in moved],
-            }
-        )
+        _print_json({"summary": work.summary(), "groups": work.records()})
         return
-    for path, error in bad:
-        print(f"unreadable: {path}: {error}")
-    for path in moved:
-        print(f"moved aside: {path}")
-    if not bad:
-        print(f"{args.store}: every file readable")
+    print(work.summary())
+    _print_table(pl.DataFrame(work.records(limit=DRY_RUN_ROWS)))
+    if len(work.groups) > DRY_RUN_ROWS:
+        print(f"... and {len(work.groups) - DRY_RUN_ROWS} more groups (--json lists all)")
 
 
 def _figures_parser(sub) -> None:
@@ -333,7 +317,7 @@ def _intrinsic_dim_parser(sub) -> None:
         "also the one the search over d is refined near",
     )
     parser.add_argument("--out", default=None, help="results store that keeps the measurements")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=device, help="torch device (default: cpu)")
     parser.add_argument("--quiet", action="store_true", help="no line per measurement")
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     parser.set_defaults(run=_run_intrinsic_dim)
@@ -469,38 +453,10 @@ def _run_coord_check(args: argparse.Namespace) -> None:
               "what it computed, inf/NaN included)")  # fmt: skip
 
 
-def _print_table(frame: pl.DataFrame) -> None:
-    with pl.Config(
-        tbl_rows=-1,
-        tbl_cols=-1,
-        tbl_width_chars=160,
-        tbl_hide_dataframe_shape=True,
-        fmt_str_lengths=60,
-        float_precision=4,
-    ):
-        print(frame)
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _print_json(payload: object) -> None:
-    """Strict JSON on stdout: NaN and infinities become null."""
-    json.dump(_json_safe(payload), sys.stdout, default=str)
-    sys.stdout.write("\n")
-
-
 VERBS: Sequence[Callable] = (
     _sweep_parser,
-    _report_parser,
-    _store_parser,
+    report_parser,
+    store_parser,
     _coord_check_parser,
     _intrinsic_dim_parser,
     _spectra_parser,
@@ -516,15 +472,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _environment_fault(error: OSError) -> str:
+    """One line for an ``OSError``: the path(s), the reason and what would work."""
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    reason = error.strerror or str(error)
+    hint = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space or write elsewhere",
+        errno.EACCES: "a path this user may write",
+        errno.EPERM: "a path this user may write",
+        errno.EROFS: "a path on a writable file system",
+        errno.ENOTDIR: "a path whose every parent is a directory",
+        errno.EEXIST: "a path whose every parent is a directory",
+        errno.EISDIR: "a file path, not a directory",
+        errno.ENOENT: "an existing path",
+    }.get(error.errno, "a path that can be read and written")
+    return f"{paths or 'I/O'}: {reason}; allowed: {hint}"
+
+
+def _fail(message: str) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one verb; returns the exit status (2 for a user's mistake)."""
+    """Run one verb; returns the exit status (see the module docstring: 0 ok, 1 problems
+    found by ``store``, 2 a user's mistake or an environment fault, 130 Ctrl-C)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        args.run(args)
+        return args.run(args) or 0
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: files already written are whole; a sweep run again resumes",
+              file=sys.stderr)  # fmt: skip
+        return 130
     except BrokenPipeError:  # e.g. `python -m toolkit report DIR | head`: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stdout
-    return 0
+        return 0
+    except MemoryError:
+        return _fail("out of memory; allowed: smaller width, batch_size or max_members")
+    except OSError as error:
+        return _fail(_environment_fault(error))

@@ -1,0 +1,53 @@
+"""The store and report verbs say what a store holds and exit 1 when it has problems."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from toolkit.store import SCHEMAS, Records, Store
+from toolkit.ui.cli import main
+
+
+def _records(run_ids: list[str], status: str = "ok") -> Records:
+    n = len(run_ids)
+    runs = pl.DataFrame({"run_id": run_ids, "status": [status] * n, "lr": [0.1] * n,
+                         "final_train_loss": [None if status != "ok" else 1.0] * n},
+                        schema_overrides={"final_train_loss": pl.Float64})  # fmt: skip
+    return Records(runs, pl.DataFrame(schema=SCHEMAS["curves"]),
+                   pl.DataFrame(schema=SCHEMAS["probes"]))  # fmt: skip
+
+
+def test_store_lists_duplicates_exits_1_and_dedupe_repairs(tmp_path, capsys):
+    store = Store(tmp_path)
+    store.write_group("g1", _records(["a", "b"]))
+    store.write_group("g2", _records(["b", "c"]))
+    assert main(["store", str(tmp_path)]) == 1
+    assert "duplicate: run b again in group g2" in capsys.readouterr().out
+    assert main(["store", str(tmp_path), "--dedupe", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"] == 1
+    assert main(["store", str(tmp_path)]) == 0
+    assert "every byte matches its checksum" in capsys.readouterr().out
+
+
+def test_store_exits_1_on_a_damaged_file_until_quarantined(tmp_path, capsys):
+    store = Store(tmp_path)
+    store.write_group("g1", _records(["a"]))
+    victim = tmp_path / "runs" / "g1.parquet"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    assert main(["store", str(tmp_path)]) == 1
+    assert "damaged:" in capsys.readouterr().out
+    assert main(["store", str(tmp_path), "--quarantine"]) == 0
+
+
+def test_report_on_an_empty_or_all_diverged_store_says_so_in_one_line(tmp_path, capsys):
+    Store(tmp_path / "empty")
+    assert main(["report", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"sweep --out {tmp_path / 'empty'}`")
+    Store(tmp_path / "diverged").write_group("g", _records(["a", "b"], status="diverged"))
+    assert main(["report", str(tmp_path / "diverged")]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.splitlines() == [out] and "2 diverged" in out and "no optimum" in out

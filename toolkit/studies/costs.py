@@ -1,0 +1,140 @@
+"""What a run costs before anything is allocated: memory and time from its shapes.
+
+The planner (:func:`toolkit.studies.sweep.plan`) sizes every group with
+:func:`run_cost`, which builds the model on the ``meta`` device
+(``build_model(..., shape_only=True)``: shapes, no storage), once per training
+config, never per group. :func:`check_fits` refuses a run that cannot fit in the
+memory this machine has available, naming the setting that dominates, before a
+single tensor exists.
+
+The estimates are upper-bound-minded approximations for float32 training:
+
+* memory per member: parameters, their gradients and two optimizer buffers
+  (4 floats per parameter); the activations the backward pass keeps for one batch
+  (two tensors per layer, per token for a model that reads token sequences); one
+  evaluation batch of ``eval_examples`` (forward only); and the per-step loss
+  curve, kept as a tensor and then as table rows (:data:`CURVE_ROW_BYTES` a step);
+* time of a group: :data:`STEP_OVERHEAD_S` per step (tiny models are bound by
+  per-step overhead, not arithmetic) plus 6 FLOPs per matrix weight per example
+  (forward 2, backward 4) at :data:`FLOPS_PER_SECOND`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from toolkit.engine.config import TrainConfig
+from toolkit.engine.data import load_task
+from toolkit.engine.models import MODELS
+from toolkit.engine.parametrization import Kind
+from toolkit.engine.train import build_model
+from toolkit.errors import InputError
+
+BYTES_PER_FLOAT = 4
+CURVE_ROW_BYTES = 160
+"""Memory of one step of one member's training-loss curve (tensor entry and table row)."""
+FLOPS_PER_SECOND = 2e10
+"""Arithmetic throughput assumed for the time estimate (a few CPU cores)."""
+STEP_OVERHEAD_S = 2e-3
+"""Seconds of fixed cost per training step of a group (kernel launches, Python)."""
+DEFAULT_MEMORY_BYTES = 4 * 2**30
+"""Memory assumed available where the machine does not say (no ``/proc/meminfo``)."""
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """Estimated cost of one member of a group (one run)."""
+
+    flops: float  # training FLOPs
+    state_bytes: int  # parameters, gradients, optimizer buffers
+    activation_bytes: int  # activations kept for the backward pass of one batch
+    eval_bytes: int  # one evaluation batch, forward only
+    curve_bytes: int  # the per-step loss curve
+
+    @property
+    def bytes(self) -> int:
+        """Peak memory of the run."""
+        return self.state_bytes + self.activation_bytes + self.eval_bytes + self.curve_bytes
+
+    def dominant_settings(self) -> str:
+        """The settings that drive the largest memory term, e.g. ``width/depth``."""
+        terms = {
+            "width/depth": self.state_bytes,
+            "batch_size/width": self.activation_bytes,
+            "eval_examples/width": self.eval_bytes,
+            "steps": self.curve_bytes,
+        }
+        return max(terms, key=terms.get)
+
+
+@lru_cache(maxsize=8)
+def _task_shape(name: str) -> tuple[int, int]:
+    task = load_task(name)
+    return task.d_in, task.d_out
+
+
+def _cost(config: TrainConfig, d_in: int, d_out: int) -> RunCost:
+    model = build_model(config, d_in, d_out, [0], shape_only=True)
+    tokens = d_in if MODELS[config.model].reads_tokens else 1
+    inputs = 1 if tokens > 1 else d_in
+    per_example = 2 * config.width * tokens * (len(model.specs) + 2) + inputs + d_out
+    return RunCost(
+        flops=6.0 * model.parameter_count(Kind.WEIGHT) * tokens * config.batch_size * config.steps,
+        state_bytes=4 * BYTES_PER_FLOAT * model.parameter_count(),
+        activation_bytes=BYTES_PER_FLOAT * config.batch_size * per_example,
+        eval_bytes=BYTES_PER_FLOAT * config.eval_examples * per_example // 2,
+        curve_bytes=CURVE_ROW_BYTES * config.steps,
+    )
+
+
+def run_cost(config: TrainConfig, *, memory: int | None = None) -> RunCost:
+    """The cost of one run of ``config``; with ``memory`` (bytes), refuse early.
+
+    With ``memory`` the run is first sized with one input and one output: a lower
+    bound that needs no data, so a run too large for ``memory`` is refused
+    (:func:`check_fits`) without loading its task.
+    """
+    if memory is not None:
+        check_fits(config, _cost(config, 1, 1), memory)
+    cost = _cost(config, *_task_shape(config.task))
+    if memory is not None:
+        check_fits(config, cost, memory)
+    return cost
+
+
+def check_fits(config: TrainConfig, cost: RunCost, memory: int) -> None:
+    """Raise :class:`InputError` if one run of ``config`` needs more than ``memory`` bytes."""
+    if cost.bytes <= memory:
+        return
+    shown = ", ".join(
+        f"{name}={getattr(config, name)}" for name in ("width", "depth", "batch_size", "steps")
+    )
+    raise InputError(
+        f"{shown}: one run needs ~{cost.bytes / GIB:,.1f} GiB (mostly from "
+        f"{cost.dominant_settings()}), more than the {memory / GIB:,.1f} GiB of memory "
+        "available; allowed: settings whose run fits in memory"
+    )
+
+
+def available_memory(device: str = "cpu") -> int:
+    """Bytes of memory this process may use on ``device``: free GPU memory for a CUDA
+    device, else ``MemAvailable`` of ``/proc/meminfo``, else :data:`DEFAULT_MEMORY_BYTES`."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return DEFAULT_MEMORY_BYTES
+
+
+def group_seconds(config: TrainConfig, cost: RunCost, members: int) -> float:
+    """Estimated wall time of a group of ``members`` runs of ``config``."""
+    return config.steps * STEP_OVERHEAD_S + members * cost.flops / FLOPS_PER_SECOND
