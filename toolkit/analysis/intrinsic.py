@@ -40,7 +40,7 @@ from toolkit import store as results
 from toolkit.analysis.fits import fit_line
 from toolkit.analysis.intrinsic_interval import invert, lr_choices, reach_bounds
 from toolkit.analysis.transfer import FIT_EDGE
-from toolkit.errors import InputError, check_positive
+from toolkit.errors import InputError
 from toolkit.paths import DATA
 
 SETTINGS = ("model", "task", "parametrization", "base_width", "optimizer", "projection",
@@ -377,9 +377,11 @@ def d_int_scaling(
         sizes = np.log2(group[x].to_numpy().astype(float))
         d_int = np.log2(group["d_int"].to_numpy())
         fit = fit_line(sizes, d_int, log2_d_int_se(group) if intervals else None, level=level)
-        rows.append({**dict(zip(by, key, strict=True)), "exponent": fit.slope,
-                     "exponent_lo": fit.slope_lo, "exponent_hi": fit.slope_hi,
-                     "intercept": fit.intercept, "points": group.height, "method": fit.method})  # fmt: skip
+        rows.append({
+            **dict(zip(by, key, strict=True)), "exponent": fit.slope, "exponent_lo": fit.slope_lo,
+            "exponent_hi": fit.slope_hi, "intercept": fit.intercept, "points": group.height,
+            "method": fit.method,
+        })  # fmt: skip
     schema = {k: table.schema[k] for k in by}
     schema |= dict.fromkeys(("exponent", "exponent_lo", "exponent_hi", "intercept"), pl.Float64)
     schema |= {"points": pl.Int64, "method": pl.String}

@@ -114,8 +114,8 @@ def reach_bounds(
         plausible = upper >= mean[best] if every_lr else np.arange(len(mean)) == best
         k = int(plausible.sum())
         lower = mean - stats.t.ppf(1 - alpha / (2 * k), df) * se
-        rows.append({"d": d, "U": float(np.nanmax(upper)),
-                     "L": float(np.max(np.where(plausible, lower, -np.inf))), "candidates": k})  # fmt: skip
+        best_lower = float(np.max(np.where(plausible, lower, -np.inf)))
+        rows.append({"d": d, "U": float(np.max(upper)), "L": best_lower, "candidates": k})
     return pl.DataFrame(rows).sort("d")
 
 

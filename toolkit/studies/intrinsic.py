@@ -149,14 +149,19 @@ def measurement_records(measurement: Measurement, result: IntrinsicDimension) ->
     rows = pl.concat(
         [
             result.baselines.with_columns(kind=pl.lit("baseline"), d=pl.lit(None, pl.Int64)),
-            result.frame.with_columns(kind=pl.lit("subspace"), d=pl.col("d").cast(pl.Int64),
-                                      lr_grid=pl.lit(len(measurement.subspace_lrs), pl.Int64)),
+            result.frame.with_columns(
+                kind=pl.lit("subspace"),
+                d=pl.col("d").cast(pl.Int64),
+                lr_grid=pl.lit(len(measurement.subspace_lrs), pl.Int64),
+            ),
         ],
         how="diagonal_relaxed",
     )
     settings = measurement.settings()
-    names = [f"{measurement.id}/{kind}/{d}/{seed}/{lr!r}"
-             for kind, d, seed, lr in rows.select("kind", "d", "seed", "lr").iter_rows()]  # fmt: skip
+    names = [
+        f"{measurement.id}/{kind}/{d}/{seed}/{lr!r}"
+        for kind, d, seed, lr in rows.select("kind", "d", "seed", "lr").iter_rows()
+    ]
     runs = rows.with_columns(
         run_id=pl.Series([hashlib.sha1(n.encode()).hexdigest()[:16] for n in names]),
         study=pl.lit(STUDY),
