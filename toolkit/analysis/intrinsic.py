@@ -180,11 +180,12 @@ def estimate_intrinsic_dim(
         .group_by("d").agg(pl.col("metric").mean()).sort("d")
     )  # fmt: skip
     reached = means.filter(pl.col("metric") >= target)["d"]
+    estimate = float(reached[0]) if reached.len() else math.inf
     lo, hi = invert(bounds)
     return IntrinsicDimension(
         threshold=threshold,
-        estimate=float(reached[0]) if reached.len() else math.inf,
-        lo=lo,
+        estimate=estimate,
+        lo=min(lo, estimate),  # a d above the estimate shown to fall short: a dip, not a bound
         hi=hi,
         confidence=confidence,
         baseline=float(base["metric"].mean()),
