@@ -86,3 +86,18 @@ def test_the_shipped_numbers_the_notebook_quotes():
     projections = ("dense", "sparse", "fastfood")
     assert [d_int("digits", "sp", 32, 2, p) for p in projections] == [225, 217, 225]
     assert [d_int("digits", "sp", 64, 2, p) for p in projections] == [237, 181, 208]
+
+
+def test_a_best_subspace_lr_at_the_grid_edge_is_censored_and_old_stores_say_unknown():
+    from toolkit.analysis.intrinsic_interval import lr_choices
+
+    frame = pl.DataFrame({
+        "d": [8] * 3 + [16] * 3, "seed": 0, "lr": [0.01, 0.1, 1.0] * 2,
+        "metric": [0.5, 0.4, 0.3, 0.5, 0.7, 0.6],
+    })  # fmt: skip
+    choices = lr_choices(frame, every_lr=True)
+    assert choices.select("d", "lr", "lr_fit", "censored").rows() == [
+        (8, 0.01, "grid-edge", "below"), (16, 0.1, "ok", None)]  # fmt: skip
+    assert set(lr_choices(frame, every_lr=False)["lr_fit"]) == {"unknown"}
+    shipped = intrinsic.d_int_table(intrinsic.load_measurements())
+    assert set(shipped["lr_fit"].drop_nulls()) == {"unknown"} and not shipped["every_lr"].any()

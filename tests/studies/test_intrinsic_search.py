@@ -134,7 +134,7 @@ def test_projections_agree_on_d_int90_of_a_small_model():
     base = Measurement(task="teacher", width=16, depth=1, steps=200, batch_size=64,
                        lrs=(2**-7, 2**-5, 2**-3), subspace_lrs=(2**-8, 2**-6, 2**-4))  # fmt: skip
     D = parameter_count(base.config(), task)
-    search = DSearch(grid=tuple(log_grid(D, start=8)), rounds=2, resamples=500)
+    search = DSearch(grid=tuple(log_grid(D, start=8)), rounds=2, )
     estimates = {}
     for projection in ("dense", "fastfood", "sparse"):
         measurement = Measurement(**{**base.settings(), "projection": projection}, lrs=base.lrs,
@@ -154,10 +154,10 @@ def test_records_for_the_command_line(tmp_path):
         batch_size=64,
         lrs=(2**-4,),
         subspace_lrs=(2**-6,),
-        search=DSearch(grid=(16, 128), threshold=0.8, rounds=1, resamples=200),
+        search=DSearch(grid=(16, 128), threshold=0.8, rounds=1),
     )
     run_study([measurement], tmp_path / "store", quiet=True)
-    table = d_int_table(load_measurements(tmp_path / "store"), threshold=0.8, resamples=200)
+    table = d_int_table(load_measurements(tmp_path / "store"), threshold=0.8)
     (record,) = d_int_records(table)
     assert set(record) == {
         "width",
@@ -258,5 +258,5 @@ def test_settings_are_frozen_and_their_id_names_every_grid():
     assert Measurement(width=8, depth=1, lrs=[2.0**-9, 2.0**-7, 2.0**-5]).id == one.id
     for changed in ({"lrs": (0.01,)}, {"subspace_lrs": (0.01,)}, {"search": DSearch(rounds=1)}):
         assert Measurement(width=8, depth=1, **changed).id != one.id
-    same = {"search": DSearch(resamples=10), "max_members": 8}  # do not change the runs
+    same = {"search": DSearch(confidence=0.8), "max_members": 8}  # do not change the runs
     assert Measurement(width=8, depth=1, **same).id == one.id

@@ -4,11 +4,12 @@ A spec (``studies/intrinsic_dimension.toml``) names measurements
 (:class:`toolkit.studies.intrinsic_settings.Measurement`); :func:`run_spec` runs
 each one not yet in the store (:func:`toolkit.studies.intrinsic_search.measure_intrinsic_dim`)
 and writes it as one group of the results store (:mod:`toolkit.store`), named by
-the measurement's id: a ``runs`` row per baseline seed (``kind = "baseline"``)
-and per ``d x seed`` of the refined sweep (``kind = "subspace"``), each at the
-best LR of its grid. Because the per-seed results are kept, ``d_int`` at any
-threshold, with its bootstrap interval, is recomputed from the store without
-training (:mod:`toolkit.analysis.intrinsic`). The shipped store
+the measurement's id: a ``runs`` row per baseline seed at the best LR of its
+grid (``kind = "baseline"``) and per ``d x seed x lr`` of the refined sweep and
+the subspace LR grid (``kind = "subspace"``). Because every run is kept,
+``d_int`` at any threshold, with its interval and the subspace LR's grid-edge
+status, is recomputed from the store without training
+(:mod:`toolkit.analysis.intrinsic`). The shipped store
 ``data/intrinsic_dimension`` is made by::
 
     python -m toolkit intrinsic-dim --spec studies/intrinsic_dimension.toml \\
@@ -60,7 +61,7 @@ SCALARS = ("model", "task", "base_width", "seeds", "lrs", "subspace_lrs", "eval_
 """Spec keys shared by a grid's measurements (:class:`Measurement` fields)."""
 
 SEARCH = {"d_grid": "grid", "threshold": "threshold", "rounds": "rounds", "points": "points",
-          "confidence": "confidence", "resamples": "resamples"}  # fmt: skip
+          "confidence": "confidence"}  # fmt: skip
 """Spec keys of the search over ``d`` -> :class:`DSearch` fields."""
 
 KEYS = tuple(sorted((*LISTS, *SCALARS, *SEARCH)))
@@ -137,23 +138,30 @@ def read_spec(
 
 def measurement_records(measurement: Measurement, result: IntrinsicDimension) -> Records:
     """The store tables of one measurement: a ``runs`` row per baseline seed and per
-    ``d x seed`` (no curves or probes).
+    ``d x seed x lr`` (no curves or probes).
 
     Besides the store's run columns: ``measurement`` (its id), ``kind``
     (``baseline`` / ``subspace``), ``d`` (null on baseline rows), ``D``,
-    ``projection``, ``base_width``, ``seeds`` (their count), ``metric``
+    ``projection``, ``base_width``, ``seeds`` (their count), ``lr_grid`` (the
+    number of subspace LRs, every one stored; null on baseline rows), ``metric``
     (:func:`toolkit.engine.subspace.performance`) and ``final_val_accuracy``.
     """
     rows = pl.concat(
         [
             result.baselines.with_columns(kind=pl.lit("baseline"), d=pl.lit(None, pl.Int64)),
-            result.frame.with_columns(kind=pl.lit("subspace"), d=pl.col("d").cast(pl.Int64)),
+            result.frame.with_columns(
+                kind=pl.lit("subspace"),
+                d=pl.col("d").cast(pl.Int64),
+                lr_grid=pl.lit(len(measurement.subspace_lrs), pl.Int64),
+            ),
         ],
         how="diagonal_relaxed",
     )
     settings = measurement.settings()
-    names = [f"{measurement.id}/{kind}/{d}/{seed}"
-             for kind, d, seed in rows.select("kind", "d", "seed").iter_rows()]  # fmt: skip
+    names = [
+        f"{measurement.id}/{kind}/{d}/{seed}/{lr!r}"
+        for kind, d, seed, lr in rows.select("kind", "d", "seed", "lr").iter_rows()
+    ]
     runs = rows.with_columns(
         run_id=pl.Series([hashlib.sha1(n.encode()).hexdigest()[:16] for n in names]),
         study=pl.lit(STUDY),

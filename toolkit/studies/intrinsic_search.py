@@ -6,7 +6,9 @@ smallest ``d`` whose subspace training ``theta = theta0 + P theta_d``
 training on the same budget. :func:`measure_intrinsic_dim` trains the baseline at
 the best of its LR grid, measures ``d`` on a first grid and refines between the
 largest failing ``d`` and the estimate (:func:`sweep_intrinsic_dim`); the subspace
-LR is tuned per ``d`` on a small grid (best mean over seeds).
+LR is tuned per ``d`` on a grid (best mean over seeds), every LR's runs kept so
+that the grid-edge status and the interval's allowance for the choice can be
+recomputed (:mod:`toolkit.analysis.intrinsic_interval`).
 
 Every run's row carries ``seed, lr, metric, final_val_loss, final_val_accuracy,
 status, wall_s`` (subspace rows add ``d``): the performance is the validation
@@ -107,8 +109,9 @@ def subspace_measure(
     :meth:`toolkit.engine.projections.Projection.cost` at the largest ``d``) stays within
     :data:`COST_BUDGET` multiply-adds per step: every ``d <= L`` in one ensemble for
     Fastfood, small ``d`` together and large ``d`` apart for dense and sparse.
-    Keeps, per ``d``, the LR with the best mean metric over seeds: one row per
-    ``d x seed``; ``wall_s`` is the time of the ensemble the run trained in.
+    Returns one row per ``d x seed x lr`` (the LR is chosen per ``d`` by
+    :func:`toolkit.analysis.intrinsic.estimate_intrinsic_dim`); ``wall_s`` is the
+    time of the ensemble the run trained in.
     """
     config = measurement.config()
     D = parameter_count(config, task)
@@ -135,7 +138,7 @@ def subspace_measure(
             pl.col("val_loss").alias("final_val_loss"),
             pl.col("val_accuracy").alias("final_val_accuracy"), "status", "wall_s",
         )  # fmt: skip
-        return best_lr(frame, ["d"]).sort("d", "seed")
+        return frame.sort("d", "seed", "lr")
 
     return measure
 
@@ -166,16 +169,18 @@ def sweep_intrinsic_dim(
     rounds stop early once no integer is left in the bracket.
 
     Args:
-        measure: ``measure(ds) -> frame`` with ``d, seed, metric`` for every
-            ``d`` in ``ds`` on the same seeds.
+        measure: ``measure(ds) -> frame`` with ``d, seed, metric`` and optionally
+            ``lr`` (the subspace LR grid, every LR on the same seeds) for every
+            ``d`` in ``ds``.
         baseline: ``seed, metric`` of full training.
         D: the model's parameter count.
-        search: the first grid, threshold, refinement and bootstrap.
+        search: the first grid, threshold, refinement and interval.
     """
     frame = measure(search.first_grid(D))
     target = search.threshold * baseline["metric"].mean()
     for _ in range(search.rounds):
-        means = frame.group_by("d").agg(pl.col("metric").mean()).sort("d")
+        selected = best_lr(frame, ["d"]) if "lr" in frame.columns else frame
+        means = selected.group_by("d").agg(pl.col("metric").mean()).sort("d")
         reaching = means.filter(pl.col("metric") >= target)["d"]
         if reaching.len() == 0:
             break
@@ -189,7 +194,6 @@ def sweep_intrinsic_dim(
         D=D,
         threshold=search.threshold,
         confidence=search.confidence,
-        resamples=search.resamples,
     )
 
 
