@@ -9,13 +9,9 @@ import polars as pl
 import pytest
 
 from toolkit.analysis.fits import fit_slope
+from toolkit.analysis.optima import FIT_EDGE, FIT_OK, FIT_TOO_FEW, lr_curves, optimal_lr
 from toolkit.analysis.transfer import (
-    FIT_EDGE,
-    FIT_OK,
-    FIT_TOO_FEW,
     drift,
-    lr_curves,
-    optimal_lr,
     predict_loss,
     transfer_regret,
     transferred,

@@ -7,7 +7,8 @@ import re
 import polars as pl
 
 import toolkit.store
-from toolkit.analysis.transfer import drift, optimal_lr, transfer_regret
+from toolkit.analysis.optima import optimal_lr
+from toolkit.analysis.transfer import drift, transfer_regret
 from toolkit.paths import shipped
 from toolkit.ui import findings
 

@@ -39,7 +39,7 @@ from scipy import stats
 from toolkit import store as results
 from toolkit.analysis.fits import fit_line
 from toolkit.analysis.intrinsic_interval import invert, lr_choices, reach_bounds
-from toolkit.analysis.transfer import FIT_EDGE
+from toolkit.analysis.optima import FIT_EDGE
 from toolkit.errors import InputError
 from toolkit.paths import DATA
 

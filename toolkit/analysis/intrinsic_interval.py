@@ -46,7 +46,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from toolkit.analysis.transfer import FIT_EDGE, FIT_OK, FIT_TOO_FEW
+from toolkit.analysis.optima import FIT_EDGE, FIT_OK, FIT_TOO_FEW
 
 FIT_UNKNOWN = "unknown"
 """LR status of a ``d`` whose unselected LRs were not stored."""

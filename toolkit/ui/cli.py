@@ -34,11 +34,18 @@ import polars as pl
 
 from toolkit.engine.projections import PROJECTIONS
 from toolkit.errors import InputError
-from toolkit.studies.schema import SCHEMA, Setting
+from toolkit.studies.schema import SCHEMA
 from toolkit.studies.spec import SweepSpec
 from toolkit.ui.cli_store import report_parser, store_parser
 from toolkit.ui.console import print_json as _print_json
 from toolkit.ui.console import print_table as _print_table
+from toolkit.ui.flags import (
+    SettingFlag,
+    device,
+    flag_names,
+    sweep_specs,
+    sweep_verb,
+)
 
 DRY_RUN_ROWS = 50
 """Groups a dry run lists as a table (``--json`` lists all)."""
@@ -49,93 +56,8 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-class _SettingFlag(argparse.Action):
-    """A sweep setting's flag: its value parsed and checked by the schema under the flag's
-    own name (``--lr -1`` says ``lr=-1.0``); a bare boolean flag means true."""
-
-    def __init__(self, option_strings: list[str], dest: str, *, setting: Setting, **kwargs):
-        self.setting = setting
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        argument = option_string.removeprefix("--").replace("-", "_")
-        value = (True,) if values is None else self.setting.parse(argument, values)
-        setattr(namespace, self.dest, value)
-
-
-def device(text: str) -> str:
-    """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
-    import torch
-
-    try:
-        kind = torch.device(text).type
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(
-            f"device={text!r} is not a torch device; allowed: cpu, cuda, cuda:N, mps"
-        ) from None
-    present = {"cpu": True, "cuda": torch.cuda.is_available(),
-               "mps": torch.backends.mps.is_available()}  # fmt: skip
-    if not present.get(kind, False):
-        have = ", ".join(name for name, ok in present.items() if ok)
-        raise argparse.ArgumentTypeError(f"device={text!r} is not available on this machine; "
-                                         f"allowed here: {have}")  # fmt: skip
-    index = torch.device(text).index
-    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(
-            f"device={text!r}: this machine has {torch.cuda.device_count()} CUDA devices"
-        )
-    return text
-
-
-def _flag_names(setting: Setting) -> list[str]:
-    names = [setting.key] if not setting.is_grid else [setting.key, setting.name]
-    return ["--" + name.replace("_", "-") for name in dict.fromkeys(names)]
-
-
-def _add_sweep_flags(parser: argparse.ArgumentParser) -> None:
-    """``--spec``, ``--device``, ``--json`` and one flag per setting of the sweep schema
-    (:data:`toolkit.studies.spec.SCHEMA`): a grid takes a comma list under its plural
-    and its singular name (``--widths 64,128``, ``--output-alpha 2``)."""
-    parser.add_argument("--spec", help="TOML file with the sweep (flags override its values)")
-    for setting in SCHEMA:
-        parser.add_argument(
-            *_flag_names(setting),
-            dest=setting.key,
-            action=_SettingFlag,
-            setting=setting,
-            nargs="?" if setting.type is bool else None,
-            default=None,
-            help=setting.describe(),
-        )
-    parser.add_argument("--device", default="cpu", type=device, help="torch device (default: cpu)")
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-
-
-def sweep_specs(
-    args: argparse.Namespace,
-    *,
-    extra: Sequence[str] = (),
-    defaults: dict[str, object] | None = None,
-) -> list[SweepSpec]:
-    """The sweep(s) described by ``--spec`` (or ``defaults``) and the flags, validated
-    (``extra``: study settings a spec file may hold besides the sweep's, see
-    :meth:`SweepSpec.from_toml`)."""
-    given = {s.key: getattr(args, s.key) for s in SCHEMA if getattr(args, s.key) is not None}
-    if args.spec:
-        return [s.with_(**given) for s in SweepSpec.from_toml(args.spec, extra=extra)]
-    return [SweepSpec(**{**(defaults or {}), **given})]
-
-
-def _sweep_verb(sub, verb: str, run: Callable, help_text: str, description: str):
-    """A verb that reads a sweep (``--spec`` and the schema's flags) and runs ``run``."""
-    parser = sub.add_parser(verb, help=help_text, description=description)
-    _add_sweep_flags(parser)
-    parser.set_defaults(run=run)
-    return parser
-
-
 def _sweep_parser(sub) -> None:
-    parser = _sweep_verb(
+    parser = sweep_verb(
         sub,
         "sweep",
         _run_sweep,
@@ -245,7 +167,7 @@ def _run_figures(args: argparse.Namespace) -> None:
 
 
 def _spectra_parser(sub) -> None:
-    _sweep_verb(
+    sweep_verb(
         sub,
         "spectra",
         _run_spectra,
@@ -298,10 +220,10 @@ def _intrinsic_dim_parser(sub) -> None:
     by_key = {setting.key: setting for setting in SCHEMA}
     for key in _INTRINSIC_FLAGS:
         setting = by_key[key]
-        parser.add_argument(*_flag_names(setting), dest=key, action=_SettingFlag,
+        parser.add_argument(*flag_names(setting), dest=key, action=SettingFlag,
                             setting=setting, default=None, help=setting.describe())  # fmt: skip
     parser.add_argument(
-        "--subspace-lrs", dest="subspace_lrs", action=_SettingFlag, setting=by_key["lrs"],
+        "--subspace-lrs", dest="subspace_lrs", action=SettingFlag, setting=by_key["lrs"],
         default=None, help="LRs of theta_d: comma list, or 2^a:2^b:n",
     )  # fmt: skip
     parser.add_argument(
@@ -379,7 +301,7 @@ COORD_CHECK_DEFAULTS = {
 def _coord_check_parser(sub) -> None:
     from toolkit.analysis.coord_check import LEVEL, MIN_WIDTHS, TOLERANCE
 
-    parser = _sweep_verb(
+    parser = sweep_verb(
         sub,
         "coord-check",
         _run_coord_check,
@@ -394,7 +316,7 @@ def _coord_check_parser(sub) -> None:
         "--verdict",
         action="store_true",
         help=f"judge each layer and step: the slope of log2(l1) against log2(width) over at "
-        f"least {MIN_WIDTHS} widths, mean over seeds with a {LEVEL:.0%} t-interval, passes "
+        f"least {MIN_WIDTHS} widths, mean over seeds with a {LEVEL * 100:.0f}%% t-interval, passes "
         "if the mean is within the tolerance (readout: below it) and nothing diverged",
     )
     parser.add_argument(

@@ -70,7 +70,8 @@ def _notes(optima: pl.DataFrame, drifts: pl.DataFrame) -> list[str]:
 def run_report(args: argparse.Namespace) -> None:
     """Print a store's runs, optima, drift and regret (see :func:`report_parser`)."""
     from toolkit import store as results
-    from toolkit.analysis.transfer import drift, optimal_lr, transfer_regret
+    from toolkit.analysis.optima import optimal_lr
+    from toolkit.analysis.transfer import drift, transfer_regret
 
     runs = results.open(args.store).runs().collect()
     message = _nothing_to_fit(runs, args.store)

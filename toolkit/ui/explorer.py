@@ -32,7 +32,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from toolkit import store as results
-from toolkit.analysis.transfer import losses_at_steps
+from toolkit.analysis.optima import losses_at_steps
 from toolkit.errors import InputError
 from toolkit.paths import is_shipped, user_store
 from toolkit.ui.style import FORMATS, VENUES, export, rc

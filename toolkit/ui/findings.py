@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from toolkit.analysis.transfer import CONFIG_KEYS, drift, optimal_lr, transfer_regret
+from toolkit.analysis.optima import CONFIG_KEYS, optimal_lr
+from toolkit.analysis.transfer import drift, transfer_regret
 
 _NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
 

@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from toolkit.analysis import intrinsic as intrinsic_analysis
 from toolkit.analysis import spectra as spectral_analysis
-from toolkit.analysis.transfer import drift, lr_curves, optimal_lr, transfer_regret
+from toolkit.analysis.optima import lr_curves, optimal_lr
+from toolkit.analysis.transfer import drift, transfer_regret
 from toolkit.errors import InputError
 from toolkit.ui import plots
 from toolkit.ui.explorer import Explorer, RunMore, StudyData, choose_many, dropdown, step_slider
