@@ -47,7 +47,8 @@ def test_a_series_without_enough_measured_optima_says_so():
 
 
 def test_best_cells_on_the_grid_edge_are_reported_as_unable_to_locate_the_optimum():
-    from toolkit.analysis.transfer import best_cells, lr_curves
+    from toolkit.analysis.optima import lr_curves
+    from toolkit.analysis.transfer import best_cells
 
     runs = pl.DataFrame(
         {"weight_decay_scaling": "none", "width": w, "lr": 2.0**x, "weight_decay": wd,

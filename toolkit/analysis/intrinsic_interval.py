@@ -62,7 +62,7 @@ def lr_choices(frame: pl.DataFrame, *, every_lr: bool) -> pl.DataFrame:
 
     ``frame``: ``d, seed, lr, metric``. One row per ``d``: ``lr`` (best seed-mean
     metric, diverged runs counting ``-inf``), ``lrs`` (grid size), ``lr_fit`` and
-    ``censored``, as for :func:`toolkit.analysis.transfer.optimal_lr`: ``ok`` when
+    ``censored``, as for :func:`toolkit.analysis.optima.optimal_lr`: ``ok`` when
     the best LR has a tried LR on both sides; ``grid-edge`` at the smallest
     (``censored = "below"``: the best may lie below the grid) or largest
     (``"above"``); ``too-few-points`` for a grid of one LR; ``unknown`` when

@@ -183,9 +183,9 @@ def transfer_curves(
     """Loss against log2 LR, one line per ``hue`` value (sequential palette), one panel per
     ``col`` value with a shared y axis.
 
-    ``curves`` is :func:`toolkit.analysis.transfer.lr_curves` output (its ``diverged``
+    ``curves`` is :func:`toolkit.analysis.optima.lr_curves` output (its ``diverged``
     rows are drawn as crosses along the top of the panel, not dropped).
-    ``optima`` (:func:`toolkit.analysis.transfer.optimal_lr`) adds a marker at each
+    ``optima`` (:func:`toolkit.analysis.optima.optimal_lr`) adds a marker at each
     optimum with its interval as a horizontal bar.
     """
     layout = _Layout.facets(curves, col=col, hue=hue, width=3.2, height=2.6, fig=fig)
