@@ -41,3 +41,12 @@ def _final_state(config, members, task):
 def final_state():
     """``final_state(config, members, task) -> (records, parameters after training)``."""
     return _final_state
+
+
+@pytest.fixture
+def two_by_two_spec():
+    """A small sweep on digits: SP and muP, widths 16 and 32, depth 1, 3 LRs, 2 seeds."""
+    from toolkit.studies.spec import SweepSpec
+
+    return SweepSpec(task="digits", parametrizations=("sp", "mup"), widths=(16, 32), depths=(1,),
+                     lrs=(1e-3, 1e-2, 1e-1), seeds=2)  # fmt: skip

@@ -49,32 +49,30 @@ def corpus_path() -> Path:
     return DATA / "chars" / "corpus.txt"
 
 
+def _base_directory(variable: str, xdg: str, default: Path) -> Path:
+    """``$variable`` if set, else ``$xdg/toolkit`` (the XDG base directory), else ``default``."""
+    explicit = os.environ.get(variable)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get(xdg)
+    return Path(base).expanduser() / "toolkit" if base else default
+
+
 def cache_dir() -> Path:
     """Directory for generated-data caches.
 
     ``$TOOLKIT_CACHE`` if set, else ``$XDG_CACHE_HOME/toolkit``, else
     ``~/.cache/toolkit``. It is created on first write, not here.
     """
-    explicit = os.environ.get("TOOLKIT_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "toolkit"
-    return Path.home() / ".cache" / "toolkit"
+    return _base_directory("TOOLKIT_CACHE", "XDG_CACHE_HOME", Path.home() / ".cache" / "toolkit")
 
 
 def user_data_dir() -> Path:
     """Where a user's own results go: ``$TOOLKIT_USER_DATA`` if set, else
     ``$XDG_DATA_HOME/toolkit``, else ``~/.local/share/toolkit``. Never inside the
     repository, so the shipped stores stay as they were committed."""
-    explicit = os.environ.get("TOOLKIT_USER_DATA")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "toolkit"
-    return Path.home() / ".local" / "share" / "toolkit"
+    default = Path.home() / ".local" / "share" / "toolkit"
+    return _base_directory("TOOLKIT_USER_DATA", "XDG_DATA_HOME", default)
 
 
 def user_store(study: str) -> Path:

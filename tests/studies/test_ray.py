@@ -7,7 +7,7 @@ import pytest
 import ray  # an optional extra of the package; `make test` installs it
 
 from toolkit import store as results
-from toolkit.studies.sweep import SweepSpec, run_local
+from toolkit.studies.sweep import run_local
 
 
 @pytest.fixture
@@ -19,19 +19,10 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_ray_and_local_executors_give_the_same_results(tmp_path, local_ray):
+def test_ray_and_local_executors_give_the_same_results(tmp_path, local_ray, two_by_two_spec):
     from toolkit.studies.ray import run_ray
 
-    spec = SweepSpec(
-        task="digits",
-        parametrizations=("sp", "mup"),
-        widths=(16, 32),
-        depths=(1,),
-        lrs=(1e-3, 1e-2, 1e-1),
-        seeds=2,
-        steps=(30,),
-        eval_every=10,
-    )
+    spec = two_by_two_spec.with_(steps=(30,), eval_every=10)
     run_local(spec, tmp_path / "local", quiet=True)
     work = run_ray(spec, tmp_path / "ray", quiet=True)
     assert len(work.groups) == 4

@@ -25,17 +25,8 @@ def test_log2_lr_ranges_are_evenly_spaced_in_log2():
     assert parse_numbers("lrs", "1e-3, 3e-3") == (1e-3, 3e-3)
 
 
-def test_plan_batches_runs_that_share_a_shape():
-    spec = SweepSpec(
-        task="digits",
-        parametrizations=("sp", "mup"),
-        widths=(16, 32),
-        depths=(1,),
-        lrs=(1e-3, 1e-2, 1e-1),
-        weight_decays=(0.0, 0.1),
-        seeds=2,
-        steps=(10,),
-    )
+def test_plan_batches_runs_that_share_a_shape(two_by_two_spec):
+    spec = two_by_two_spec.with_(weight_decays=(0.0, 0.1), steps=(10,))
     work = plan(spec)
     assert spec.size == 2 * 2 * 3 * 2 * 2
     assert len(work.groups) == 4  # one per (parametrization, width)

@@ -106,15 +106,7 @@ def coord_check_seeds(
     )
 
 
-def coord_check(
-    config: TrainConfig,
-    widths: Sequence[int],
-    *,
-    lr: float,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-    task: Task | None = None,
-    device: str = "cpu",
-) -> pl.DataFrame:
+def coord_check(*args: object, **kwargs: object) -> pl.DataFrame:
     """Activation sizes per width, layer and step, averaged over ``seeds``.
 
     The arguments are those of :func:`coord_check_seeds`. Returns
@@ -122,5 +114,4 @@ def coord_check(
     role, step, stat, value, diverged, seeds_diverged``; a diverged member's inf or
     NaN makes the mean inf or NaN, never a number that hides it.
     """
-    per_seed = coord_check_seeds(config, widths, lr=lr, seeds=seeds, task=task, device=device)
-    return seed_mean(per_seed)
+    return seed_mean(coord_check_seeds(*args, **kwargs))

@@ -15,19 +15,24 @@ from toolkit.errors import InputError
 from toolkit.ui.console import print_json, print_table
 
 
-def report_parser(sub) -> None:
-    """``report DIR``: runs, optimal learning rates and their drift."""
-    parser = sub.add_parser(
-        "report",
-        help="summarise a results store",
-        description="Runs and the best learning rate per configuration in a results store, "
-        "and how it drifts with width and depth (with the fit's method). An optimum at the "
-        "edge of the LR grid is a bound and is named as such. A store with no runs, or none "
-        "that finished ok, is explained in one line (exit status 0).",
-    )
+def _store_verb(sub, verb: str, run, help_text: str, description: str):
+    """A verb over one results store: the store's directory, ``--json``, and ``run``."""
+    parser = sub.add_parser(verb, help=help_text, description=description)
     parser.add_argument("store", help="results store directory")
     parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.set_defaults(run=run_report)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def report_parser(sub) -> None:
+    """``report DIR``: runs, optimal learning rates and their drift."""
+    _store_verb(
+        sub, "report", run_report, "summarise a results store",
+        "Runs and the best learning rate per configuration in a results store, and how it "
+        "drifts with width and depth (with the fit's method). An optimum at the edge of the "
+        "LR grid is a bound and is named as such. A store with no runs, or none that "
+        "finished ok, is explained in one line (exit status 0).",
+    )  # fmt: skip
 
 
 def _nothing_to_fit(runs: pl.DataFrame, where: str) -> str | None:
@@ -114,22 +119,19 @@ def run_report(args: argparse.Namespace) -> None:
 
 def store_parser(sub) -> None:
     """``store DIR``: verify every byte, list damage and duplicates, repair on request."""
-    parser = sub.add_parser(
-        "store",
-        help="verify a results store; move damaged files aside, remove duplicates",
-        description="Read every byte of every file of a store and check it against the "
-        "checksum written with it; list damaged files and runs stored more than once. "
-        "--quarantine moves damaged files to DIR/quarantine (a resumed sweep trains their "
-        "runs again; refused while a sweep writes), --dedupe removes the extra copies, "
-        "--upgrade gives a schema-version-1 store its checksums. Exit status: 0 if the store "
-        "is sound (after the repairs asked for), 1 if problems remain, 2 on bad input.",
-    )
-    parser.add_argument("store", help="results store directory")
+    parser = _store_verb(
+        sub, "store", run_store,
+        "verify a results store; move damaged files aside, remove duplicates",
+        "Read every byte of every file of a store and check it against the checksum "
+        "written with it; list damaged files and runs stored more than once. --quarantine "
+        "moves damaged files to DIR/quarantine (a resumed sweep trains their runs again; "
+        "refused while a sweep writes), --dedupe removes the extra copies, --upgrade gives "
+        "a schema-version-1 store its checksums. Exit status: 0 if the store is sound "
+        "(after the repairs asked for), 1 if problems remain, 2 on bad input.",
+    )  # fmt: skip
     parser.add_argument("--quarantine", action="store_true", help="move damaged files aside")
     parser.add_argument("--dedupe", action="store_true", help="remove duplicate runs")
     parser.add_argument("--upgrade", action="store_true", help="add checksums (schema 1 -> 2)")
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    parser.set_defaults(run=run_store)
 
 
 def run_store(args: argparse.Namespace) -> int:
