@@ -52,7 +52,7 @@ def main() -> None:
         started = time.perf_counter()
         control.value = value
         elapsed = time.perf_counter() - started
-        assert not explorer.errors.outputs, explorer.errors.outputs
+        assert not explorer.message, explorer.message
         state = explorer.values().__repr__()
         (again if state in seen else first).append(elapsed)
         seen.add(state)

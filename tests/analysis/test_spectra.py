@@ -213,10 +213,10 @@ def test_spectra_explorer_draws_every_view(study):
     for view in (*SPECTRA_VIEWS[1:], SPECTRA_VIEWS[0]):
         before = explorer.image.value
         explorer.controls["view"].value = view
-        assert not explorer.errors.outputs, (view, explorer.errors.outputs)
+        assert not explorer.message, (view, explorer.message)
         assert explorer.image.value and explorer.image.value != before
     explorer.controls["step"].value = 0
     explorer.controls["stat"].value = "sigma_max"
-    assert not explorer.errors.outputs
+    assert not explorer.message
     with pytest.raises(ValueError, match="study='other'"):
         spectra_explorer(StudyData(study), study="other")

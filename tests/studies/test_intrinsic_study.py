@@ -206,11 +206,11 @@ def test_explorer_draws_every_view_and_redraws_on_a_new_threshold(study):
             controls["view"].value = view
             before = explorer.image.value
             controls["threshold"].value = 0.6
-            assert explorer.image.value != before and not explorer.errors.outputs
+            assert explorer.image.value != before and not explorer.message
             controls["threshold"].value = 0.9
     controls["task"].options = ["digits", "mnist1d"]
-    controls["task"].value = "mnist1d"  # not measured: said under the figure
-    assert "nothing measured for mnist1d" in explorer.errors.outputs[0]["text"]
+    controls["task"].value = "mnist1d"  # not measured: said in the figure area
+    assert "nothing measured for mnist1d" in explorer.message
 
 
 def test_a_new_baseline_lr_grid_is_a_new_measurement(study, tmp_path):

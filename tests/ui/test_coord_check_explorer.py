@@ -34,7 +34,7 @@ def test_building_it_trains_nothing():
 
 def test_starts_with_sp_and_mup_side_by_side(explorer):
     assert explorer.controls["parametrizations"].value == ("sp", "mup")
-    assert not explorer.errors.outputs and explorer.image.value
+    assert not explorer.message and explorer.image.value
     assert [ax.get_title() for ax in explorer.figure.axes] == [
         "parametrization sp",
         "parametrization mup",
@@ -49,9 +49,9 @@ def test_the_step_slider_redraws_without_training(explorer):
     assert explorer.image.value != before
     assert explorer.results == trained
     explorer.controls["optimizer"].value = "sgd"
-    assert ("sp", "sgd", 2**-7) in explorer.results and not explorer.errors.outputs
+    assert ("sp", "sgd", 2**-7) in explorer.results and not explorer.message
     explorer.controls["parametrizations"].value = ()
-    assert "parametrizations=() is empty" in str(explorer.errors.outputs)
+    assert "parametrizations=() is empty" in explorer.message
 
 
 def test_width_ratios_are_one_at_the_smallest_width_for_each_parametrization(explorer):
@@ -79,7 +79,7 @@ def test_draws_what_the_cli_prints_for_the_same_flags(explorer):
 def test_a_blow_up_is_drawn_as_diverged_with_a_message_and_fails_the_verdict():
     explorer = CoordCheckExplorer(widths=(16, 32, 64), seeds=2, parametrizations=("sp", "mup"))
     explorer.select(lr=2**-1, parametrizations=("sp",), step=3)
-    assert not explorer.errors.outputs
+    assert not explorer.message
     texts = [t.get_text() for ax in explorer.figure.axes for t in ax.texts]
     assert any(t.startswith("x diverged: width") for t in texts), texts
     drawn = explorer.results["sp", "adam", 2**-1].filter(pl.col("step") == 3)

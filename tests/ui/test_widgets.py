@@ -34,7 +34,7 @@ def test_a_control_change_redraws_the_same_figure_with_a_new_picture(study):
     assert explorer.image.value != first
     for view in ("optimum", "regret"):
         explorer.controls["view"].value = view
-        assert explorer.image.value and not explorer.errors.outputs
+        assert explorer.image.value and not explorer.message
 
 
 def test_sliders_redraw_on_release_not_on_every_pixel(study):
@@ -65,7 +65,7 @@ def test_run_more_appends_a_new_size_to_the_store_and_redraws(study):
     assert 48 in data.losses["width"].to_list()  # the explorer's frames were re-read
     assert more.run() == 0  # already there: nothing retrained
     assert data.runs.filter(pl.col("width") == 48).height == 16
-    assert len(redraws) == 2 and not explorer.errors.outputs
+    assert len(redraws) == 2 and not explorer.message
 
 
 def _files(path) -> dict:
@@ -107,4 +107,4 @@ def test_points_trained_over_a_read_only_store_go_to_the_user_store(study, tmp_p
     assert 24 in explorer.controls["width"].options
     assert 24 in explorer.controls["width"].value  # shown at once
     assert data.runs.filter(pl.col("width") == 24).height == 16
-    assert not explorer.errors.outputs
+    assert not explorer.message

@@ -6,6 +6,7 @@ Unlike the explorers of stored studies, this one measures live: each
 it trains nothing; the first draw (:meth:`~toolkit.ui.explorer.Explorer.redraw`,
 or displaying it in a notebook) trains the starting settings. A member that blows up
 is drawn as diverged (crosses, and a message in its panel), never as empty axes.
+While a setting trains (seconds), the explorer says so and its controls are disabled.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from toolkit.engine.train import TrainConfig
 from toolkit.errors import InputError
 from toolkit.studies.coord_check import DEFAULT_SEEDS, coord_check_seeds
 from toolkit.ui import plots
-from toolkit.ui.explorer import Explorer, dropdown
+from toolkit.ui.explorer import LABELS, Explorer, dropdown
+from toolkit.ui.style import ordered
 
 
 def _log2_label(value: float) -> str:
@@ -68,7 +70,8 @@ class CoordCheckExplorer(Explorer):
         self.config = config
         self.task = task or load_task(config.task)
         self.seeds = seeds
-        self.parametrizations = list(parametrizations)
+        names = pl.DataFrame({"parametrization": list(parametrizations)})
+        self.parametrizations = ordered(names, "parametrization")
         self._results: dict[tuple[str, str, float], pl.DataFrame] = {}
         self._per_seed: dict[tuple[str, str, float], pl.DataFrame] = {}
         lrs = sorted(float(lr) for lr in lrs)
@@ -85,9 +88,9 @@ class CoordCheckExplorer(Explorer):
             "parametrizations": widgets.SelectMultiple(
                 options=self.parametrizations,
                 value=side_by_side or tuple(self.parametrizations[:1]),
-                description="param.", rows=min(len(self.parametrizations), 4),
+                description="parametrizations", rows=min(len(self.parametrizations), 4),
             ),
-            "stat": widgets.ToggleButtons(options=["l1", "rms"], description="stat"),
+            "stat": widgets.ToggleButtons(options=["l1", "rms"], description="stat", style=LABELS),
         }  # fmt: skip
         super().__init__(controls, self._render, name=name)
 
@@ -108,8 +111,11 @@ class CoordCheckExplorer(Explorer):
                 parametrization=self.config.parametrization.with_(name=parametrization),
                 optimizer=optimizer,
             )
-            found = coord_check_seeds(run_config, self.widths, lr=lr, seeds=range(self.seeds),
-                                      task=self.task)  # fmt: skip
+            what = (f"training {parametrization}, {optimizer}, LR {_log2_label(lr)} at widths "
+                    f"{', '.join(map(str, self.widths))}...")  # fmt: skip
+            with self.busy(what):
+                found = coord_check_seeds(run_config, self.widths, lr=lr,
+                                          seeds=range(self.seeds), task=self.task)  # fmt: skip
             self._per_seed[key] = found
             self._results[key] = seed_mean(found).with_columns(
                 parametrization=pl.lit(parametrization)
@@ -143,9 +149,6 @@ class CoordCheckExplorer(Explorer):
         if not chosen:
             raise InputError("parametrizations=() is empty: pick at least one")
         rows = pl.concat(self.measure(p, values["optimizer"], values["lr"]) for p in chosen)
-        # Panels follow the options' order (SP before muP), not the alphabet.
-        order = pl.Enum(self.parametrizations)
-        rows = rows.with_columns(pl.col("parametrization").cast(order))
         title = (f"{values['optimizer']}, LR {_log2_label(values['lr'])}, "
                  f"step {values['step']}")  # fmt: skip
         plots.coord_check_plot(rows.filter(pl.col("step") == values["step"]),

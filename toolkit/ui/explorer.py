@@ -4,10 +4,17 @@ figure with its export row, and the "train more points" row.
 An :class:`Explorer` wires ipywidgets controls to a ``render(fig, values)``
 function (which queries a frame and calls a :mod:`toolkit.ui.plots` function with
 ``fig=``). The figure is one matplotlib ``Figure`` reused at every redraw and
-shown as a PNG image widget, so a redraw replaces the picture in place.
-Sliders are created with ``continuous_update=False``: they redraw when
-released, not at every pixel of a drag. Errors go to an output area under the
-figure (the last good picture stays). An export row writes the current figure
+shown as a PNG image widget, so a redraw replaces the picture in place; the PNG
+has twice the pixels of its size on the page, so text stays sharp on
+high-density screens. Sliders are created with ``continuous_update=False``: they
+redraw when released, not at every pixel of a drag. When nothing can be drawn
+the figure area says why in a line of text (an :class:`~toolkit.errors.InputError`'s
+message, such as a setting whose runs all diverged; for any other error, its type
+and message), never with a traceback and never leaving the previous picture
+under the new settings; the traceback goes to the ``toolkit.ui`` logger (at
+ERROR for anything but an ``InputError``). Controls that do not apply to the
+current view are greyed out, and anything slow (training) shows a busy line and
+disables the controls while it runs. An export row writes the current view
 with :func:`toolkit.ui.style.export`. A :class:`RunMore` given to an explorer adds
 a button that trains more points into the store with a progress bar; the
 explorer redraws when they arrive.
@@ -20,9 +27,11 @@ is being built.
 from __future__ import annotations
 
 import io
+import logging
+import textwrap
 import time
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +44,15 @@ from toolkit import store as results
 from toolkit.analysis.optima import losses_at_steps
 from toolkit.errors import InputError
 from toolkit.paths import is_shipped, user_store
-from toolkit.ui.style import FORMATS, VENUES, export, rc
+from toolkit.ui.style import FORMATS, VENUES, export, ordered, rc
+
+log = logging.getLogger("toolkit.ui")
+
+LABELS = {"description_width": "initial"}
+"""Control style: the label takes the width it needs, never truncated."""
+
+SCREEN_SCALE = 2
+"""Pixels of the PNG shown per pixel of its size on the page (a 2x, "retina" picture)."""
 
 
 class StudyData:
@@ -99,29 +116,33 @@ class StudyData:
             self.__dict__.pop(name, None)
 
     def values(self, column: str) -> list:
-        """Sorted distinct values of a runs column (for a control's options)."""
-        return self.runs[column].unique().sort().to_list()
+        """Distinct values of a runs column in the order shown
+        (:func:`~toolkit.ui.style.ordered`), for a control's options."""
+        return ordered(self.runs, column)
 
 
 def dropdown(options: list, value: object = None, description: str = "") -> widgets.Dropdown:
     """A dropdown over ``options``, on ``value`` (the first option by default)."""
     return widgets.Dropdown(
-        options=options, value=options[0] if value is None else value, description=description
-    )
+        options=options, value=options[0] if value is None else value, description=description,
+        style=LABELS,
+    )  # fmt: skip
 
 
 def choose_many(options: list, description: str = "") -> widgets.SelectMultiple:
     """Pick several values (e.g. which widths to show); all selected at first."""
     return widgets.SelectMultiple(
-        options=options, value=tuple(options), description=description, rows=min(len(options), 6)
-    )
+        options=options, value=tuple(options), description=description,
+        rows=min(len(options), 6), style=LABELS,
+    )  # fmt: skip
 
 
 def step_slider(steps: list[int], description: str = "step") -> widgets.SelectionSlider:
     """A slider over the recorded training steps that redraws on release only."""
     return widgets.SelectionSlider(
-        options=steps, value=steps[-1], description=description, continuous_update=False
-    )
+        options=steps, value=steps[-1], description=description, continuous_update=False,
+        style=LABELS,
+    )  # fmt: skip
 
 
 class RunMore:
@@ -133,14 +154,19 @@ class RunMore:
     ``axis`` is the grid field to extend (``widths``, ``depths`` or ``steps``) and
     ``options`` the values offered. Runs already in the store are skipped, so a
     second click with the same choice trains nothing. The sweep's progress bar
-    (tqdm, a widget in a notebook) shows in this row's output area. Give it to an
-    explorer (``run_more=``), which shows the row and redraws after new runs.
+    (tqdm, a widget in a notebook) shows in this row's output area; while it runs
+    the button is disabled and reads "training...". Give it to an explorer
+    (``run_more=``), which shows the row and redraws after new runs.
     """
+
+    LABEL = "Train more points"
 
     def __init__(self, data: StudyData, specs: list, *, axis: str, options: list) -> None:
         self.data, self.specs, self.axis = data, list(specs), axis
-        self.choice = dropdown(list(options), description=axis.removesuffix("s"))
-        self.button = widgets.Button(description="Train more points", icon="play")
+        self.choice = dropdown(list(options), description="train " + axis.removesuffix("s"))
+        self.button = widgets.Button(
+            description=self.LABEL, icon="play", layout=widgets.Layout(width="auto")
+        )
         self.output = widgets.Output()
         self.button.on_click(lambda _: self.run())
         self.widget = widgets.VBox([widgets.HBox([self.choice, self.button]), self.output])
@@ -155,13 +181,13 @@ class RunMore:
         from toolkit.studies.sweep import run_local
 
         specs = [spec.with_(**{self.axis: (self.choice.value,)}) for spec in self.specs]
-        self.button.disabled = True
+        self.button.disabled, self.button.description = True, "training..."
         self.output.clear_output()
         try:
             with self.output:
                 work = run_local(specs, self.data.user_path)
         finally:
-            self.button.disabled = False
+            self.button.disabled, self.button.description = False, self.LABEL
         self.data.reload()
         for callback in self._callbacks:
             callback()
@@ -177,17 +203,30 @@ def _unused_name(directory: Path, stem: str, suffix: str) -> Path:
     return path
 
 
+def _message(fig: Figure, text: str) -> None:
+    """Draw ``text`` in place of the plot, wrapped, in the middle of ``fig`` (cleared)."""
+    fig.clear()
+    width_chars = max(int(fig.get_figwidth() * 11), 40)
+    fig.text(0.5, 0.5, textwrap.fill(text, width_chars), ha="center", va="center",
+             color="crimson", fontsize="medium")  # fmt: skip
+
+
 class Explorer:
-    """Controls bound to a render function, one reused figure, errors and export.
+    """Controls bound to a render function, one reused figure, messages and export.
 
     Args:
         controls: named widgets; their current values are passed to ``render``.
-        render: ``render(fig, values)`` draws into ``fig`` (already cleared).
+        render: ``render(fig, values)`` draws into ``fig`` (already cleared); it raises
+            :class:`~toolkit.errors.InputError` with a short message when there is
+            nothing to draw for ``values``.
         name: file stem for exported figures.
         export_dir: where exports go (default ``figures/``).
-        dpi: resolution of the picture shown on screen.
+        dpi: pixels per inch of the figure on the page (its CSS size); the PNG has
+            :data:`SCREEN_SCALE` times as many.
         run_more: a "train more points" row shown above the figure; the explorer
             redraws from the re-read store after each of its runs.
+        inactive: ``inactive(values)`` names the controls that do not apply to the
+            view ``values`` select (greyed out); by default all apply.
     """
 
     def __init__(
@@ -199,23 +238,27 @@ class Explorer:
         export_dir: str | Path = "figures",
         dpi: int = 90,
         run_more: RunMore | None = None,
+        inactive: Callable[[dict], Collection[str]] = lambda _values: (),
     ) -> None:
         self.controls = dict(controls)
         self.render = render
         self.name = name
         self.export_dir = Path(export_dir)
         self.dpi = dpi
+        self.inactive = inactive
         self.figure = Figure()  # fixed margins (see plots._subplots): no layout pass per draw
-        self._pictures: dict[tuple, bytes] = {}
+        self._pictures: dict[tuple, tuple[bytes, tuple[float, float]]] = {}
         self.image = widgets.Image(format="png")
-        self.errors = widgets.Output()
+        self.message = ""
+        """What the figure area says instead of a plot ("" while it shows one)."""
         self.status = widgets.HTML()
         self.draw_seconds: float | None = None
         for control in self.controls.values():
+            control.style.description_width = "initial"
             control.observe(self._on_change, names="value")
-        self.venue = widgets.Dropdown(options=sorted(VENUES), value="neurips", description="venue")
-        self.column = widgets.Dropdown(options=["column", "full"], description="width")
-        self.format = widgets.Dropdown(options=list(FORMATS), description="format")
+        self.venue = dropdown(sorted(VENUES), value="neurips", description="venue")
+        self.column = dropdown(["column", "full"], description="page width")
+        self.format = dropdown(list(FORMATS), description="format")
         self.export_button = widgets.Button(description="Export", icon="download")
         self.export_button.on_click(lambda _: self.export())
         self.run_more = run_more
@@ -245,29 +288,65 @@ class Explorer:
                 control.observe(self._on_change, names="value")
         self.redraw()
 
+    @contextmanager
+    def busy(self, what: str) -> Iterator[None]:
+        """Show ``what`` (e.g. "training sp, adam...") and disable the controls while the
+        block runs; afterwards each control is as enabled as it was."""
+        enabled = {name: not c.disabled for name, c in self.controls.items()}
+        for control in self.controls.values():
+            control.disabled = True
+        self.status.value = f"<i>{what}</i>"
+        try:
+            yield
+        finally:
+            for name, control in self.controls.items():
+                control.disabled = not enabled[name]
+            self.status.value = ""
+
+    def _picture(self, values: dict) -> tuple[bytes, tuple[float, float]]:
+        """``values``' view as PNG bytes and its size in inches; a message when nothing
+        can be drawn (logged with its traceback)."""
+        self.figure.clear()
+        self.message = ""
+        try:
+            self.render(self.figure, values)
+        except InputError as error:
+            log.info("nothing to draw for %s", values, exc_info=True)
+            self.message = str(error)
+        except Exception as error:  # a bug: shown in one line, its traceback logged
+            log.error("drawing %s failed", values, exc_info=True)
+            self.message = (f"could not draw this view ({type(error).__name__}: {error}); "
+                            "the traceback is in the log (logger toolkit.ui)")  # fmt: skip
+        if self.message:
+            _message(self.figure, self.message)
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=self.dpi * SCREEN_SCALE)
+        return buffer.getvalue(), tuple(self.figure.get_size_inches())
+
     def redraw(self) -> None:
-        """Render into the figure and show it; an error is shown, the old picture stays.
+        """Render into the figure and show it at its size on the page, or a message in
+        its place when there is nothing to draw.
 
         Pictures are kept per combination of control values, so going back to a
         setting already seen is instant; :meth:`forget` drops them when the data
-        change.
+        change. Messages are not kept: the next visit tries again.
         """
         started = time.perf_counter()
         values = self.values()
+        inactive = set(self.inactive(values))
+        for name, control in self.controls.items():
+            control.disabled = name in inactive
         key = tuple(sorted((name, repr(value)) for name, value in values.items()))
-        try:
-            if key not in self._pictures:
-                self.figure.clear()
-                self.render(self.figure, values)
-                buffer = io.BytesIO()
-                self.figure.savefig(buffer, format="png", dpi=self.dpi)
-                self._pictures[key] = buffer.getvalue()
-        except Exception:  # shown to the user under the figure, never raised into the UI
-            self.errors.outputs = ()
-            self.errors.append_stdout(traceback.format_exc(limit=3))
-            return
-        self.errors.outputs = ()
-        self.image.value = self._pictures[key]
+        if key in self._pictures:
+            self.message = ""
+            png, (width, height) = self._pictures[key]
+        else:
+            png, (width, height) = self._picture(values)
+            if not self.message:
+                self._pictures[key] = png, (width, height)
+        self.image.value = png
+        self.image.layout.width = f"{round(width * self.dpi)}px"
+        self.image.layout.height = f"{round(height * self.dpi)}px"
         self.draw_seconds = time.perf_counter() - started
 
     def forget(self) -> None:
@@ -296,13 +375,13 @@ class Explorer:
 
     @property
     def widget(self) -> widgets.Widget:
-        """Controls, the "train more" row if any, the figure, errors and the export row."""
-        controls = widgets.HBox(
-            list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")
-        )
+        """Controls, the "train more" row if any, the figure, the export row and status."""
+        wrap = widgets.Layout(flex_flow="row wrap")
+        controls = widgets.HBox(list(self.controls.values()), layout=wrap)
         extra = [] if self.run_more is None else [self.run_more.widget]
-        exports = widgets.HBox([self.venue, self.column, self.format, self.export_button])
-        return widgets.VBox([controls, *extra, self.image, self.errors, exports, self.status])
+        exports = widgets.HBox([self.venue, self.column, self.format, self.export_button],
+                               layout=wrap)  # fmt: skip
+        return widgets.VBox([controls, *extra, self.image, exports, self.status])
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -2,9 +2,10 @@
 
 No function here trains or loads anything. Every function takes ``fig=`` to draw
 into an existing figure (cleared first) instead of a new one. The figures share
-one layout (:class:`_Layout`): a row of panels, one per value of ``col``, one
-colour per value of ``hue``, the legend right of the last panel and the title
-above; a single-panel figure keeps its legend inside and its title on the axes.
+one layout (:class:`_Layout`): a row of panels, one per value of ``col``, one colour
+per value of ``hue`` (both in :func:`~toolkit.ui.style.ordered` order), the legend
+right of the last panel and the title above; a single-panel figure keeps its legend
+inside and its title on the axes.
 """
 
 from __future__ import annotations
@@ -19,16 +20,13 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from toolkit.ui.style import ordered
+
 SEQUENTIAL = "flare"
 """Palette for an ordered ``hue`` (widths, depths, steps)."""
 
 CATEGORICAL = "colorblind"
 """Palette for named series (parametrizations, layers, rules)."""
-
-
-def _palette(values: list, name: str) -> dict:
-    """One colour per value, in the given order."""
-    return dict(zip(values, sns.color_palette(name, len(values)), strict=True))
 
 
 def _subplots(
@@ -74,9 +72,9 @@ class _Layout:
         height: float,
         fig: Figure | None,
     ) -> _Layout:
-        """One panel per sorted value of ``col`` (shared y axis), ``width`` x ``height``
-        inches each."""
-        panels = [None] if col is None else frame[col].unique(maintain_order=True).sort().to_list()
+        """One panel per value of ``col`` in the order shown (shared y axis), ``width`` x
+        ``height`` inches each."""
+        panels = [None] if col is None else ordered(frame, col)
         fig, axes = _subplots(len(panels), sharey=True, width=width, height=height, fig=fig)
         return cls(fig, axes, col, panels, hue, _colors(frame, hue, palette), single=False)
 
@@ -135,8 +133,10 @@ class _Layout:
 
 
 def _colors(frame: pl.DataFrame, hue: str | None, palette: str) -> dict:
-    """A colour per sorted value of ``hue`` (none without ``hue``)."""
-    return {} if hue is None else _palette(frame[hue].unique().sort().to_list(), palette)
+    """A colour per value of ``hue`` in the order shown (:func:`~toolkit.ui.style.ordered`;
+    none without ``hue``); the legend follows it."""
+    values = [] if hue is None else ordered(frame, hue)
+    return dict(zip(values, sns.color_palette(palette, len(values)), strict=True))
 
 
 def coord_check_plot(frame: pl.DataFrame, *, stat: str = "l1", x: str = "width",

@@ -28,6 +28,9 @@ files with the requested size, embedded TrueType (Type 42) fonts, no
 timestamps or version strings (the same figure gives byte-identical files,
 so ``SOURCE_DATE_EPOCH`` has nothing to set), and atomically (a failed export
 leaves any existing file as it was).
+
+:func:`ordered` is the order series, panels, legends and options are shown in:
+by meaning where a column has one (:data:`MEANING_ORDER`), else sorted.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib as mpl
+import polars as pl
 from matplotlib.figure import Figure
 
+from toolkit.analysis.spectra import layer_order
 from toolkit.errors import InputError, check_choice, check_positive
 from toolkit.io import write_all_atomically
 
@@ -107,6 +112,30 @@ _METADATA: dict[str, dict[str, Any]] = {
     "svg": {"Creator": "toolkit", "Date": None},
     "png": {"Software": None},
 }
+
+
+MEANING_ORDER: dict[str, tuple[str, ...]] = {
+    "parametrization": ("sp", "ntk", "mf", "mup"),
+    "depth_rule": ("none", "depth-mup", "completep"),
+}
+"""Named values in the order a reader compares them: the standard parametrization
+before the ones that fix it (SP, NTK, mean-field, muP), no depth scaling before the
+depth rules (depth-muP, CompleteP). Values not listed follow, alphabetically."""
+
+
+def ordered(frame: pl.DataFrame, column: str) -> list:
+    """The distinct values of ``frame[column]`` in the order they are shown.
+
+    Layers go input to readout (:func:`toolkit.analysis.spectra.layer_order`, by the
+    ``role`` column, hidden layers numbered in order); a column of
+    :data:`MEANING_ORDER` follows it; anything else is sorted (numbers by value).
+    """
+    if column == "layer" and "role" in frame.columns:
+        return layer_order(frame.select("layer", "role"))
+    values = frame[column].unique().drop_nulls().sort().to_list()
+    meaning = MEANING_ORDER.get(column, ())
+    rank = {value: i for i, value in enumerate(meaning)}
+    return sorted(values, key=lambda value: rank.get(value, len(meaning)))
 
 
 def _venue(venue: str) -> Venue:

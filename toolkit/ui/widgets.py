@@ -3,7 +3,8 @@
 heatmaps, spectra, intrinsic dimension).
 
 Each function builds an :class:`~toolkit.ui.explorer.Explorer` from what it is
-given and draws it at once from the stored data (nothing trains). No analysis or
+given and draws it at once from the stored data (nothing trains). A selection
+with no runs, or whose runs all diverged, is said so in the figure area. No analysis or
 training logic lives here: widgets only wire controls to the store,
 :mod:`toolkit.analysis` and :mod:`toolkit.ui.plots`.
 """
@@ -20,33 +21,55 @@ from toolkit.analysis.optima import lr_curves, optimal_lr
 from toolkit.analysis.transfer import drift, transfer_regret
 from toolkit.errors import InputError
 from toolkit.ui import plots
-from toolkit.ui.explorer import Explorer, RunMore, StudyData, choose_many, dropdown, step_slider
+from toolkit.ui.explorer import (
+    LABELS,
+    Explorer,
+    RunMore,
+    StudyData,
+    choose_many,
+    dropdown,
+    step_slider,
+)
+from toolkit.ui.style import ordered
 
 SEED_MEAN = "mean over seeds"
 
 
 def _selected_losses(data: StudyData, values: dict, hue: str) -> pl.DataFrame:
-    """The loss rows the shared transfer controls select (split, step, hue values, seeds)."""
+    """The loss rows the shared transfer controls select (split, step, hue values, seeds).
+
+    Raises :class:`InputError` naming the selection when it has no runs, or when all of
+    them diverged (e.g. "no runs for optimizer=sgd, width 48: all diverged")."""
     frame = data.losses.filter(
         pl.col("split") == values["split"],
         pl.col("step") == values["step"],
         pl.col(hue).is_in(list(values[hue])),
     )
+    chosen = values[hue] and ", ".join(str(v) for v in values[hue])
+    where = [f"{hue} {chosen}" if chosen else f"no {hue} chosen"]
     for name, value in values.items():
         if name not in ("split", "step", "seeds", "view", hue) and name in frame.columns:
             frame = frame.filter(pl.col(name) == value)
+            where.insert(-1, f"{name}={value}")
     if values["seeds"] != SEED_MEAN:
         frame = frame.filter(pl.col("seed") == int(values["seeds"].removeprefix("seed ")))
+        where.append(values["seeds"])
+    if frame.height == 0:
+        raise InputError(f"no runs for {', '.join(where)}")
+    if (frame["status"] != "ok").all():
+        raise InputError(f"no runs for {', '.join(where)}: all diverged")
     return frame
 
 
 def transfer_controls(data: StudyData, *, hue: str, fixed: tuple[str, ...] = ()) -> dict:
     """The shared controls of a transfer view: loss split, training step, which ``hue``
     values to show, seed aggregation, and a dropdown for each column in ``fixed``."""
-    controls = {name: dropdown(data.values(name), description=name) for name in fixed}
-    controls["split"] = widgets.ToggleButtons(options=["train", "val"], description="loss")
+    controls = {name: dropdown(data.values(name), description=name.replace("_", " "))
+                for name in fixed}  # fmt: skip
+    controls["split"] = widgets.ToggleButtons(options=["train", "val"], description="loss",
+                                              style=LABELS)  # fmt: skip
     controls["step"] = step_slider(data.losses["step"].unique().sort().to_list())
-    controls[hue] = choose_many(data.values(hue), description=hue)
+    controls[hue] = choose_many(data.values(hue), description=f"{hue}s shown")
     seeds = [SEED_MEAN] + [f"seed {s}" for s in data.values("seed")]
     controls["seeds"] = dropdown(seeds, description="seeds")
     return controls
@@ -80,7 +103,7 @@ def transfer_explorer(
     """
     controls = transfer_controls(data, hue=hue, fixed=fixed)
     controls["view"] = widgets.ToggleButtons(
-        options=["curves", "optimum", "regret"], description="view"
+        options=["curves", "optimum", "regret"], description="view", style=LABELS
     )
 
     def render(fig: Figure, values: dict) -> None:
@@ -141,6 +164,18 @@ SPECTRA_VIEWS = ("spectra across widths", "spectra across steps", "scaling with 
                  "condition heatmap")  # fmt: skip
 """The views of :func:`spectra_explorer`."""
 
+_SPECTRA_UNUSED = {
+    "spectra across widths": ("width", "stat"),
+    "spectra across steps": ("step", "stat"),
+    "scaling with width": ("width",),
+    "condition heatmap": ("layer", "width"),
+}
+
+
+def _spectra_unused(values: dict) -> tuple[str, ...]:
+    """The :func:`spectra_explorer` controls its current view does not use."""
+    return _SPECTRA_UNUSED[values["view"]]
+
 
 def spectra_explorer(
     data: StudyData, *, study: str | None = "spectra", name: str = "spectra"
@@ -162,17 +197,18 @@ def spectra_explorer(
     means = spectral_analysis.seed_mean(probes)
     spectra = spectral_analysis.mean_spectrum(spectral_analysis.singular_value_frame(probes))
     stats = [s for s in spectral_analysis.SUMMARY_STATS if s in set(means["stat"].to_list())]
-    params = probes["parametrization"].unique().sort().to_list()
+    params = ordered(probes, "parametrization")
     layers = spectral_analysis.layer_order(probes)
     roles = dict(probes.select("layer", "role").unique().iter_rows())
     hidden = [layer for layer in layers if roles[layer] == "hidden"]
     controls = {
-        "view": widgets.ToggleButtons(options=list(SPECTRA_VIEWS), description="view"),
+        "view": widgets.ToggleButtons(options=list(SPECTRA_VIEWS), description="view",
+                                      style=LABELS),
         "step": step_slider(probes["step"].unique().sort().to_list()),
         "layer": dropdown(layers, value=hidden[0] if hidden else None, description="layer"),
         "width": widgets.SelectionSlider(options=probes["width"].unique().sort().to_list(),
                                          description="width", continuous_update=False),
-        "parametrizations": choose_many(params, description="param."),
+        "parametrizations": choose_many(params, description="parametrizations"),
         "stat": dropdown(stats, value="cond_ratio", description="stat"),
     }  # fmt: skip
 
@@ -199,7 +235,7 @@ def spectra_explorer(
                                                   step=step)  # fmt: skip
             plots.ratio_heatmaps(table, title=f"{values['stat']} at step {step}", fig=fig)
 
-    explorer = Explorer(controls, render, name=name)
+    explorer = Explorer(controls, render, name=name, inactive=_spectra_unused)
     explorer.redraw()
     return explorer
 
@@ -232,10 +268,12 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
         return widgets.SelectionSlider(options=frame[column].drop_nulls().unique().sort().to_list(),
                                        description=column, continuous_update=False)  # fmt: skip
 
-    params = frame["parametrization"].unique().sort().to_list()
+    params = ordered(frame, "parametrization")
     controls = {
-        "view": widgets.ToggleButtons(options=list(INTRINSIC_VIEWS), description="view"),
-        "across": widgets.ToggleButtons(options=["width", "depth"], description="across"),
+        "view": widgets.ToggleButtons(options=list(INTRINSIC_VIEWS), description="view",
+                                      style=LABELS),
+        "across": widgets.ToggleButtons(options=["width", "depth"], description="across",
+                                        style=LABELS),
         "task": dropdown(frame["task"].unique().sort().to_list(), description="task"),
         "projection": dropdown(frame["projection"].unique().sort().to_list(), value="fastfood"
                                if "fastfood" in set(frame["projection"]) else None,
@@ -245,7 +283,7 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
         "d": slider("d"),
         "threshold": widgets.FloatSlider(value=0.9, min=0.5, max=1.0, step=0.05,
                                          description="threshold", continuous_update=False),
-        "parametrizations": choose_many(params, description="param."),
+        "parametrizations": choose_many(params, description="parametrizations"),
     }  # fmt: skip
 
     def render(fig: Figure, values: dict) -> None:
@@ -271,6 +309,10 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
                             ylabel=intrinsic_analysis.threshold_key(values["threshold"]),
                             title=f"{title}, across {across}", fig=fig)  # fmt: skip
 
-    explorer = Explorer(controls, render, name=name)
+    def unused(values: dict) -> tuple[str, ...]:
+        """The size that varies has no slider to use, and ``d`` marks only the curves."""
+        return (values["across"],) + (("d",) if values["view"] == "d_int vs D" else ())
+
+    explorer = Explorer(controls, render, name=name, inactive=unused)
     explorer.redraw()
     return explorer
