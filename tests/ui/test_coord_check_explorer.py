@@ -87,3 +87,14 @@ def test_a_blow_up_is_drawn_as_diverged_with_a_message_and_fails_the_verdict():
     table = explorer.verdict("sp", "adam", 2**-1)
     assert not table.filter(pl.col("step") == 3)["pass"].any()
     assert table.filter(pl.col("step") == 3)["reason"].str.starts_with("diverged").all()
+
+
+def test_training_a_new_setting_says_so_and_disables_the_controls_meanwhile(explorer):
+    seen: list = []
+    explorer.status.observe(
+        lambda change: seen.append((change.new, explorer.controls["lr"].disabled)), "value"
+    )
+    explorer.controls["lr"].value = 2**-5
+    assert ("<i>training sp, adam, LR 2^-5 at widths 16, 32...</i>", True) in seen
+    assert explorer.status.value == "" and not explorer.controls["lr"].disabled
+    assert ("sp", "adam", 2**-5) in explorer.results and not explorer.message

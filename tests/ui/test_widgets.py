@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import ipywidgets as widgets  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
@@ -108,3 +109,42 @@ def test_points_trained_over_a_read_only_store_go_to_the_user_store(study, tmp_p
     assert 24 in explorer.controls["width"].value  # shown at once
     assert data.runs.filter(pl.col("width") == 24).height == 16
     assert not explorer.message
+
+
+def _labelled(widget) -> list:
+    """Every control with a label inside ``widget``, depth first."""
+    found = [widget] if getattr(widget, "description", "") else []
+    for child in getattr(widget, "children", ()):
+        found += _labelled(child)
+    return found
+
+
+def test_labels_are_distinct_and_never_truncated(study, tmp_path):
+    data = StudyData(study, user=tmp_path / "mine")
+    more = RunMore(data, [SPEC], axis="widths", options=[24])
+    explorer = transfer_explorer(data, hue="width", run_more=more)
+    labelled = _labelled(explorer.widget)
+    labels = [w.description for w in labelled]
+    assert len(labels) == len(set(labels)), labels
+    assert {"widths shown", "train width", "page width"} <= set(labels)
+    for control in labelled:
+        if isinstance(control, widgets.Button):  # the button is as wide as its label
+            assert control.layout.width == "auto", control.description
+        else:
+            assert control.style.description_width == "initial", control.description
+
+
+def test_a_setting_whose_runs_all_diverged_says_so_in_the_figure_area(study):
+    data = StudyData(study)
+    data.losses = data.losses.with_columns(  # as if every run at width 32 had blown up
+        status=pl.when(pl.col("width") == 32).then(pl.lit("diverged")).otherwise("status")
+    )
+    explorer = transfer_explorer(data, hue="width", col="parametrization")
+    for view in ("curves", "optimum", "regret"):
+        explorer.select(view=view, width=(32,))
+        assert explorer.message == "no runs for optimizer=adamw, width 32: all diverged"
+        assert not explorer.figure.axes
+        explorer.select(width=())
+        assert explorer.message == "no runs for optimizer=adamw, no width chosen"
+        explorer.select(width=(16, 32))
+        assert not explorer.message and explorer.figure.axes

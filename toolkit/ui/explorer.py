@@ -259,7 +259,9 @@ class Explorer:
         self.venue = dropdown(sorted(VENUES), value="neurips", description="venue")
         self.column = dropdown(["column", "full"], description="page width")
         self.format = dropdown(list(FORMATS), description="format")
-        self.export_button = widgets.Button(description="Export", icon="download")
+        self.export_button = widgets.Button(
+            description="Export", icon="download", layout=widgets.Layout(width="auto")
+        )
         self.export_button.on_click(lambda _: self.export())
         self.run_more = run_more
         if run_more is not None:
