@@ -90,6 +90,7 @@ def test_a_blow_up_is_drawn_as_diverged_with_a_message_and_fails_the_verdict():
 
 
 def test_training_a_new_setting_says_so_and_disables_the_controls_meanwhile(explorer):
+    explorer.select(parametrizations=("sp",), optimizer="adam")
     seen: list = []
     explorer.status.observe(
         lambda change: seen.append((change.new, explorer.controls["lr"].disabled)), "value"
