@@ -4,7 +4,8 @@ Target: a median of at most 100 ms on the shipped data. The explorer's
 observers run synchronously, so timing the assignment of a control's value
 measures the whole path: query the store frame, fit the optima, draw and
 render the PNG the notebook shows. Settings seen before come from the
-explorer's picture cache; both kinds are reported.
+explorer's picture cache; both kinds are reported, and the target is judged on
+new settings only.
 
     python benchmarks/slider_latency.py [--repeats 3]
 """
@@ -63,10 +64,9 @@ def main() -> None:
                 f"  {label:20s} median {statistics.median(values) * 1e3:7.1f} ms, "
                 f"max {max(values) * 1e3:7.1f} ms ({len(values)} changes)"
             )
-    median = statistics.median(first + again)
+    median = statistics.median(first)
     verdict = "met" if median <= 0.1 else "missed"
-    print(f"  all changes          median {median * 1e3:7.1f} ms (target <= 100 ms: {verdict})")
-
+    print(f"  target: new-setting median <= 100 ms: {verdict} ({median * 1e3:.1f} ms)")
 
 if __name__ == "__main__":
     main()
