@@ -18,11 +18,19 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install $(TORCH_SPEC)
-	$(PIP) install -e '.[dev,ray]'
+	$(PIP) install -e '.[dev,ray,lab]'
 	$(PIP) install --no-deps mup==1.0.0
 	touch $@
 
 install: $(VENV)/.installed
+
+# What the notebooks need, and only that: the package with the `lab` extra (JupyterLab),
+# none of the dev or Ray extras that `make test` installs.
+$(VENV)/.lab-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e '.[lab]'
+	touch $@
 
 # Debian's Chromium for the browser test (tests/test_browser.py drives JupyterLab in it with
 # Playwright). Installed only where it is missing, with apt-get as root or with passwordless
@@ -57,8 +65,12 @@ data: $(VENV)/.installed
 		$(PY) -m toolkit sweep --spec $$spec --out data/$$(basename $$spec .toml) --quiet || exit 1; \
 	done
 
-lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab on notebooks/; as root (a container) it needs --allow-root. LAB_ARGS go on
+# its command line, e.g. make lab LAB_ARGS="--port 9999 --no-browser".
+LAB_ARGS ?=
+
+lab: $(VENV)/.lab-installed
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV)
