@@ -1,9 +1,11 @@
 """The notebook as a person uses it: JupyterLab in a real (headless) Chromium.
 
 A JupyterLab server on loopback serves a temporary copy of ``notebooks/``; Playwright
-opens the width-transfer notebook, runs every cell from the Run menu, waits for the
-explorer's figure, drags the *step* slider and checks that the figure was redrawn and
-that no error appeared anywhere. Screenshots before and after the drag are saved in
+opens the width-transfer notebook in a 1600x1000 window, runs every cell from the Run
+menu, waits for the explorer's figure, checks that it is sharp (twice the pixels of its
+size on the page), that the figure with its controls fits the window and that no label
+is cut short, drags the *step* slider and checks that the figure was redrawn and that no
+error appeared anywhere. Screenshots before and after the drag are saved in
 ``test-artifacts/``.
 
 Needs Chromium at ``/usr/bin/chromium`` (Debian's ``chromium`` package, installed by
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "01_width_transfer.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 FAILURE_SHOT = "browser-width-transfer-failure.png"
+VIEWPORT = {"width": 1600, "height": 1000}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 # Bounded waits (seconds); generous because CI machines are small and may be busy. Each
@@ -213,6 +216,27 @@ def _image_png(image) -> bytes:
     return base64.b64decode(payload)
 
 
+# The explorer's figure and its box (controls, figure, export row): the picture's pixels
+# per pixel on the page, and the box's size.
+LAYOUT = """img => {
+    const box = img.closest('.jp-OutputArea-output').getBoundingClientRect();
+    return {scale: img.naturalWidth / img.clientWidth, width: box.width, height: box.height};
+}"""
+
+# Labels and buttons whose text does not fit in them (shown cut short, with an ellipsis).
+CUT_LABELS = """() => [...document.querySelectorAll(
+    '.jp-NotebookPanel .widget-label, .jp-NotebookPanel .widget-button')]
+    .filter(el => el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1)
+    .map(el => el.textContent.trim())"""
+
+
+def _assert_sharp_and_fitting(page, image) -> None:
+    layout = image.evaluate(LAYOUT)
+    assert layout["scale"] == pytest.approx(2, abs=0.02), layout
+    assert layout["width"] <= VIEWPORT["width"] and layout["height"] <= VIEWPORT["height"] - 150
+    assert not page.evaluate(CUT_LABELS), page.evaluate(CUT_LABELS)
+
+
 def _assert_no_errors(page) -> None:
     errors = page.evaluate(ERRORS)
     assert not errors, "the notebook shows errors:\n\n" + "\n\n".join(errors)
@@ -244,7 +268,7 @@ def test_run_all_then_drag_the_step_slider_redraws_the_figure(lab):
         browser = playwright.chromium.launch(
             executable_path=lab["chromium"], args=CHROMIUM_ARGS, timeout=60_000
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(30_000)
         try:
             _exercise(page, lab, _Budget(BROWSER_TOTAL))
@@ -281,6 +305,7 @@ def _exercise(page, lab, ms: _Budget) -> None:
     before_src = image.get_attribute("src")
     before = _image_png(image)
     assert before.startswith(b"\x89PNG"), "the explorer shows a PNG figure"
+    _assert_sharp_and_fitting(page, image)
 
     slider = page.locator(".jp-NotebookPanel .widget-slider").filter(
         has=page.locator(".widget-label", has_text=re.compile(r"^step$"))

@@ -119,3 +119,18 @@ def test_select_sets_several_controls_and_redraws_once():
     assert calls[-1] == {"choice": "fine", "slope": 2}
     with pytest.raises(ValueError, match=r"controls=\['colour'\]"):
         explorer.select(colour="red")
+
+
+def test_a_failed_export_click_says_why_in_one_line(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    explorer = _line_explorer([])
+    explorer.select(choice="empty")
+    with caplog.at_level(logging.INFO, logger="toolkit.ui"):
+        explorer.export_button.click()
+    assert explorer.status.value == (
+        "Export failed: no runs for optimizer=sgd, width 48: all diverged"
+    )
+    assert [r.levelno for r in caplog.records if r.name == "toolkit.ui"][-1] == logging.INFO
+    explorer.select(choice="fine")
+    explorer.export_button.click()
+    assert explorer.status.value.startswith("exported ")

@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import logging  # noqa: E402
+
 import ipywidgets as widgets  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
@@ -148,3 +150,20 @@ def test_a_setting_whose_runs_all_diverged_says_so_in_the_figure_area(study):
         assert explorer.message == "no runs for optimizer=adamw, no width chosen"
         explorer.select(width=(16, 32))
         assert not explorer.message and explorer.figure.axes
+
+
+def test_a_failed_training_click_is_one_line_by_the_button_and_an_error_in_the_log(
+    study, monkeypatch, caplog
+):
+    more = RunMore(StudyData(study), [SPEC], axis="widths", options=[48])
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("toolkit.studies.sweep.run_local", broken)
+    with caplog.at_level(logging.INFO, logger="toolkit.ui"):
+        more.button.click()
+    assert more.note.value == "Train more points failed: RuntimeError: disk full"
+    assert not more.button.disabled and more.button.description == "Train more points"
+    (record,) = [r for r in caplog.records if r.name == "toolkit.ui"]
+    assert record.levelno == logging.ERROR and record.exc_info[0] is RuntimeError

@@ -55,6 +55,24 @@ SCREEN_SCALE = 2
 """Pixels of the PNG shown per pixel of its size on the page (a 2x, "retina" picture)."""
 
 
+def _on_click(button: widgets.Button, action: Callable[[], object], note: widgets.HTML) -> None:
+    """Run ``action`` when ``button`` is clicked; if it fails, ``note`` says so in one line
+    and the traceback goes to the log (at ERROR unless it is an ``InputError``)."""
+
+    def clicked(_button: widgets.Button) -> None:
+        note.value = ""
+        try:
+            action()
+        except Exception as error:  # a click must not print a traceback into the notebook
+            user = isinstance(error, InputError)
+            log.log(logging.INFO if user else logging.ERROR, "%s failed", button.description,
+                    exc_info=True)  # fmt: skip
+            kind = "" if user else f"{type(error).__name__}: "
+            note.value = f"{button.description} failed: {kind}{error}"
+
+    button.on_click(clicked)
+
+
 class StudyData:
     """A study's results read once and kept in memory; :meth:`reload` after new runs.
 
@@ -168,8 +186,11 @@ class RunMore:
             description=self.LABEL, icon="play", layout=widgets.Layout(width="auto")
         )
         self.output = widgets.Output()
-        self.button.on_click(lambda _: self.run())
-        self.widget = widgets.VBox([widgets.HBox([self.choice, self.button]), self.output])
+        self.note = widgets.HTML()
+        _on_click(self.button, self.run, self.note)
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.choice, self.button, self.note]), self.output]
+        )
         self._callbacks: list[Callable[[], None]] = []
 
     def on_trained(self, callback: Callable[[], None]) -> None:
@@ -184,10 +205,17 @@ class RunMore:
         self.button.disabled, self.button.description = True, "training..."
         self.output.clear_output()
         try:
-            with self.output:
-                work = run_local(specs, self.data.user_path)
+            with self.output:  # the progress bar shows here; an error is raised, not printed
+                try:
+                    work = run_local(specs, self.data.user_path)
+                except Exception as error:
+                    failure = error
+                else:
+                    failure = None
         finally:
             self.button.disabled, self.button.description = False, self.LABEL
+        if failure is not None:
+            raise failure
         self.data.reload()
         for callback in self._callbacks:
             callback()
@@ -262,7 +290,7 @@ class Explorer:
         self.export_button = widgets.Button(
             description="Export", icon="download", layout=widgets.Layout(width="auto")
         )
-        self.export_button.on_click(lambda _: self.export())
+        _on_click(self.export_button, self.export, self.status)
         self.run_more = run_more
         if run_more is not None:
             run_more.on_trained(self.forget)
