@@ -7,6 +7,7 @@ import math
 import pytest
 
 from toolkit.engine.config import lr_factor
+from toolkit.engine.parametrization import Parametrization
 from toolkit.engine.train import TrainConfig
 
 
@@ -27,3 +28,16 @@ def test_model_options_come_from_the_registry_not_from_branches():
     kwargs = TrainConfig(model="transformer", head_dim=8).model_kwargs()
     assert kwargs["head_dim"] == 8 and "prenorm" not in kwargs
     assert "prenorm" in TrainConfig().record()  # recorded for every model, as run ids always had
+
+
+def test_new_settings_are_recorded_only_when_set_and_only_for_their_optimizer():
+    """So run ids of runs made before the settings existed stay the same."""
+    plain = TrainConfig(optimizer="adam").record()
+    for name in ("nesterov", "muon_scaling", "adam_lr", "adam_lr_ratio", "eps_rule",
+                 "weight_decay_exclude", "independent_weight_decay"):  # fmt: skip
+        assert name not in plain
+    muon = TrainConfig(optimizer="muon", adam_lr_ratio=0.1, muon_scaling="spectral").record()
+    assert muon["adam_lr_ratio"] == 0.1 and muon["muon_scaling"] == "spectral"
+    assert "muon_scaling" not in TrainConfig(optimizer="adam", muon_scaling="spectral").record()
+    eps = TrainConfig(parametrization=Parametrization("mf", eps_rule="constant")).record()
+    assert eps["eps_rule"] == "constant"

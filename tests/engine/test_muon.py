@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from toolkit.engine.config import TrainConfig
 from toolkit.engine.models import MLP
 from toolkit.engine.optim import NEWTON_SCHULZ, AdamW, Muon, orthogonalise
 from toolkit.engine.parametrization import Parametrization, describe, orthogonalised, resolve
@@ -133,3 +134,60 @@ def test_bad_muon_settings_raise_value_errors_naming_them():
     assert all(repr(name) in str(error.value) for name in NEWTON_SCHULZ)
     with pytest.raises(ValueError, match="ns_steps=0"):
         Muon(params, resolved, lr, wd, ns_steps=0)
+
+
+@pytest.mark.parametrize(("adam", "expected"), [
+    ({"adam_lr": 3e-4}, 3e-4), ({"adam_lr_ratio": 0.1}, 0.1 * LR), ({}, LR),
+])  # fmt: skip
+def test_muons_adamw_part_receives_its_own_lr(adam, expected):
+    """Jordan et al. run the non-hidden tensors with their own AdamW LR: here each such
+    tensor's first step (Adam's first step moves every coordinate by the LR) is the given
+    AdamW LR, not the Muon LR."""
+    model = MLP(d_in=6, d_out=3, width=16, depth=2, seeds=[0, 1],
+                parametrization=Parametrization("sp", base_width=16))  # fmt: skip
+    _random_gradients(model)
+    tensors = list(model.named_tensors())
+    resolved = resolve([s for s, _ in tensors], model.parametrization, width=16, depth=2,
+                       optimizer="muon")  # fmt: skip
+    before = [p.detach().clone() for _, p in tensors]
+    Muon([p for _, p in tensors], resolved, torch.full((2,), LR), torch.zeros(2), **adam).step()
+    for (spec, p), old in zip(tensors, before, strict=True):
+        if not orthogonalised(spec):
+            step = (p.detach() - old).abs()
+            torch.testing.assert_close(step, torch.full_like(step, expected), rtol=1e-3, atol=0)
+
+
+def _spectral(d, fan_ratio):
+    return torch.linalg.matrix_norm(d, ord=2) / math.sqrt(fan_ratio)
+
+
+@pytest.mark.parametrize(("scaling", "norm"), [
+    ("fan_ratio", lambda s, d: _spectral(d, s.fan_out / s.fan_in)),
+    ("max_fan_ratio", lambda s, d: _spectral(d, max(1.0, s.fan_out / s.fan_in))),
+    ("adamw_rms", lambda s, d: d.pow(2).mean(dim=(1, 2)).sqrt() / 0.2),
+    ("spectral", lambda s, d: _spectral(d, s.fan_out / s.fan_in)),
+])  # fmt: skip
+def test_each_muon_scaling_gives_its_stated_update_norm(scaling, norm):
+    """With a converged iteration, one step from rest moves each hidden matrix by exactly
+    the stated norm times the LR: spectral norm for the fan ratios, RMS 0.2 lr for
+    ``adamw_rms``; ``spectral`` normalises even the quintic iteration's spread away."""
+    model = Transformer(d_in=16, d_out=12, width=32, depth=1, seeds=[0, 1],
+                        parametrization=Parametrization("mup", base_width=32))  # fmt: skip
+    _random_gradients(model)
+    tensors = list(model.named_tensors())
+    resolved = resolve([s for s, _ in tensors], model.parametrization, width=32, depth=1,
+                       optimizer="muon")  # fmt: skip
+    before = [p.detach().clone() for _, p in tensors]
+    converged = {"iteration": "cubic", "ns_steps": 30} if scaling != "spectral" else {}
+    Muon([p for _, p in tensors], resolved, torch.full((2,), LR), torch.zeros(2),
+         scaling=scaling, **converged).step()  # fmt: skip
+    for (spec, p), old in zip(tensors, before, strict=True):
+        if orthogonalised(spec):
+            got = norm(spec, p.detach() - old) / LR
+            torch.testing.assert_close(got, torch.ones_like(got), rtol=2e-3, atol=0)
+
+
+def test_muons_momentum_defaults_to_jordan_et_als_and_sgds_stays():
+    assert TrainConfig(optimizer="muon").momentum == 0.95
+    assert TrainConfig(optimizer="sgd").momentum == 0.9
+    assert TrainConfig(optimizer="muon").optimizer_kwargs()["nesterov"] is True

@@ -16,7 +16,7 @@ def _setup(optimizer: str, side: int, *, fused: bool | None = None):
     params = [torch.randn(*s, generator=generator) for s in shapes]
     # The optimizers read only the multipliers of a resolved tensor.
     resolved = [
-        SimpleNamespace(lr_mult=m, wd_mult=w, eps_mult=e)
+        SimpleNamespace(lr_mult=m, wd_mult=w, eps_mult=e, decay_with_lr=True)
         for m, w, e in ((0.5, 1.0, 0.25), (1.0, 0.0, 1.0), (2.0, 0.5, 0.5))
     ]
     opt = make_optimizer(optimizer, params, resolved, torch.tensor([1e-3, 3e-2, 1e-2]),

@@ -232,3 +232,31 @@ def test_bad_transformer_settings_raise_value_errors_naming_them(make, needle):
     with pytest.raises(ValueError) as error:
         make()
     assert needle in str(error.value)
+
+
+def _fixed_heads(name: str, width: int, **kw) -> Transformer:
+    param = Parametrization(name, base_width=32)
+    return Transformer(d_in=16, d_out=12, width=width, depth=1, seeds=[0],
+                       parametrization=param, heads=2, **kw)  # fmt: skip
+
+
+def test_with_fixed_heads_mup_scales_logits_by_one_over_d_head_and_sp_by_its_root():
+    """Growing d_head 4x (fixed heads): muP's logit scale falls 4x (1/d_head, Tensor
+    Programs V), SP's 2x; at the base shape both are 1/sqrt(d_head0)."""
+    base_mup, base_sp = _fixed_heads("mup", 32), _fixed_heads("sp", 32)
+    assert base_mup.attn_scale == base_sp.attn_scale == 1 / math.sqrt(16)
+    assert base_mup.base_head_dim == 16
+    assert _fixed_heads("mup", 128).attn_scale == pytest.approx(base_mup.attn_scale / 4)
+    assert _fixed_heads("sp", 128).attn_scale == pytest.approx(base_sp.attn_scale / 2)
+
+
+def test_with_fixed_heads_mup_equals_sp_bit_for_bit_at_the_base_shape():
+    x = torch.randint(0, 12, (1, 3, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_fixed_heads("mup", 32)(x), _fixed_heads("sp", 32)(x))
+
+
+def test_a_base_head_dim_sets_mups_logit_scale_when_head_dim_is_given_per_width():
+    param = Parametrization("mup", base_width=32)
+    model = Transformer(d_in=16, d_out=12, width=64, depth=1, seeds=[0], parametrization=param,
+                        head_dim=32, base_head_dim=16)  # fmt: skip
+    assert model.attn_scale == pytest.approx(math.sqrt(16) / 32)

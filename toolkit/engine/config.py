@@ -17,10 +17,37 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from toolkit.engine.data import LANGUAGE_TASKS
 from toolkit.engine.models import MODELS
 from toolkit.engine.optim import OPTIMIZERS
-from toolkit.engine.parametrization import Parametrization
+from toolkit.engine.parametrization import MUON_SCALINGS, Parametrization
 from toolkit.errors import InputError, check_choice, check_positive
 
 SCHEDULES = ("constant", "cosine", "linear")
+
+MOMENTUM_DEFAULTS = {"muon": 0.95}
+"""Momentum of an optimizer when none is given (every other optimizer: 0.9)."""
+
+DECOUPLED_DECAY = ("adamw", "adam-atan2", "muon")
+"""Optimizers whose weight decay shrinks the weight directly (and so can be LR-independent)."""
+
+OPTIMIZER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "nesterov": ("muon",),
+    "muon_scaling": ("muon",),
+    "adam_lr": ("muon",),
+    "adam_lr_ratio": ("muon",),
+}
+"""Settings recorded only for the optimizers that use them."""
+
+RECORDED_WHEN_SET: dict[str, object] = {
+    "nesterov": True,
+    "muon_scaling": "fan_ratio",
+    "adam_lr": None,
+    "adam_lr_ratio": None,
+    "heads": None,
+    "base_head_dim": None,
+    "weight_decay_exclude": "none",
+    "independent_weight_decay": False,
+    "eps_rule": "gradient",
+}
+"""Settings recorded only when they differ from these values (their defaults)."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +71,18 @@ class TrainConfig:
             a language task an example is one predicted token, rounded up to whole
             sequences.
         momentum, betas, eps: optimizer hyperparameters at base shape (``momentum`` is
-            SGD's and Muon's, ``betas`` and ``eps`` Adam's and Muon's AdamW part's).
+            SGD's and Muon's, default 0.9 for SGD and 0.95 for Muon (Jordan et al. 2024);
+            ``betas`` and ``eps`` Adam's and Muon's AdamW part's).
+        nesterov, muon_scaling: Muon's Nesterov look-ahead and update scale
+            (:data:`toolkit.engine.rules.MUON_SCALINGS`).
+        adam_lr, adam_lr_ratio: the LR of Muon's AdamW part (embeddings, readout,
+            vectors): ``adam_lr`` for every member, or ``adam_lr_ratio`` times each
+            member's LR (default: the member's LR); at most one is set.
         head_dim, tie_embeddings: the transformer's head dimension and whether its readout
             is the token embedding (recorded for the transformer only).
+        heads, base_head_dim: the transformer's fixed number of heads (``d_head`` then grows
+            with width) and the base head dimension of its logit scale
+            (:mod:`toolkit.engine.transformer`).
         divergence_factor: a loss above this times the member's first loss is divergence.
         study: a label stored with every run.
     """
@@ -66,13 +102,19 @@ class TrainConfig:
     activation: str = "relu"
     bias: bool = True
     prenorm: bool = True
-    momentum: float = 0.9
+    momentum: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     divergence_factor: float = 100.0
     study: str = ""
     head_dim: int = 16
     tie_embeddings: bool = False
+    heads: int | None = None
+    base_head_dim: int | None = None
+    nesterov: bool = True
+    muon_scaling: str = "fan_ratio"
+    adam_lr: float | None = None
+    adam_lr_ratio: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODELS)
@@ -96,8 +138,27 @@ class TrainConfig:
             raise InputError(f"warmup_steps={self.warmup_steps!r} must be an integer in [0, steps]")
         check_positive("eps", self.eps)
         check_positive("divergence_factor", self.divergence_factor)
+        if self.momentum is None:
+            object.__setattr__(self, "momentum", MOMENTUM_DEFAULTS.get(self.optimizer, 0.9))
         if not 0.0 <= self.momentum < 1.0:
             raise InputError(f"momentum={self.momentum!r} must be in [0, 1)")
+        check_choice("muon_scaling", self.muon_scaling, MUON_SCALINGS)
+        for argument in ("adam_lr", "adam_lr_ratio", "heads", "base_head_dim"):
+            if getattr(self, argument) is not None:
+                integer = argument in ("heads", "base_head_dim")
+                check_positive(argument, getattr(self, argument), integer=integer)
+        if self.adam_lr is not None and self.adam_lr_ratio is not None:
+            raise InputError(
+                f"adam_lr={self.adam_lr!r} and adam_lr_ratio={self.adam_lr_ratio!r} are both "
+                "set: give Muon's AdamW part one LR or one ratio to the Muon LR, not both"
+            )
+        independent = self.parametrization.independent_weight_decay
+        if independent and self.optimizer not in DECOUPLED_DECAY:
+            raise InputError(
+                f"independent_weight_decay=True needs decoupled decay; optimizer="
+                f"{self.optimizer!r} adds wd * p to the gradient; allowed: "
+                f"{', '.join(DECOUPLED_DECAY)}"
+            )
 
     def model_options(self) -> object:
         """The model's options (its class's ``options`` dataclass) from this config's fields."""
@@ -112,11 +173,18 @@ class TrainConfig:
         if self.optimizer == "sgd":
             return {"momentum": self.momentum}
         if self.optimizer == "muon":
-            return {"momentum": self.momentum, "betas": self.betas, "eps": self.eps}
+            ratio = 1.0 if self.adam_lr_ratio is None else self.adam_lr_ratio
+            return {"momentum": self.momentum, "betas": self.betas, "eps": self.eps,
+                    "nesterov": self.nesterov, "scaling": self.muon_scaling,
+                    "adam_lr": self.adam_lr, "adam_lr_ratio": ratio}  # fmt: skip
         return {"betas": self.betas, "eps": self.eps}
 
     def record(self) -> dict:
         """Flat, JSON-friendly description (the parametrization's fields prefixed).
+
+        Settings added after stores were shipped (:data:`RECORDED_WHEN_SET`) appear only
+        when they differ from their default, and an optimizer's own settings
+        (:data:`OPTIMIZER_SETTINGS`) only for that optimizer, so earlier run ids stay valid.
 
         Settings that only some models have (a model class's ``own_settings``: the
         transformer's head dimension, tied embeddings, attention multiplier and query
@@ -139,10 +207,20 @@ class TrainConfig:
             weight_decay_scaling=p.weight_decay_scaling,
             attn_alpha=p.attn_alpha,
             query_zero_init=p.query_zero_init,
+            weight_decay_exclude=p.weight_decay_exclude,
+            independent_weight_decay=p.independent_weight_decay,
+            eps_rule=p.eps_rule,
         )
         own = MODELS[self.model].own_settings
         others = {name for model in MODELS.values() for name in model.own_settings} - set(own)
-        return {k: v for k, v in out.items() if k not in others}
+        others |= {
+            name for name, users in OPTIMIZER_SETTINGS.items() if self.optimizer not in users
+        }
+        return {
+            k: v
+            for k, v in out.items()
+            if k not in others and not (k in RECORDED_WHEN_SET and v == RECORDED_WHEN_SET[k])
+        }
 
 
 MEMBER_MULTIPLIERS = ("init_sigma", "input_alpha", "output_alpha")

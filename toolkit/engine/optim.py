@@ -9,7 +9,9 @@ nothing about widths or parametrizations.
 
 Weight-decay conventions follow PyTorch: SGD and Adam add ``wd * p`` to the
 gradient (L2); AdamW, Adam-atan2 and Muon shrink the weight by ``1 - lr * wd``
-before the update (decoupled, Loshchilov & Hutter 2019).
+before the update (decoupled, Loshchilov & Hutter 2019), or by ``1 - wd`` (times
+the schedule) for a tensor whose decay is independent of the LR
+(``Resolved.decay_with_lr`` false; Wortsman et al. 2024).
 
 Updates use PyTorch's multi-tensor (``torch._foreach_*``) kernels: a tiny
 model's step is dominated by per-operation overhead, and one kernel launch per
@@ -27,7 +29,8 @@ from collections.abc import Sequence
 
 import torch
 
-from toolkit.engine.parametrization import Resolved, orthogonalised
+from toolkit.engine.parametrization import MUON_SCALINGS, Resolved, orthogonalised
+from toolkit.engine.rules import MUON_NORMALISED
 from toolkit.errors import InputError, check_choice, check_positive
 
 
@@ -60,6 +63,13 @@ class EnsembleOptimizer:
         self.wd = [self._per_member(weight_decay * r.wd_mult, p) for r, p in pairs]
         self.eps = [eps * r.eps_mult for r, _ in pairs]
         self.uses_weight_decay = bool((weight_decay != 0).any())
+        self.lr_coupled_decay = all(r.decay_with_lr for r in resolved)
+        ones = torch.ones_like(lr)
+        # The LR the decoupled decay is multiplied by: the tensor's own, or 1 (independent).
+        self.decay_lr = [
+            rate if r.decay_with_lr else self._per_member(ones, p)
+            for r, p, rate in zip(resolved, self.params, self.lr, strict=True)
+        ]
         self.state = {name: [torch.zeros_like(p) for p in self.params] for name in self.state_names}
 
     @staticmethod
@@ -98,14 +108,17 @@ class EnsembleOptimizer:
         decay = torch._foreach_mul(self.params, self.wd)
         return torch._foreach_add(grads, decay)
 
-    def _decay(self, lr_scale: float) -> None:
-        """``p <- p * (1 - lr * wd)`` (decoupled weight decay)."""
+    def _decay(self, lr_scale: float, indices: Sequence[int] | None = None) -> None:
+        """``p <- p * (1 - lr * wd)``, or ``p * (1 - wd)`` when independent of the LR
+        (decoupled weight decay), for the tensors at ``indices`` (default: all)."""
         if not self.uses_weight_decay:
             return
-        factors = torch._foreach_mul(self.lr, self.wd)
+        picked = range(len(self.params)) if indices is None else indices
+        factors = torch._foreach_mul([self.decay_lr[i] for i in picked],
+                                     [self.wd[i] for i in picked])  # fmt: skip
         torch._foreach_mul_(factors, -lr_scale)
         torch._foreach_add_(factors, 1.0)
-        torch._foreach_mul_(self.params, factors)
+        torch._foreach_mul_([self.params[i] for i in picked], factors)
 
     def _apply(self, updates: list[torch.Tensor], scale: float) -> None:
         """``p <- p - scale * lr * update`` (``updates`` are consumed)."""
@@ -167,6 +180,7 @@ class Adam(EnsembleOptimizer):
             type(self)._update is Adam._update
             and device.type in FUSED_ADAM_DEVICES
             and per_member >= FUSED_ADAM_MIN_PARAMETERS
+            and self.lr_coupled_decay
         )
         self._step_tensor = torch.zeros((), device=device)
 
@@ -273,56 +287,65 @@ class Muon(EnsembleOptimizer):
     """Muon (Jordan et al. 2024) for hidden matrices, AdamW for every other tensor.
 
     For each hidden matrix (:func:`toolkit.engine.parametrization.orthogonalised`), with
-    momentum ``mu`` and Nesterov's look-ahead::
+    momentum ``mu`` and, with ``nesterov``, the look-ahead ``U = G + mu B``::
 
-        B <- mu B + G,   U = G + mu B,   W <- W (1 - lr wd) - lr sqrt(fan_out / fan_in) O(U)
+        B <- mu B + G,   W <- W (1 - lr wd) - lr s O(U)
 
-    where ``O`` is :func:`orthogonalise`. The update's spectral norm is ``lr *
-    sqrt(fan_out / fan_in)`` (up to the iteration's spread of singular values around
-    1): the spectral condition for feature learning (Yang, Simon & Bernstein 2023), met
-    at every width without an LR exponent. Embeddings, the readout, biases and gains
-    get AdamW with this optimizer's LR, weight decay, ``betas`` and ``eps``
-    (Jordan et al. do the same).
+    where ``O`` is :func:`orthogonalise` and ``s`` the update scale
+    :data:`~toolkit.engine.rules.MUON_SCALINGS` ``[scaling]`` (by default
+    ``sqrt(fan_out / fan_in)``: the update's spectral norm is ``lr sqrt(fan_out / fan_in)``
+    up to the iteration's spread, the spectral condition for feature learning of Yang,
+    Simon & Bernstein 2023, met at every width without an LR exponent). Momentum 0.95 with
+    Nesterov is Jordan et al.'s default.
+
+    Embeddings, the readout, biases and gains get AdamW with its own learning rate, as
+    Jordan et al. run it: ``adam_lr`` (one value for every member) if given, else
+    ``adam_lr_ratio`` times each member's Muon LR; ``weight_decay``, ``betas`` and ``eps``
+    are shared.
     """
 
     def __init__(self, params, resolved, lr, weight_decay, *, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, iteration: str = "quintic",
-                 betas=(0.9, 0.999), eps: float = 1e-8) -> None:  # fmt: skip
+                 scaling: str = "fan_ratio", adam_lr: float | None = None,
+                 adam_lr_ratio: float = 1.0, betas=(0.9, 0.999),
+                 eps: float = 1e-8) -> None:  # fmt: skip
         check_choice("iteration", iteration, NEWTON_SCHULZ)
+        check_choice("scaling", scaling, MUON_SCALINGS)
         check_positive("ns_steps", ns_steps, integer=True)
+        check_positive("adam_lr_ratio", adam_lr_ratio)
+        if adam_lr is not None:
+            check_positive("adam_lr", adam_lr)
         super().__init__(params, resolved, lr, weight_decay, eps=eps)
         self.momentum, self.nesterov = momentum, nesterov
         self.ns_steps, self.iteration = ns_steps, iteration
+        self.normalised = scaling in MUON_NORMALISED
         self.matrices = [i for i, r in enumerate(resolved) if orthogonalised(r.spec)]
-        self.scales = [math.sqrt(r.spec.fan_out / r.spec.fan_in) for r in resolved]
+        self.scales = [MUON_SCALINGS[scaling](r.spec.fan_in, r.spec.fan_out) for r in resolved]
         self.buffers = [torch.zeros_like(self.params[i]) for i in self.matrices]
         others = [i for i in range(len(self.params)) if i not in self.matrices]
         self.adamw = None
         if others:
+            adam_rates = lr * adam_lr_ratio if adam_lr is None else torch.full_like(lr, adam_lr)
             pick = [self.params[i] for i in others], [resolved[i] for i in others]
-            self.adamw = AdamW(*pick, lr, weight_decay, betas=betas, eps=eps)
+            self.adamw = AdamW(*pick, adam_rates, weight_decay, betas=betas, eps=eps)
 
     def _update(self, grads, lr_scale) -> None:
         if self.adamw is not None:
             self.adamw.step(lr_scale)
         if not self.matrices:
             return
-        params = [self.params[i] for i in self.matrices]
+        self._decay(lr_scale, self.matrices)
         g = [grads[i] for i in self.matrices]
-        lr = [self.lr[i] for i in self.matrices]
-        if self.uses_weight_decay:
-            factors = torch._foreach_mul(lr, [self.wd[i] for i in self.matrices])
-            torch._foreach_mul_(factors, -lr_scale)
-            torch._foreach_add_(factors, 1.0)
-            torch._foreach_mul_(params, factors)
         torch._foreach_mul_(self.buffers, self.momentum)
         torch._foreach_add_(self.buffers, g)
         looks = self.buffers
         if self.nesterov:
             looks = torch._foreach_add(g, self.buffers, alpha=self.momentum)
-        for i, p, u, rate in zip(self.matrices, params, looks, lr, strict=True):
+        for i, u in zip(self.matrices, looks, strict=True):
             step = orthogonalise(u, steps=self.ns_steps, iteration=self.iteration)
-            p.sub_(step * (rate * (lr_scale * self.scales[i])))
+            if self.normalised:
+                step = step / torch.linalg.matrix_norm(step, ord=2, keepdim=True).clamp_min(1e-12)
+            self.params[i].sub_(step * (self.lr[i] * (lr_scale * self.scales[i])))
 
     @torch.no_grad()
     def freeze(self, member: int) -> None:

@@ -1,62 +1,28 @@
 """Parametrizations as data: per-role scaling rules for width and depth.
 
-Every weight tensor of a toolkit model has a *role*, decided by which of its
-dimensions grow with width (Yang & Hu 2021, "Tensor Programs IV"; the ``mup``
-package's ``infshape``):
-
-======== ======================================= ===========================
-role     shape                                    examples
-======== ======================================= ===========================
-input    fan_in fixed, fan_out grows              first layer, embeddings
-hidden   both grow                                hidden / block matrices
-output   fan_in grows, fan_out fixed              readout
-vector   one dimension, grows                     hidden biases, norm gains
-fixed    nothing grows                            readout bias
-======== ======================================= ===========================
-
-A parametrization is a table mapping each role to exponents of the width
-multiplier ``m = n / n0`` (abc-parametrization, Tensor Programs IV, written
-relative to standard parametrization at the base width so that every
-parametrization equals SP at ``m = 1``; Everett et al. 2024, "Scaling exponents
-across parameterizations and optimizers", Table 1):
-
-* forward multiplier ``m ** -a`` (the stored weight is multiplied by it in the
-  forward pass),
-* init std ``sigma / sqrt(base_fan_in) * m ** -b`` of the stored weight,
-* learning rate ``eta * m ** -c`` with separate ``c`` for SGD-like and
-  Adam-like optimizers (SGD's effective LR on ``W = m**-a w`` is
-  ``eta m**-(2a + c)``, Adam's is ``eta m**-(a + c)``),
-* Adam epsilon ``eps * m ** e``, following the size of the stored tensor's
-  gradient (Everett et al. 2024, section 4), so epsilon never swamps it.
-
-Muon (:class:`toolkit.engine.optim.Muon`) orthogonalises the update of each hidden
-matrix and sets its spectral norm to ``lr * sqrt(fan_out / fan_in)``: the
-spectral condition for feature learning (Yang, Simon & Bernstein 2023) holds
-at every width with no LR exponent. Its family (:data:`OPTIMIZER_FAMILIES`)
-takes the Adam exponents for every other tensor (which Muon leaves to AdamW)
-and ``lr_muon`` for hidden matrices: 0 where the stored matrix is the
-effective one (SP, muP: SP's single LR is then already right for hidden
-matrices), ``-a`` where a forward multiplier ``m**-a`` shrinks the update
-again (mean-field), and 0 for NTK, whose hidden updates are meant to shrink
-like ``m**-1/2`` (lazy training).
+The rule tables (roles, width rules, depth, epsilon and weight-decay rules) are
+in :mod:`toolkit.engine.rules`; a :class:`Parametrization` picks one of each and
+:func:`resolve` turns a model's tensor specs into per-tensor numbers.
 
 Depth (residual blocks ``x + mL**-alpha f(x)``) adds, for tensors inside a
 block: branch multiplier ``mL**-alpha``, Adam LR ``mL**(alpha - 1)``, SGD LR
-``mL**(2 alpha - 1)`` and Adam epsilon ``mL**-alpha`` (Yang et al. 2023,
-"Tensor Programs VI"; Bordelon et al. 2023; Dey et al. 2025, "CompleteP").
-``alpha = 1/2`` is depth-muP, ``alpha = 1`` is CompleteP. Embeddings, the
-final norm and the readout are not in a block, so their rules do not change
-with depth.
+``mL**(2 alpha - 1)`` and, under the ``gradient`` epsilon rule, Adam epsilon
+``mL**-alpha`` (Yang et al. 2023, "Tensor Programs VI"; Bordelon et al. 2023;
+Dey et al. 2025, "CompleteP"). ``alpha = 1/2`` is depth-muP, ``alpha = 1`` is
+CompleteP. Embeddings, the final norm and the readout are not in a block, so
+their rules do not change with depth.
 
-Weight decay is coupled to the LR in PyTorch's AdamW (each step multiplies the
-weight by ``1 - lr * wd``), so the choice of how ``wd`` scales is its own rule:
-``none`` keeps ``wd`` fixed; ``coupled`` divides by the LR multiplier so
-``lr * wd`` is shape-independent (what ``mup``'s ``MuAdamW``/``MuSGD`` do);
-``sqrt_width`` multiplies the hidden matrices' ``wd`` by ``m ** 0.5`` (Fan et
-al. 2025, "Robust layerwise scaling rules by proper weight decay tuning").
+Weight decay shrinks a tensor by its *per-step decay* ``d`` each step: ``lr *
+wd`` when it is coupled to the LR (PyTorch's AdamW, Adam-atan2, Muon; SGD and
+Adam add ``wd * p`` to the gradient, an L2 penalty scaled the same way), ``wd``
+when it is independent of it (``independent_weight_decay``; Wortsman et al.
+2024). :data:`~toolkit.engine.rules.WEIGHT_DECAY_SCALINGS` sets how ``d`` scales
+with width, from which the ``wd`` multiplier follows for each LR multiplier:
+Fan et al. 2025's ``d ∝ m**-1/2`` on hidden matrices holds under SP, muP,
+mean-field and Muon alike. ``weight_decay_exclude`` keeps norm gains, or every
+vector tensor, out of the decay.
 
-:func:`resolve` turns a model's tensor specs and a parametrization into the
-per-tensor numbers; :func:`describe` shows them as a polars frame.
+:func:`describe` shows every number and every rule as a polars frame.
 """
 
 from __future__ import annotations
@@ -64,138 +30,32 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 import polars as pl
 
+from toolkit.engine.rules import (
+    DEPTH_RULES,
+    EPSILON_RULES,
+    MUON_SCALINGS,
+    OPTIMIZER_FAMILIES,
+    WEIGHT_DECAY_EXCLUSIONS,
+    WEIGHT_DECAY_SCALINGS,
+    WIDTH_RULES,
+    WITHOUT_EPSILON,
+    Kind,
+    Role,
+    TensorSpec,
+    WidthRule,
+)
 from toolkit.errors import check_choice, check_positive
 
-
-class Role(StrEnum):
-    """How a tensor's dimensions scale with width."""
-
-    INPUT = "input"
-    HIDDEN = "hidden"
-    OUTPUT = "output"
-    VECTOR = "vector"
-    FIXED = "fixed"
-
-
-class Kind(StrEnum):
-    """What a tensor is, which fixes how it is initialised."""
-
-    WEIGHT = "weight"  # random: normal(0, init_std)
-    BIAS = "bias"  # zeros
-    GAIN = "gain"  # ones
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model tensor as the parametrization sees it (shapes without the member axis).
-
-    ``fan_in``/``fan_out`` are the matrix fans; ``base_fan_in`` the fan-in at base
-    width (equal to ``fan_in`` when it does not grow). ``in_block`` marks tensors
-    inside a residual block, to which the depth rule applies.
-    """
-
-    name: str
-    role: Role
-    kind: Kind
-    shape: tuple[int, ...]
-    fan_in: int
-    fan_out: int
-    base_fan_in: int
-    in_block: bool = False
-    query: bool = False  # an attention query projection (see ``query_zero_init``)
-
-
-@dataclass(frozen=True)
-class WidthRule:
-    """Exponents of the width multiplier ``m`` for one role (see module docstring)."""
-
-    multiplier: float = 0.0  # a: forward multiplier m**-a
-    init: float = 0.0  # b: init std sigma/sqrt(base_fan_in) * m**-b
-    lr_sgd: float = 0.0  # c for SGD: lr * m**-c
-    lr_adam: float = 0.0  # c for Adam-like optimizers: lr * m**-c
-    eps: float = 0.0  # Adam epsilon * m**eps
-    lr_muon: float = 0.0  # c of hidden matrices under Muon (every other role: lr_adam)
-
-
-# SP: PyTorch-style fan-in init, one LR for everything. Tensors whose fan-in
-# grows get std sigma/sqrt(fan_in) = sigma/sqrt(base_fan_in) * m**-1/2.
-_SP = {
-    Role.INPUT: WidthRule(),
-    Role.HIDDEN: WidthRule(init=0.5),
-    Role.OUTPUT: WidthRule(init=0.5),
-    Role.VECTOR: WidthRule(),
-    Role.FIXED: WidthRule(),
-}
-
-# muP in the form of the mup package (Yang et al. 2021, "Tensor Programs V",
-# Table 8): readout multiplier 1/m with width-independent stored std; Adam LR
-# 1/m on hidden matrices; SGD LR m on input, output and vector tensors. Every
-# width-dependent gradient is O(1/m), hence epsilon / m.
-_MUP = {
-    Role.INPUT: WidthRule(lr_sgd=-1.0, eps=-1.0),
-    Role.HIDDEN: WidthRule(init=0.5, lr_adam=1.0, eps=-1.0),
-    Role.OUTPUT: WidthRule(multiplier=1.0, lr_sgd=-1.0, eps=-1.0),
-    Role.VECTOR: WidthRule(lr_sgd=-1.0, eps=-1.0),
-    Role.FIXED: WidthRule(),
-}
-
-# NTK (Jacot et al. 2018; Tensor Programs IV, abc = (0, 1/2, 1/2 | 0 | 0)):
-# forward multiplier m**-1/2 on every tensor whose fan-in grows, stored std
-# fixed. Effective SGD LR 1/m on hidden and readout (c = 0). The Adam exponents
-# keep training in the kernel regime: hidden-feature updates O(m**-1/2) and
-# function updates O(1), giving c = (1/2, 1, 1/2) for input, hidden, output.
-# Stored-tensor gradients are O(m**-1/2) except hidden matrices, O(m**-1).
-_NTK = {
-    Role.INPUT: WidthRule(lr_adam=0.5, eps=-0.5),
-    Role.HIDDEN: WidthRule(multiplier=0.5, lr_adam=1.0, eps=-1.0),
-    Role.OUTPUT: WidthRule(multiplier=0.5, lr_adam=0.5, eps=-0.5),
-    Role.VECTOR: WidthRule(lr_adam=0.5, eps=-0.5),
-    Role.FIXED: WidthRule(),
-}
-
-# Mean-field (Everett et al. 2024, "MFP"): muP moved by the abc symmetry
-# a -> a + 1/2, b -> b - 1/2, c_sgd -> c_sgd - 1, c_adam -> c_adam - 1/2 on the
-# tensors whose fan-in grows. Same function and same dynamics as muP under
-# SGD; under Adam they differ through epsilon (the stored tensors are larger),
-# which is exactly what a comparison of the two can expose.
-_MF = {
-    Role.INPUT: WidthRule(lr_sgd=-1.0, eps=-1.0),
-    Role.HIDDEN: WidthRule(multiplier=0.5, lr_sgd=-1.0, lr_adam=0.5, eps=-1.5, lr_muon=-0.5),
-    Role.OUTPUT: WidthRule(multiplier=1.0, lr_sgd=-1.0, eps=-1.0),
-    Role.VECTOR: WidthRule(lr_sgd=-1.0, eps=-1.0),
-    Role.FIXED: WidthRule(),
-}
-
-WIDTH_RULES: dict[str, dict[Role, WidthRule]] = {
-    "sp": _SP,
-    "mup": _MUP,
-    "ntk": _NTK,
-    "mf": _MF,
-}
-"""Width rules by parametrization name; a new parametrization is a new entry."""
-
-DEPTH_RULES: dict[str, float | None] = {
-    "none": None,
-    "depth-mup": 0.5,
-    "completep": 1.0,
-}
-"""Named depth rules and their branch exponent ``alpha`` (``None``: no scaling)."""
-
-WEIGHT_DECAY_SCALINGS = ("none", "coupled", "sqrt_width")
-
-OPTIMIZER_FAMILIES: dict[str, str] = {
-    "sgd": "sgd",
-    "adam": "adam",
-    "adamw": "adam",
-    "adam-atan2": "adam",
-    "muon": "muon",
-}
-"""Which LR exponents an optimizer uses: SGD-like (update ~ gradient), Adam-like (update
-invariant to the gradient's scale) or Muon (Adam-like, hidden matrices by ``lr_muon``)."""
+__all__ = [
+    "DEPTH_RULES", "EPSILON_RULES", "MUON_SCALINGS", "OPTIMIZER_FAMILIES",
+    "WEIGHT_DECAY_EXCLUSIONS", "WEIGHT_DECAY_SCALINGS", "WIDTH_RULES", "Kind",
+    "Parametrization", "Resolved", "Role",
+    "TensorSpec", "WidthRule", "branch_multiplier", "describe", "forward_and_init",
+    "orthogonalised", "resolve",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -203,7 +63,8 @@ class Parametrization:
     """A parametrization: width rule, depth rule, multipliers and base shape.
 
     Args:
-        name: key of :data:`WIDTH_RULES` (``sp``, ``mup``, ``ntk``, ``mf``).
+        name: key of :data:`~toolkit.engine.rules.WIDTH_RULES` (``sp``, ``mup``, ``ntk``
+            (lazy), ``ntk-everett``, ``mf``).
         base_width: width ``n0`` at which this equals SP.
         depth_rule: key of :data:`DEPTH_RULES`, ignored if ``depth_alpha`` is set.
         depth_alpha: branch exponent in ``[0.5, 1]`` or any positive value.
@@ -213,7 +74,14 @@ class Parametrization:
             layer and the readout (tuned at base width, transferred as is).
         readout_zero_init: initialise the readout to zero (recommended for muP
             by Tensor Programs V; off by default so muP equals SP at base width).
-        weight_decay_scaling: ``none``, ``coupled`` or ``sqrt_width``.
+        weight_decay_scaling: how the per-step decay scales with width (``none``,
+            ``coupled``, ``sqrt_width``, ``fan``;
+            :data:`~toolkit.engine.rules.WEIGHT_DECAY_SCALINGS`).
+        weight_decay_exclude: ``none``, ``gains`` or ``vectors``: tensors never decayed.
+        independent_weight_decay: decay by ``wd`` per step (times the schedule) instead of
+            ``lr * wd``; only for the decoupled decay of AdamW, Adam-atan2 and Muon.
+        eps_rule: ``gradient`` (epsilon follows the stored tensor's gradient) or
+            ``constant`` (:data:`~toolkit.engine.rules.EPSILON_RULES`).
         attn_alpha: constant multiplier of attention logits (tuned at base width).
         query_zero_init: initialise attention query projections to zero, so every
             head attends uniformly at step 0 (recommended for muP by Tensor
@@ -233,6 +101,9 @@ class Parametrization:
     weight_decay_scaling: str = "coupled"
     attn_alpha: float = 1.0
     query_zero_init: bool = False
+    weight_decay_exclude: str = "none"
+    independent_weight_decay: bool = False
+    eps_rule: str = "gradient"
     width_rules: dict[Role, WidthRule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -246,6 +117,8 @@ class Parametrization:
         for argument in ("input_alpha", "output_alpha", "attn_alpha"):
             check_positive(argument, getattr(self, argument))
         check_choice("weight_decay_scaling", self.weight_decay_scaling, WEIGHT_DECAY_SCALINGS)
+        check_choice("weight_decay_exclude", self.weight_decay_exclude, WEIGHT_DECAY_EXCLUSIONS)
+        check_choice("eps_rule", self.eps_rule, EPSILON_RULES)
         object.__setattr__(self, "width_rules", WIDTH_RULES[self.name])
 
     @property
@@ -265,7 +138,8 @@ class Resolved:
     """The numbers one tensor gets: all multipliers of the base values.
 
     ``lr_mult`` and ``wd_mult`` multiply the (per-member) base LR and weight
-    decay; ``eps_mult`` multiplies Adam's epsilon.
+    decay; ``eps_mult`` multiplies Adam's epsilon. ``decay_with_lr``: the per-step decay
+    is ``lr * wd`` (else ``wd``, independent of the LR).
     """
 
     spec: TensorSpec
@@ -274,6 +148,7 @@ class Resolved:
     lr_mult: float
     wd_mult: float
     eps_mult: float
+    decay_with_lr: bool = True
 
 
 def branch_multiplier(param: Parametrization, depth: int) -> float:
@@ -331,10 +206,12 @@ def resolve(
             lr = m**-rule.lr_muon
         else:
             lr = m ** -(rule.lr_adam if adam_like else rule.lr_sgd)
-        eps = m**rule.eps
+        gradient_eps = param.eps_rule == "gradient"
+        eps = m**rule.eps if gradient_eps else 1.0
         if spec.in_block and alpha is not None:
             lr *= m_depth ** ((alpha - 1.0) if adam_like else (2.0 * alpha - 1.0))
-            eps *= m_depth**-alpha
+            if gradient_eps:
+                eps *= m_depth**-alpha
         forward, std = forward_and_init(spec, param, width=width)
         out.append(
             Resolved(
@@ -342,8 +219,9 @@ def resolve(
                 init_std=std,
                 forward_mult=forward,
                 lr_mult=lr,
-                wd_mult=_weight_decay_mult(param.weight_decay_scaling, spec, lr, m),
+                wd_mult=_weight_decay_mult(param, spec, lr, m),
                 eps_mult=eps,
+                decay_with_lr=not param.independent_weight_decay,
             )
         )
     return out
@@ -354,11 +232,22 @@ def orthogonalised(spec: TensorSpec) -> bool:
     return spec.role is Role.HIDDEN and spec.kind is Kind.WEIGHT
 
 
-def _weight_decay_mult(scaling: str, spec: TensorSpec, lr_mult: float, m: float) -> float:
+def _weight_decay_mult(param: Parametrization, spec: TensorSpec, lr_mult: float, m: float) -> float:
+    """The ``wd`` multiplier that gives ``spec`` its rule's per-step decay (module docstring)."""
+    vector_like = spec.role in (Role.VECTOR, Role.FIXED)
+    excluded = {"none": False, "gains": spec.kind is Kind.GAIN, "vectors": vector_like}
+    if excluded[param.weight_decay_exclude]:
+        return 0.0
+    decay_lr = 1.0 if param.independent_weight_decay else lr_mult
+    scaling = param.weight_decay_scaling
     if scaling == "coupled":
-        return 1.0 / lr_mult
-    if scaling == "sqrt_width" and spec.role is Role.HIDDEN:
-        return m**0.5
+        return 1.0 / decay_lr
+    if scaling == "sqrt_width":
+        return m**0.5 if spec.role is Role.HIDDEN else 1.0
+    if scaling == "fan":
+        if vector_like:
+            return 0.0
+        return (m**-0.5 if orthogonalised(spec) else 1.0) / decay_lr
     return 1.0
 
 
@@ -369,6 +258,7 @@ def describe(
     lr: float = 1.0,
     weight_decay: float = 0.0,
     eps: float = 1e-8,
+    muon_scaling: str = "fan_ratio",
 ) -> pl.DataFrame:
     """One row per tensor: exactly what the parametrization applies to ``model``.
 
@@ -376,10 +266,20 @@ def describe(
     ``in_block``, ``init_std`` (std of the stored tensor at init),
     ``forward_mult``, ``branch_mult`` (the residual-branch multiplier of the
     block a tensor sits in), ``lr`` (effective base LR: ``lr * lr_mult``), ``weight_decay``
-    (``weight_decay * wd_mult``), ``eps`` (``eps * eps_mult``) and the raw
-    multipliers. ``model`` is any toolkit model (it has ``specs``,
+    (``weight_decay * wd_mult``), ``eps`` (``eps * eps_mult``), the raw
+    multipliers, then the rules: ``decay_per_step`` (``lr * weight_decay``, or
+    ``weight_decay`` when the decay is independent of the LR), ``weight_decay_rule``
+    (scaling, exclusion, coupling), ``eps_rule`` (``none`` for an optimizer without
+    epsilon) and ``update_scale`` (Muon's scale of an orthogonalised update,
+    :data:`~toolkit.engine.rules.MUON_SCALINGS` ``[muon_scaling]``; null for every
+    other tensor and optimizer). ``model`` is any toolkit model (it has ``specs``,
     ``parametrization``, ``width`` and ``depth``).
     """
+    check_choice("muon_scaling", muon_scaling, MUON_SCALINGS)
+    param = model.parametrization
+    coupling = "independent" if param.independent_weight_decay else "lr"
+    wd_rule = f"{param.weight_decay_scaling}, exclude {param.weight_decay_exclude}, {coupling}"
+    eps_rule = "none" if optimizer in WITHOUT_EPSILON else param.eps_rule
     resolved = resolve(
         model.specs,
         model.parametrization,
@@ -391,6 +291,7 @@ def describe(
     rows = []
     for r in resolved:
         s = r.spec
+        decay_lr = lr * r.lr_mult if r.decay_with_lr else 1.0
         rows.append(
             {
                 "name": s.name,
@@ -409,6 +310,14 @@ def describe(
                 "lr_mult": r.lr_mult,
                 "wd_mult": r.wd_mult,
                 "eps_mult": r.eps_mult,
+                "decay_per_step": weight_decay * r.wd_mult * decay_lr,
+                "weight_decay_rule": wd_rule,
+                "eps_rule": eps_rule,
+                "update_scale": (
+                    MUON_SCALINGS[muon_scaling](s.fan_in, s.fan_out)
+                    if optimizer == "muon" and orthogonalised(s)
+                    else None
+                ),
             }
         )
     return pl.DataFrame(rows)

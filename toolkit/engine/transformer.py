@@ -16,15 +16,17 @@ leading member axis on every tensor. For token ids ``x`` of shape
 is the parametrization's residual-branch multiplier (Tensor Programs VI;
 CompleteP).
 
-**Heads.** The head dimension ``d_head`` is fixed (default 16) and the number
-of heads ``H = n / d_head`` grows with width (Tensor Programs V, appendix E.2).
-The attention logits are ``s q.k`` with ``s = attn_alpha / sqrt(d_head)`` under
-every parametrization. muP's rule ``attn_alpha / d_head`` is about a growing
-``d_head``; in the form that equals SP at the base shape,
-``attn_alpha * sqrt(d_head0) / d_head`` (Tensor Programs V, appendix J.2.1), it
-is ``attn_alpha / sqrt(d_head)`` whenever ``d_head = d_head0``, i.e. at every
-width here: the logits stay O(1) under muP because queries and keys keep O(1)
-coordinates over a fixed number of them.
+**Heads.** By default the head dimension ``d_head`` is fixed (``head_dim``,
+default 16) and the number of heads ``H = n / d_head`` grows with width
+(Tensor Programs V, appendix E.2); with ``heads`` set, ``H`` is fixed and
+``d_head = n / H`` grows (as in nanoGPT-mup). The attention logits are
+``s q.k`` with ``s = attn_alpha / sqrt(d0) * (d0 / d_head) ** e``, ``d0`` the
+base head dimension (``base_width / heads``, else ``base_head_dim``, else
+``head_dim``) and ``e`` the parametrization's
+:data:`~toolkit.engine.rules.ATTENTION_EXPONENTS` entry: ``1/sqrt(d_head)``
+under SP and NTK, muP's ``attn_alpha * sqrt(d0) / d_head`` under muP and
+mean-field (Tensor Programs V, appendix J.2.1), which is SP's scale whenever
+``d_head = d0``.
 
 **Roles.** Token and position embeddings are ``input`` (a lookup reads one row,
 so its effective fan-in is 1 and rows start at std ``init_sigma``, as
@@ -71,6 +73,7 @@ from toolkit.engine.layers import (
     TensorFactory,
 )
 from toolkit.engine.parametrization import Role, branch_multiplier
+from toolkit.engine.rules import ATTENTION_EXPONENTS
 from toolkit.errors import InputError, check_positive
 
 MLP_RATIO = 4
@@ -85,10 +88,12 @@ class TransformerOptions:
     bias: bool = True
     head_dim: int = 16
     tie_embeddings: bool = False
+    heads: int | None = None
+    base_head_dim: int | None = None
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention with logits ``s q.k``, ``s = attn_alpha / sqrt(d_head)``."""
+    """Causal multi-head self-attention with logits ``s q.k`` (``s``: the module docstring)."""
 
     def __init__(self, name: str, make: TensorFactory, width: int, base_width: int, *,
                  heads: int, scale: float, bias: bool) -> None:  # fmt: skip
@@ -153,6 +158,9 @@ class Transformer(EnsembleModel):
         width: ``d_model``, a multiple of ``head_dim``.
         depth: number of blocks.
         head_dim: ``d_head``, the same at every width; ``width`` must be a multiple.
+        heads: a fixed number of heads instead (``d_head = width / heads`` grows).
+        base_head_dim: ``d0`` of the logit scale when ``heads`` is not set (default
+            ``head_dim``).
         tie_embeddings: read out with the token embedding.
         activation, bias: the MLP nonlinearity; whether linear maps and norms
             have biases / shifts.
@@ -161,7 +169,8 @@ class Transformer(EnsembleModel):
     reads_tokens = True
     options: ClassVar[type] = TransformerOptions
     own_settings: ClassVar[tuple[str, ...]] = (
-        "head_dim", "tie_embeddings", "attn_alpha", "query_zero_init",
+        "head_dim", "tie_embeddings", "attn_alpha", "query_zero_init", "heads",
+        "base_head_dim",
     )  # fmt: skip
 
     def __init__(
@@ -171,12 +180,23 @@ class Transformer(EnsembleModel):
         bias: bool = True,
         head_dim: int = 16,
         tie_embeddings: bool = False,
+        heads: int | None = None,
+        base_head_dim: int | None = None,
         **common: Any,
     ) -> None:
         """``common``: the arguments of :class:`~toolkit.engine.layers.EnsembleModel`."""
         super().__init__(activation=activation, bias=bias, **common)
         d_in, d_out, width, depth = self.d_in, self.d_out, self.width, self.depth
         parametrization = self.parametrization
+        base_width = parametrization.base_width
+        if heads is not None:
+            check_positive("heads", heads, integer=True)
+            if width % heads or base_width % heads:
+                raise InputError(
+                    f"width={width} and base_width={base_width} must be multiples of "
+                    f"heads={heads}: the heads split the width into equal parts"
+                )
+            head_dim, base_head_dim = width // heads, base_width // heads
         check_positive("head_dim", head_dim, integer=True)
         if width % head_dim:
             raise InputError(
@@ -192,7 +212,10 @@ class Transformer(EnsembleModel):
         self.heads, self.d_head = width // head_dim, head_dim
         self.tie_embeddings = tie_embeddings
         self.branch_mult = branch_multiplier(parametrization, depth)
-        self.attn_scale = parametrization.attn_alpha / math.sqrt(head_dim)
+        d0 = head_dim if base_head_dim is None else base_head_dim
+        exponent = ATTENTION_EXPONENTS[parametrization.name]
+        self.base_head_dim = d0
+        self.attn_scale = parametrization.attn_alpha / math.sqrt(d0) * (d0 / head_dim) ** exponent
         self.embed = EnsembleEmbedding("embed", make, vocab=d_out, context=d_in, width=width)
         self.blocks = [Block(f"block{i}", self) for i in range(1, depth + 1)]
         for i, block in enumerate(self.blocks, start=1):

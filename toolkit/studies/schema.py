@@ -14,7 +14,8 @@ Each :class:`Setting` of :data:`SCHEMA` has a key, type, default, checks and *ax
 A grid setting has a plural key for a list (``widths = [64, 128]``) and its singular
 name, the :class:`~toolkit.engine.train.TrainConfig` / :class:`Parametrization`
 field, for one value (``width = 64``); the two coincide for ``steps``,
-``warmup_steps``, ``eps``, ``eval_examples`` and ``tie_embeddings``, which take either
+``warmup_steps``, ``eps``, ``eval_examples``, ``tie_embeddings``, ``nesterov`` and
+``independent_weight_decay``, which take either
 form. A float grid may also be a log2 range ``"2^a:2^b:n"``. The TOML reader
 (:meth:`toolkit.studies.spec.SweepSpec.from_toml`) and the command line
 (:mod:`toolkit.ui.cli`) both read this schema, so each check is written once: types
@@ -37,6 +38,9 @@ from toolkit.engine.models import MODELS
 from toolkit.engine.optim import OPTIMIZERS
 from toolkit.engine.parametrization import (
     DEPTH_RULES,
+    EPSILON_RULES,
+    MUON_SCALINGS,
+    WEIGHT_DECAY_EXCLUSIONS,
     WEIGHT_DECAY_SCALINGS,
     WIDTH_RULES,
     Parametrization,
@@ -272,10 +276,27 @@ SCHEMA: tuple[Setting, ...] = (
     _grid(C, "activation", str, Axis.SHAPE, "hidden nonlinearity", choices=tuple(ACTIVATIONS)),
     _grid(C, "bias", bool, Axis.SHAPE, "layers have biases", key="biases"),
     _grid(C, "prenorm", bool, Axis.SHAPE, "pre-norm residual blocks (resmlp)"),
-    _grid(C, "momentum", float, Axis.SHAPE, "SGD / Muon momentum", check=_unit_interval),
+    _grid(C, "momentum", float, Axis.SHAPE, "SGD / Muon momentum (default 0.9 / 0.95)",
+          check=_unit_interval, optional=True),
+    _grid(C, "nesterov", bool, Axis.SHAPE, "Muon's Nesterov look-ahead", key="nesterov"),
+    _grid(C, "muon_scaling", str, Axis.SHAPE, "scale of Muon's orthogonalised update",
+          choices=tuple(MUON_SCALINGS)),
+    _grid(C, "adam_lr", float, Axis.SHAPE, "LR of Muon's AdamW part (default: the Muon LR)",
+          check=_positive, optional=True),
+    _grid(C, "adam_lr_ratio", float, Axis.SHAPE, "LR of Muon's AdamW part / the Muon LR",
+          check=_positive, optional=True),
+    _grid(P, "eps_rule", str, Axis.SHAPE, "how Adam epsilon scales", choices=EPSILON_RULES),
+    _grid(P, "weight_decay_exclude", str, Axis.SHAPE, "tensors never decayed",
+          choices=WEIGHT_DECAY_EXCLUSIONS),
+    _grid(P, "independent_weight_decay", bool, Axis.SHAPE, "decay by wd, not lr * wd",
+          key="independent_weight_decay"),
     _grid(C, "eps", float, Axis.SHAPE, "Adam epsilon at base shape", key="eps",
           check=_positive),
     _grid(C, "head_dim", int, Axis.SHAPE, "transformer head dimension", check=_positive_int),
+    _grid(C, "heads", int, Axis.SHAPE, "fixed number of transformer heads (head dim grows)",
+          check=_positive_int, optional=True),
+    _grid(C, "base_head_dim", int, Axis.SHAPE, "base head dimension of the attention scale",
+          check=_positive_int, optional=True),
     _grid(C, "tie_embeddings", bool, Axis.SHAPE, "transformer readout = token embedding",
           key="tie_embeddings"),
     _grid(C, "eval_examples", int, Axis.SHAPE, "examples per evaluation", key="eval_examples",
