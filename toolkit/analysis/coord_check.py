@@ -8,7 +8,6 @@ step, stat, value, diverged``).
 from __future__ import annotations
 
 import polars as pl
-from scipy import stats
 
 from toolkit.errors import InputError, check_positive
 
@@ -151,6 +150,8 @@ def verdict(
         )
         .join(diverged, on=["layer", "step"], how="left")
     )
+    from scipy import stats  # here, not at import: the command line reads this module's constants
+
     quantile = stats.t.ppf(0.5 + level / 2, df=table["seeds"].to_numpy() - 1)  # NaN below 2
     table = table.with_columns(
         half=pl.col("sd") * pl.Series(quantile) / pl.col("seeds").sqrt(),
