@@ -51,3 +51,34 @@ def test_report_on_an_empty_or_all_diverged_store_says_so_in_one_line(tmp_path, 
     assert main(["report", str(tmp_path / "diverged")]) == 0
     out = capsys.readouterr().out.strip()
     assert out.splitlines() == [out] and "2 diverged" in out and "no optimum" in out
+
+
+def test_report_says_which_optima_left_the_grid_in_a_line_and_in_json(tmp_path, capsys):
+    """SP's optimum falls below the LR grid at the two widest widths: the report names each
+    as a bound, and the drift is fitted through the measured optima only."""
+    import json
+
+    import numpy as np
+
+    from toolkit.store import SCHEMAS, Records, Store
+
+    rng = np.random.default_rng(0)
+    optima = {32: -7.0, 64: -8.0, 128: -9.0, 256: -13.0, 512: -14.0}
+    runs = pl.DataFrame(
+        {"run_id": f"w{w}-x{x}-s{s}", "parametrization": "sp", "optimizer": "adam", "width": w,
+         "depth": 2, "lr": 2.0**x, "seed": s, "status": "ok",
+         "final_train_loss": 0.5 + 0.05 * (x - x_opt) ** 2 + rng.normal(0, 0.01)}
+        for w, x_opt in optima.items() for x in range(-12, -1) for s in range(2)
+    )  # fmt: skip
+    store = Store(tmp_path / "s")
+    store.write_group("g", Records(runs, pl.DataFrame(schema=SCHEMAS["curves"]),
+                                   pl.DataFrame(schema=SCHEMAS["probes"])))  # fmt: skip
+    assert main(["report", str(store.path)]) == 0
+    text = capsys.readouterr().out
+    bounds = [line for line in text.splitlines() if "lies below the LR grid" in line]
+    assert len(bounds) == 2 and all("a bound, not a measurement" in line for line in bounds)
+    assert main(["report", str(store.path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert sum("lies below the LR grid" in note for note in payload["notes"]) == 2
+    (line,) = [d for d in payload["drift"] if d["parametrization"] == "sp"]
+    assert line["points"] == 3 and line["censored"] == 2 and abs(line["slope"] + 1) < 0.15

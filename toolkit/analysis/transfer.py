@@ -162,7 +162,7 @@ def transferred(
             continue
         x_base = float(base_row["log2_lr_grid"][0])
         for target in family.iter_rows(named=True):
-            curve = curves.filter(*(pl.col(k) == target[k] for k in (*keys, axis)))
+            curve = curves.filter(*(pl.col(k).eq_missing(target[k]) for k in (*keys, axis)))
             at = loss_at_lr(curve, x_base)
             at_row = curve.filter(pl.col("log2_lr") == x_base)
             se = at_row["loss_se"][0] if at_row.height and math.isfinite(at) else None

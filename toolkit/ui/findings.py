@@ -62,7 +62,7 @@ def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
     lines = []
     rank = [pl.col(k).cast(pl.String).replace_strict(_ORDER, default=9) for k in varying]
     for row in drifts.sort([*rank, *varying]).iter_rows(named=True):
-        same = [pl.col(k) == row[k] for k in keys if row[k] is not None]
+        same = [pl.col(k).eq_missing(row[k]) for k in keys]
         series = optima.filter(*same).sort(axis)
         first, last = series.row(0, named=True), series.row(-1, named=True)
         cost = regret.filter(*same, pl.col(axis) == last[axis])["regret"]
