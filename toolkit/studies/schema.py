@@ -314,8 +314,8 @@ SCHEMA: tuple[Setting, ...] = (
           check=_positive),
     _spec("seeds", int, 1, "number of seeds (seed .. seed + seeds - 1)", check=_positive_int),
     _spec("seed", int, 0, "first seed", check=_nonnegative_integer),
-    _spec("base_width", int, 64, "width at which every parametrization equals SP",
-          check=_positive_int),
+    _spec("base_width", int, None, "width at which every parametrization equals SP (default: "
+          "the smallest width)", check=_positive_int, optional=True),
     _spec("base_depth", int, None, "depth at which depth rules are neutral (default: the "
           "smallest depth)", check=_positive_int, optional=True),
     _spec("eval_every", int, 100, "steps between evaluations", check=_positive_int),

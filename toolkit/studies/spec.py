@@ -130,7 +130,7 @@ class SweepSpec:
             model=v["model"],
             task=v["task"],
             parametrization=Parametrization(
-                base_width=v["base_width"],
+                base_width=v["base_width"] or min(v["widths"]),
                 base_depth=v["base_depth"] or min(v["depths"]),
                 **settings["parametrization"],
             ),

@@ -340,8 +340,6 @@ def _run_coord_check(args: argparse.Namespace) -> None:
     from toolkit.studies.coord_check import coord_check_seeds
 
     spec = sweep_specs(args, defaults=COORD_CHECK_DEFAULTS)[0]
-    if args.base_width is None and not args.spec:
-        spec = spec.with_(base_width=min(spec.widths))
     for s in SCHEMA:
         values = getattr(spec, s.key)
         if s.is_grid and s.key != "widths" and len(values) > 1:
