@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from toolkit.engine import data
-from toolkit.engine.data import TASKS, Task, load_task
+from toolkit.engine.data import TASK_SHAPES, TASKS, Task, load_task
 
 EXPECTED = {
     # name: (kind, d_in, d_out, n_train, n_val)
@@ -251,3 +251,9 @@ def test_mnist1d_generation_leaves_global_rngs_alone(monkeypatch: pytest.MonkeyP
     # Same arguments, same arrays.
     again = data._generate_mnist1d()
     assert np.array_equal(again[0], x_train) and np.array_equal(again[3], y_val)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_the_shape_a_sweep_is_sized_with_is_the_loaded_tasks(name):
+    task = load_task(name)
+    assert TASK_SHAPES[name] == (task.d_in, task.d_out)

@@ -84,6 +84,17 @@ TEACHER_N_TRAIN = 8192
 TEACHER_N_VAL = 2048
 TEACHER_NOISE_STD = 0.1
 
+TASK_SHAPES: dict[str, tuple[int, int]] = {
+    "mnist1d": (40, 10),
+    "digits": (64, 10),
+    "teacher": (TEACHER_D_IN, TEACHER_D_OUT),
+    "chars": (64, 94),
+}
+"""``(d_in, d_out)`` of each task, known without loading it (for sizing a sweep before
+anything is loaded): MNIST-1D's 40 samples and 10 classes, the 8x8 digits, the
+teacher's shape, and the character task's context length and alphabet (of the
+committed corpus). ``tests/engine/test_data.py`` checks each against the loaded task."""
+
 
 @dataclass(frozen=True)
 class Task:

@@ -22,10 +22,9 @@ The estimates are upper-bound-minded approximations for float32 training:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from toolkit.engine.config import TrainConfig
-from toolkit.engine.data import load_task
+from toolkit.engine.data import TASK_SHAPES
 from toolkit.engine.models import MODELS
 from toolkit.engine.parametrization import Kind
 from toolkit.engine.train import build_model
@@ -69,12 +68,6 @@ class RunCost:
         return max(terms, key=terms.get)
 
 
-@lru_cache(maxsize=8)
-def _task_shape(name: str) -> tuple[int, int]:
-    task = load_task(name)
-    return task.d_in, task.d_out
-
-
 def _cost(config: TrainConfig, d_in: int, d_out: int) -> RunCost:
     model = build_model(config, d_in, d_out, [0], shape_only=True)
     tokens = d_in if MODELS[config.model].reads_tokens else 1
@@ -98,7 +91,7 @@ def run_cost(config: TrainConfig, *, memory: int | None = None) -> RunCost:
     """
     if memory is not None:
         check_fits(config, _cost(config, 1, 1), memory)
-    cost = _cost(config, *_task_shape(config.task))
+    cost = _cost(config, *TASK_SHAPES[config.task])
     if memory is not None:
         check_fits(config, cost, memory)
     return cost
