@@ -136,6 +136,16 @@ def test_bad_muon_settings_raise_value_errors_naming_them():
         Muon(params, resolved, lr, wd, ns_steps=0)
 
 
+def _muon_setup(model) -> tuple[list, list, list]:
+    """Random gradients on ``model``; its (spec, tensor) pairs, Muon's resolved rules, and
+    a copy of every tensor before the step."""
+    _random_gradients(model)
+    tensors = list(model.named_tensors())
+    resolved = resolve([s for s, _ in tensors], model.parametrization, width=model.width,
+                       depth=model.depth, optimizer="muon")  # fmt: skip
+    return tensors, resolved, [p.detach().clone() for _, p in tensors]
+
+
 @pytest.mark.parametrize(("adam", "expected"), [
     ({"adam_lr": 3e-4}, 3e-4), ({"adam_lr_ratio": 0.1}, 0.1 * LR), ({}, LR),
 ])  # fmt: skip
@@ -145,11 +155,7 @@ def test_muons_adamw_part_receives_its_own_lr(adam, expected):
     AdamW LR, not the Muon LR."""
     model = MLP(d_in=6, d_out=3, width=16, depth=2, seeds=[0, 1],
                 parametrization=Parametrization("sp", base_width=16))  # fmt: skip
-    _random_gradients(model)
-    tensors = list(model.named_tensors())
-    resolved = resolve([s for s, _ in tensors], model.parametrization, width=16, depth=2,
-                       optimizer="muon")  # fmt: skip
-    before = [p.detach().clone() for _, p in tensors]
+    tensors, resolved, before = _muon_setup(model)
     Muon([p for _, p in tensors], resolved, torch.full((2,), LR), torch.zeros(2), **adam).step()
     for (spec, p), old in zip(tensors, before, strict=True):
         if not orthogonalised(spec):
@@ -173,11 +179,7 @@ def test_each_muon_scaling_gives_its_stated_update_norm(scaling, norm):
     ``adamw_rms``; ``spectral`` normalises even the quintic iteration's spread away."""
     model = Transformer(d_in=16, d_out=12, width=32, depth=1, seeds=[0, 1],
                         parametrization=Parametrization("mup", base_width=32))  # fmt: skip
-    _random_gradients(model)
-    tensors = list(model.named_tensors())
-    resolved = resolve([s for s, _ in tensors], model.parametrization, width=32, depth=1,
-                       optimizer="muon")  # fmt: skip
-    before = [p.detach().clone() for _, p in tensors]
+    tensors, resolved, before = _muon_setup(model)
     converged = {"iteration": "cubic", "ns_steps": 30} if scaling != "spectral" else {}
     Muon([p for _, p in tensors], resolved, torch.full((2,), LR), torch.zeros(2),
          scaling=scaling, **converged).step()  # fmt: skip
