@@ -12,11 +12,10 @@ import polars as pl
 
 from toolkit.analysis.optima import CONFIG_KEYS, optimal_lr
 from toolkit.analysis.transfer import drift, transfer_regret
+from toolkit.ui.style import ordered
 
 _NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
 
-_ORDER = {"sp": 0, "ntk": 1, "mf": 2, "mup": 3, "none": 0, "depth-mup": 1, "completep": 2}
-"""Series in order of meaning: SP before muP; no depth scaling, depth-muP, CompleteP."""
 
 
 def _octaves(value: float) -> str:
@@ -60,8 +59,11 @@ def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
     keys = [k for k in CONFIG_KEYS if k in drifts.columns and k != axis]
     varying = [k for k in keys if drifts[k].n_unique() > 1] or keys[:1]
     lines = []
-    rank = [pl.col(k).cast(pl.String).replace_strict(_ORDER, default=9) for k in varying]
-    for row in drifts.sort([*rank, *varying]).iter_rows(named=True):
+    rank = [  # series in the order they are shown (SP before muP, ...)
+        pl.col(k).replace_strict({v: i for i, v in enumerate(ordered(drifts, k))}, default=None)
+        for k in varying
+    ]
+    for row in drifts.sort(rank, nulls_last=True).iter_rows(named=True):
         same = [pl.col(k).eq_missing(row[k]) for k in keys]
         series = optima.filter(*same).sort(axis)
         first, last = series.row(0, named=True), series.row(-1, named=True)
