@@ -228,17 +228,14 @@ def test_an_environment_fault_exits_2_with_one_line(fault, tmp_path, monkeypatch
         "spec_under_a_file": (["sweep", "--spec", "/dev/null/s.toml"], "cannot be read"),
     }[fault]
     if fault == "cache_under_a_file":
-        import toolkit.studies.costs
-
         monkeypatch.setenv("TOOLKIT_CACHE", "/dev/null/c")
-        toolkit.studies.costs._task_shape.cache_clear()
     _one_line_error(argv, needle, capsys)
 
 
 def test_ctrl_c_exits_130_with_one_line_and_the_store_resumes(tmp_path):
     out = tmp_path / "store"
     argv = [sys.executable, "-m", "toolkit", "sweep", "--task", "digits", "--widths", "16,32,48",
-            "--depths", "1", "--lrs", "0.01,0.1", "--steps", "400", "--out", str(out),
+            "--depths", "1", "--lrs", "0.01,0.1", "--steps", "20000", "--out", str(out),
             "--quiet"]  # fmt: skip
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -415,6 +416,10 @@ def _fail(message: str) -> int:
     return 2
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; returns the exit status (see the module docstring: 0 ok, 1 problems
     found by ``store``, 2 a user's mistake or an environment fault, 130 Ctrl-C)."""
@@ -425,9 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as error:
         return _fail(str(error))
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the exit
         print("interrupted: files already written are whole; a sweep run again resumes",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return INTERRUPTED
     except BrokenPipeError:  # e.g. `python -m toolkit report DIR | head`: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed stdout
         return 0
