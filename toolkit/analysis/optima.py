@@ -152,7 +152,8 @@ def optimal_lr(
     Too few usable points or a non-convex fit give no interval either, and say so.
 
     Columns: configuration keys, ``log2_lr_grid``, ``log2_lr_opt``,
-    ``log2_lr_lo``, ``log2_lr_hi``, ``log2_lr_se``, ``lr_opt``, ``loss_opt``,
+    ``log2_lr_lo``, ``log2_lr_hi``, ``log2_lr_se`` (delta method) with
+    ``log2_lr_df`` (the fit's residual degrees of freedom), ``lr_opt``, ``loss_opt``,
     ``points`` (usable LRs), ``diverged_lrs``, ``fit``, ``measured``, ``censored``.
     """
     if loss not in runs.columns:
@@ -188,6 +189,7 @@ def optimal_lr(
                 log2_lr_lo=lo,
                 log2_lr_hi=hi,
                 log2_lr_se=se,
+                log2_lr_df=int(len(mine) - 3),
                 loss_opt=min(y_opt, row["loss_opt"]),
             )
         rows.append({**row, "fit": fit})
@@ -197,6 +199,7 @@ def optimal_lr(
         "log2_lr_lo": pl.Float64,
         "log2_lr_hi": pl.Float64,
         "log2_lr_se": pl.Float64,
+        "log2_lr_df": pl.Int64,
         "loss_opt": pl.Float64,
         "censored": pl.String,
     }

@@ -48,6 +48,18 @@ MIN_DRIFT_POINTS = 3
 DRIFT_AXES = ("width", "depth", "steps")
 
 
+def _normal_equivalent_se(optima: pl.DataFrame) -> np.ndarray:
+    """Each optimum's standard error widened so that a normal interval matches its own
+    Student-t interval: ``se * t(df) / z``. An optimum fitted with few residual degrees
+    of freedom is less certain than its delta-method ``se`` alone says, and a line
+    through it must carry that."""
+    from scipy import stats
+
+    df = optima["log2_lr_df"].to_numpy().astype(float)
+    widen = stats.t.ppf(0.975, np.maximum(df, 1)) / stats.norm.ppf(0.975)
+    return optima["log2_lr_se"].to_numpy() * widen
+
+
 def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> pl.DataFrame:
     """Slope of ``log2(lr*)`` against ``log2(axis)`` per configuration, with an interval.
 
@@ -81,7 +93,7 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
             rows.append({**row, "status": DRIFT_TOO_FEW})
             continue
         x = np.log2(measured[axis].to_numpy().astype(float))
-        se = measured["log2_lr_se"].to_numpy()
+        se = _normal_equivalent_se(measured)
         weights = se if bool(np.all(np.isfinite(se) & (se > 0))) else None
         line = fit_line(x, measured["log2_lr_opt"].to_numpy(), weights, level=level)
         on_line = line.intercept + line.slope * np.log2(bounds[axis].to_numpy().astype(float))
