@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
 from toolkit.analysis.fits import fit_line, fit_power_law
 from toolkit.analysis.optima import FIT_OK, config_keys, lr_curves, optimal_lr
@@ -53,8 +54,6 @@ def _normal_equivalent_se(optima: pl.DataFrame) -> np.ndarray:
     Student-t interval: ``se * t(df) / z``. An optimum fitted with few residual degrees
     of freedom is less certain than its delta-method ``se`` alone says, and a line
     through it must carry that."""
-    from scipy import stats
-
     df = optima["log2_lr_df"].to_numpy().astype(float)
     widen = stats.t.ppf(0.975, np.maximum(df, 1)) / stats.norm.ppf(0.975)
     return optima["log2_lr_se"].to_numpy() * widen
