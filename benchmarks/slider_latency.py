@@ -68,5 +68,6 @@ def main() -> None:
     verdict = "met" if median <= 0.1 else "missed"
     print(f"  target: new-setting median <= 100 ms: {verdict} ({median * 1e3:.1f} ms)")
 
+
 if __name__ == "__main__":
     main()

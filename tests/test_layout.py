@@ -83,5 +83,18 @@ def test_data_flows_one_way(module):
                "toolkit.analysis.spectra", "toolkit.analysis.coord_check"]
 )  # fmt: skip
 def test_reading_results_imports_no_torch(module):
+    """Analysis reads stores without torch."""
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+@pytest.mark.parametrize(
+    "module", ["toolkit.ui.cli", "toolkit.engine.config", "toolkit.studies.costs",
+               "toolkit.studies.sweep"]
+)  # fmt: skip
+def test_checking_a_request_imports_no_torch(module):
+    """The command line, configs, the schema and the planner load without torch (the
+    names they check come from :mod:`toolkit.engine.catalogue`), so a mistake is refused
+    before torch's import, which costs more than a second."""
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)

@@ -46,7 +46,8 @@ def test_best_cell_is_the_lowest_loss_and_never_a_diverged_point():
     })  # fmt: skip
     best = transfer.best_cells(curves, by=("width",))
     assert best.select("width", "log2_lr", "weight_decay", "loss_mean").rows() == [
-        (64, -6.0, 0.1, 0.5), (128, -8.0, 0.1, 0.4)
+        (64, -6.0, 0.1, 0.5),
+        (128, -8.0, 0.1, 0.4),
     ]
     assert best["log2_lr_at_edge"].to_list() == [False, True]  # -6 inside [-8, -4]; -8 lowest
     assert best["weight_decay_at_edge"].to_list() == [True, True]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from toolkit.engine import data
-from toolkit.engine.data import TASK_SHAPES, TASKS, Task, load_task
+from toolkit.engine.catalogue import TASK_SHAPES, TASKS
+from toolkit.engine.data import Task, load_task
 
 EXPECTED = {
     # name: (kind, d_in, d_out, n_train, n_val)

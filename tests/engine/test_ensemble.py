@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import torch
 
+from toolkit.engine.catalogue import OPTIMIZERS
 from toolkit.engine.models import MLP
-from toolkit.engine.optim import OPTIMIZERS
 from toolkit.engine.parametrization import (
     OPTIMIZER_FAMILIES,
     WIDTH_RULES,

@@ -8,14 +8,15 @@ import sys
 import pytest
 import torch
 
-from toolkit.engine.models import MODELS
+from toolkit.engine.catalogue import MODELS
+from toolkit.engine.models import MODEL_CLASSES
 from toolkit.engine.parametrization import Parametrization
 
 
 def _model(name: str, **kwargs):
     param = Parametrization("mup", base_width=16)
-    return MODELS[name](d_in=8, d_out=10, width=32, depth=2, seeds=[0, 1],
-                        parametrization=param, **kwargs)  # fmt: skip
+    return MODEL_CLASSES[name](d_in=8, d_out=10, width=32, depth=2, seeds=[0, 1],
+                               parametrization=param, **kwargs)  # fmt: skip
 
 
 def _input(name: str) -> torch.Tensor:
@@ -53,4 +54,4 @@ def test_the_registry_imports_without_a_cycle():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout  # fmt: skip
         assert out.strip() == "False"
-    assert set(MODELS) == {"mlp", "resmlp", "transformer"}
+    assert set(MODEL_CLASSES) == set(MODELS) == {"mlp", "resmlp", "transformer"}

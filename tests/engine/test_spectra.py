@@ -11,7 +11,7 @@ import torch
 
 from toolkit.engine.data import load_task
 from toolkit.engine.parametrization import Parametrization
-from toolkit.engine.probes import PROBES, log_spaced_steps, spectral_stats, sv_stat
+from toolkit.engine.probes import PROBE_FUNCTIONS, log_spaced_steps, spectral_stats, sv_stat
 from toolkit.engine.spectra import (
     MAX_ALPHA,
     fit_power_law,
@@ -196,7 +196,7 @@ def test_spectral_probe_reports_the_effective_weights_statistics():
                 assert values[stat] == pytest.approx(value, rel=1e-4), (layer, stat)
             ranks = [int(s.removeprefix("sv_")) for s in values if s.startswith("sv_")]
             assert ranks == log_spaced_ranks(len(sigma), 8)
-    assert PROBES["spectra"] is spectral_stats
+    assert PROBE_FUNCTIONS["spectra"] is spectral_stats
 
 
 def test_update_statistics_start_at_step_one_and_alpha_only_where_reliable():

@@ -134,7 +134,10 @@ def test_projections_agree_on_d_int90_of_a_small_model():
     base = Measurement(task="teacher", width=16, depth=1, steps=200, batch_size=64,
                        lrs=(2**-7, 2**-5, 2**-3), subspace_lrs=(2**-8, 2**-6, 2**-4))  # fmt: skip
     D = parameter_count(base.config(), task)
-    search = DSearch(grid=tuple(log_grid(D, start=8)), rounds=2, )
+    search = DSearch(
+        grid=tuple(log_grid(D, start=8)),
+        rounds=2,
+    )
     estimates = {}
     for projection in ("dense", "fastfood", "sparse"):
         measurement = Measurement(**{**base.settings(), "projection": projection}, lrs=base.lrs,

@@ -161,3 +161,23 @@ def test_report_json_has_one_record_per_run_with_the_contract_columns(tmp_path):
     }  # fmt: skip
     assert contract <= set(payload["runs"][0])
     assert len(payload["optima"]) == 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(model="mlp", depth=1), dict(model="mlp", depth=4, bias=False),
+     dict(model="resmlp", depth=3, prenorm=False), dict(model="transformer", depth=2),
+     dict(model="transformer", depth=1, tie_embeddings=True, bias=False),
+     dict(model="mlp", task="teacher", depth=2, batch_size=7, eval_examples=3)],
+)  # fmt: skip
+def test_the_cost_floor_is_below_the_cost_of_the_built_model(settings):
+    """The torch-free bound that refuses impossible runs early never refuses a run the
+    model-based estimate would accept: every term is at most the built model's."""
+    from toolkit.engine.config import TrainConfig
+    from toolkit.studies.costs import cost_floor, run_cost
+
+    config = TrainConfig(width=48, steps=10, **settings)
+    floor, cost = cost_floor(config), run_cost(config)
+    for term in ("state_bytes", "activation_bytes", "eval_bytes", "curve_bytes"):
+        assert 0 < getattr(floor, term) <= getattr(cost, term), term
+    assert floor.bytes >= cost.bytes / 8, "a floor far below the cost refuses nothing"

@@ -14,13 +14,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from toolkit.engine.data import LANGUAGE_TASKS
-from toolkit.engine.models import MODELS
-from toolkit.engine.optim import OPTIMIZERS
+from toolkit.engine.catalogue import LANGUAGE_TASKS, MODELS, OPTIMIZERS, SCHEDULES
 from toolkit.engine.parametrization import MUON_SCALINGS, Parametrization
 from toolkit.errors import InputError, check_choice, check_positive
-
-SCHEDULES = ("constant", "cosine", "linear")
 
 MOMENTUM_DEFAULTS = {"muon": 0.95}
 """Momentum of an optimizer when none is given (every other optimizer: 0.9)."""
@@ -55,7 +51,7 @@ class TrainConfig:
     """Everything shared by the members of one group.
 
     Args:
-        model: ``mlp``, ``resmlp`` or ``transformer`` (:data:`toolkit.engine.models.MODELS`).
+        model: ``mlp``, ``resmlp`` or ``transformer`` (:data:`toolkit.engine.catalogue.MODELS`).
         task: a task name of :mod:`toolkit.engine.data`; default ``chars`` for a model that
             reads tokens (the transformer), else ``mnist1d``.
         parametrization: width/depth rules, base shape and multipliers.
@@ -186,7 +182,7 @@ class TrainConfig:
         when they differ from their default, and an optimizer's own settings
         (:data:`OPTIMIZER_SETTINGS`) only for that optimizer, so earlier run ids stay valid.
 
-        Settings that only some models have (a model class's ``own_settings``: the
+        Settings that only some models have (a model's ``own_settings`` in the catalogue: the
         transformer's head dimension, tied embeddings, attention multiplier and query
         initialisation) appear for those models only, so the run ids of other models do not
         depend on them.

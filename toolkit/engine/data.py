@@ -14,7 +14,7 @@ Inputs are standardised per feature with the *train* split's mean and (populatio
 standard deviation; features whose train standard deviation is below ``1e-6`` are only
 centred (their scale is taken as 1), so constant features stay finite and zero.
 
-Available tasks (:data:`TASKS`):
+Available tasks (:data:`toolkit.engine.catalogue.TASKS`):
 
 ``"mnist1d"``
     MNIST-1D (Greydanus, 2020, "Scaling down deep learning", arXiv:2011.14439), a
@@ -54,16 +54,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toolkit.engine.catalogue import TASKS, TEACHER_D_IN, TEACHER_D_OUT, TEACHER_HIDDEN
 from toolkit.errors import InputError
 from toolkit.io import write_atomically
 from toolkit.paths import cache_dir
 
-__all__ = ["TASKS", "Task", "cache_dir", "load_task"]
-
-TASKS: tuple[str, ...] = ("mnist1d", "digits", "teacher", "chars")
-
-LANGUAGE_TASKS: tuple[str, ...] = ("chars",)
-"""Tasks whose inputs are token sequences (for models that read tokens)."""
+__all__ = ["Task", "cache_dir", "load_task"]
 
 _KINDS = ("classification", "regression", "language")
 _STD_FLOOR = 1e-6
@@ -77,23 +73,9 @@ _CACHE_FORMAT = 1
 _DIGITS_SPLIT_SEED = 0
 _DIGITS_TRAIN_FRACTION = 0.8
 
-TEACHER_D_IN = 32
-TEACHER_HIDDEN = 64
-TEACHER_D_OUT = 1
 TEACHER_N_TRAIN = 8192
 TEACHER_N_VAL = 2048
 TEACHER_NOISE_STD = 0.1
-
-TASK_SHAPES: dict[str, tuple[int, int]] = {
-    "mnist1d": (40, 10),
-    "digits": (64, 10),
-    "teacher": (TEACHER_D_IN, TEACHER_D_OUT),
-    "chars": (64, 94),
-}
-"""``(d_in, d_out)`` of each task, known without loading it (for sizing a sweep before
-anything is loaded): MNIST-1D's 40 samples and 10 classes, the 8x8 digits, the
-teacher's shape, and the character task's context length and alphabet (of the
-committed corpus). ``tests/engine/test_data.py`` checks each against the loaded task."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +83,7 @@ class Task:
     """A supervised task with a train and a validation split.
 
     Attributes:
-        name: task name, one of :data:`TASKS`.
+        name: task name, one of :data:`~toolkit.engine.catalogue.TASKS`.
         x_train: ``(n_train, d_in)`` float32 inputs, standardised with train statistics
             (language: int64 token ids).
         y_train: ``(n_train,)`` int64 class labels (classification), ``(n_train, d_out)``
@@ -195,7 +177,7 @@ def load_task(name: str, *, device: torch.device | str = "cpu", seed: int = 0) -
     identical tensors.
 
     Raises:
-        ValueError: if ``name`` is not one of :data:`TASKS`.
+        ValueError: if ``name`` is not one of :data:`~toolkit.engine.catalogue.TASKS`.
     """
     if name == "mnist1d":
         x_train, y_train, x_val, y_val = _mnist1d_arrays()

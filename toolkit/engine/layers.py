@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.engine.catalogue import ACTIVATIONS, check_registry
 from toolkit.engine.parametrization import (
     Kind,
     Parametrization,
@@ -34,8 +35,9 @@ from toolkit.engine.parametrization import (
 )
 from toolkit.errors import InputError, check_choice, check_positive
 
-ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
-"""Nonlinearities by the name used in configs."""
+ACTIVATION_FUNCTIONS = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
+"""Nonlinearities by their name in :data:`toolkit.engine.catalogue.ACTIVATIONS`."""
+check_registry("activations", ACTIVATION_FUNCTIONS, ACTIVATIONS)
 
 Scale = float | torch.Tensor
 """A multiplier: one float for every member, or one value per member, ``(members, 1, 1)``."""
@@ -276,8 +278,7 @@ class EnsembleModel(nn.Module):
     Subclasses create their layers in a fixed order (the order random numbers are drawn
     in) with :attr:`factory` and implement ``forward(x, capture=None)``; when ``capture``
     is a dict, each layer's output is stored in it under the layer's name, shape
-    ``(members, batch, features)``. ``reads_tokens`` says whether ``x`` holds token ids (a
-    language task) rather than features.
+    ``(members, batch, features)``.
 
     Args:
         d_in, d_out: input features (context length) and outputs (vocabulary size).
@@ -285,12 +286,10 @@ class EnsembleModel(nn.Module):
         parametrization: the group's rules; ``member_parametrizations`` (one per seed)
             give members their own ``init_sigma``, ``input_alpha``, ``output_alpha``.
         seeds: one per member.
-        activation: a key of :data:`ACTIVATIONS`.
+        activation: one of :data:`toolkit.engine.catalogue.ACTIVATIONS`.
         bias: linear maps (and, in the Transformer, norms) have biases.
         shape_only: every tensor on the ``meta`` device, to count parameters and FLOPs.
     """
-
-    reads_tokens: bool = False
 
     def __init__(
         self,
@@ -317,7 +316,7 @@ class EnsembleModel(nn.Module):
         self.d_in, self.d_out, self.width, self.depth = d_in, d_out, width, depth
         self.parametrization = parametrization
         self.seeds = [int(s) for s in seeds]
-        self.act = ACTIVATIONS[activation]
+        self.act = ACTIVATION_FUNCTIONS[activation]
         self.bias = bias
         self.shape_only = shape_only
         if member_parametrizations is None:

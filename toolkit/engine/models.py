@@ -8,37 +8,22 @@ in LR and weight decay.
 
 Models are composed of the layers of :mod:`toolkit.engine.layers`, which own each tensor's
 role, initialisation and forward multiplier (from the parametrization,
-:mod:`toolkit.engine.parametrization`). :data:`MODELS` is the one registry of models; each
-model class names its options (a frozen dataclass of constructor arguments that are
-:class:`~toolkit.engine.train.TrainConfig` fields of the same names) and the settings only
-its runs record.
+:mod:`toolkit.engine.parametrization`). :data:`MODEL_CLASSES` is the one registry of model
+classes, keyed by the names of :data:`toolkit.engine.catalogue.MODELS`, which holds what is
+known about each model without torch (its options, whether it reads tokens, the settings only
+its runs record).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
+from toolkit.engine.catalogue import MODELS, check_registry
 from toolkit.engine.layers import EnsembleLayerNorm, EnsembleLinear, EnsembleModel
 from toolkit.engine.parametrization import Role, branch_multiplier
 from toolkit.engine.transformer import Transformer
-
-
-@dataclass(frozen=True)
-class MLPOptions:
-    """Options of :class:`MLP`: the nonlinearity and whether linear maps have biases."""
-
-    activation: str = "relu"
-    bias: bool = True
-
-
-@dataclass(frozen=True)
-class ResidualMLPOptions(MLPOptions):
-    """Options of :class:`ResidualMLP`: those of the MLP, and a LayerNorm before each block."""
-
-    prenorm: bool = True
 
 
 class MLP(EnsembleModel):
@@ -48,9 +33,6 @@ class MLP(EnsembleModel):
     of them), ``readout`` (``width -> d_out``), each with a bias if ``bias``. Captured
     layers are the pre-activations of each linear map and the readout's logits.
     """
-
-    options: ClassVar[type] = MLPOptions
-    own_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -117,9 +99,6 @@ class ResidualMLP(EnsembleModel):
     residual stream after each block ``block{l}``, and the readout's logits.
     """
 
-    options: ClassVar[type] = ResidualMLPOptions
-    own_settings: ClassVar[tuple[str, ...]] = ()
-
     def __init__(
         self,
         *,
@@ -164,9 +143,11 @@ class ResidualMLP(EnsembleModel):
         return out
 
 
-MODELS: dict[str, type[EnsembleModel]] = {
+MODEL_CLASSES: dict[str, type[EnsembleModel]] = {
     "mlp": MLP,
     "resmlp": ResidualMLP,
     "transformer": Transformer,
 }
-"""Model classes by the name used in configs and on the command line."""
+"""Model classes by their name in :data:`toolkit.engine.catalogue.MODELS`, whose entry
+holds each model's options, whether it reads tokens and the settings only it records."""
+check_registry("models", MODEL_CLASSES, MODELS)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
+from toolkit.engine.catalogue import OPTIMIZERS, check_registry
 from toolkit.engine.parametrization import MUON_SCALINGS, Resolved, orthogonalised
 from toolkit.engine.rules import MUON_NORMALISED
 from toolkit.errors import InputError, check_choice, check_positive
@@ -356,14 +357,15 @@ class Muon(EnsembleOptimizer):
             self.adamw.freeze(member)
 
 
-OPTIMIZERS: dict[str, type[EnsembleOptimizer]] = {
+OPTIMIZER_CLASSES: dict[str, type[EnsembleOptimizer]] = {
     "sgd": SGD,
     "adam": Adam,
     "adamw": AdamW,
     "adam-atan2": AdamAtan2,
     "muon": Muon,
 }
-"""Optimizer classes by the name used in configs and on the command line."""
+"""Optimizer classes by their name in :data:`toolkit.engine.catalogue.OPTIMIZERS`."""
+check_registry("optimizers", OPTIMIZER_CLASSES, OPTIMIZERS)
 
 
 def make_optimizer(
@@ -374,8 +376,8 @@ def make_optimizer(
     weight_decay: torch.Tensor,
     **hyper: float,
 ) -> EnsembleOptimizer:
-    """Build the optimizer called ``name`` (a key of :data:`OPTIMIZERS`)."""
+    """Build the optimizer called ``name`` (one of :data:`~toolkit.engine.catalogue.OPTIMIZERS`)."""
     check_choice("optimizer", name, OPTIMIZERS)
     if not all(math.isfinite(float(x)) for x in lr.tolist() + weight_decay.tolist()):
         raise InputError("lr and weight_decay must be finite")
-    return OPTIMIZERS[name](params, resolved, lr, weight_decay, **hyper)
+    return OPTIMIZER_CLASSES[name](params, resolved, lr, weight_decay, **hyper)

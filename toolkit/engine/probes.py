@@ -2,7 +2,7 @@
 
 A probe is called by the training loop with a
 :class:`toolkit.engine.probe_runner.ProbeContext` and returns a list of dicts with keys
-``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBES` names
+``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBE_FUNCTIONS` names
 them (``activations``, ``spectra``); :func:`log_spaced_steps` is the default
 schedule to record them at.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from toolkit.engine.catalogue import PROBES, check_registry
 from toolkit.engine.parametrization import Kind
 from toolkit.engine.probe_runner import Probe, ProbeContext
 from toolkit.engine.spectra import (
@@ -165,5 +166,6 @@ def spectral_stats(
     return rows
 
 
-PROBES: dict[str, Probe] = {"activations": activation_stats, "spectra": spectral_stats}
-"""Probes by the name a sweep asks for them with."""
+PROBE_FUNCTIONS: dict[str, Probe] = {"activations": activation_stats, "spectra": spectral_stats}
+"""Probes by their name in :data:`toolkit.engine.catalogue.PROBES`."""
+check_registry("probes", PROBE_FUNCTIONS, PROBES)

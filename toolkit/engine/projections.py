@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from toolkit.engine.catalogue import PROJECTIONS, check_registry
 from toolkit.errors import InputError, check_choice, check_positive
 
 
@@ -378,15 +379,16 @@ class FastfoodProjection(Projection):
         return walsh_hadamard(v.sum(2))[..., : self.D]
 
 
-PROJECTIONS: dict[str, type[Projection]] = {
+PROJECTION_CLASSES: dict[str, type[Projection]] = {
     "dense": DenseProjection,
     "sparse": SparseProjection,
     "fastfood": FastfoodProjection,
 }
-"""Projection classes by the name used in configs and on the command line."""
+"""Projection classes by their name in :data:`toolkit.engine.catalogue.PROJECTIONS`."""
+check_registry("projections", PROJECTION_CLASSES, PROJECTIONS)
 
 
 def make_projection(name: str, D: int, dims: Sequence[int], seeds: Sequence[int]) -> Projection:
-    """The projection called ``name`` (a key of :data:`PROJECTIONS`)."""
+    """The projection called ``name`` (one of :data:`~toolkit.engine.catalogue.PROJECTIONS`)."""
     check_choice("projection", name, PROJECTIONS)
-    return PROJECTIONS[name](D, dims, seeds)
+    return PROJECTION_CLASSES[name](D, dims, seeds)

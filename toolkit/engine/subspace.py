@@ -40,13 +40,13 @@ import polars as pl
 import torch
 from torch import nn
 
+from toolkit.engine.catalogue import PROJECTIONS, SCHEDULES
 from toolkit.engine.data import Task, load_task
 from toolkit.engine.divergence import DivergenceGuard
 from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import Kind, Resolved, Role, TensorSpec
-from toolkit.engine.projections import PROJECTIONS, Projection, check_seed, make_projection
+from toolkit.engine.projections import Projection, check_seed, make_projection
 from toolkit.engine.train import (
-    SCHEDULES,
     BatchSampler,
     TrainConfig,
     build_model,
@@ -200,7 +200,7 @@ def train_subspace(
         members: one :class:`SubspaceMember` per run; members of different
             ``d`` are padded to the largest (see
             :meth:`toolkit.engine.projections.Projection.cost`).
-        projection: a key of :data:`toolkit.engine.projections.PROJECTIONS`.
+        projection: a key of :data:`toolkit.engine.catalogue.PROJECTIONS`.
         task: a loaded task (default: ``load_task(config.task)``).
         start: ``seed -> {tensor name: tensor without the member axis}``, e.g.
             pre-trained weights, replacing the seeded initialisation as ``theta0``.
@@ -321,9 +321,9 @@ def train_module_subspace(
         dims: each member's ``d``, or ``None`` for full training.
         seeds: each member's projection seed (default ``0, 1, ...``; one
             member for full training).
-        projection: a key of :data:`toolkit.engine.projections.PROJECTIONS`.
+        projection: a key of :data:`toolkit.engine.catalogue.PROJECTIONS`.
         steps, lr, optimizer, schedule: training budget (``optimizer`` as in
-            :data:`toolkit.engine.optim.OPTIMIZERS` with its default hyperparameters,
+            :data:`toolkit.engine.catalogue.OPTIMIZERS` with its default hyperparameters,
             ``schedule`` as in :class:`toolkit.engine.train.TrainConfig`, no warmup).
         score: ``score(call) -> (members,)``, performance after training
             (larger is better); default ``1 - loss / first loss``, the fraction

@@ -28,7 +28,6 @@ import torch
 
 from toolkit import __version__
 from toolkit.engine.config import (
-    SCHEDULES,
     Member,
     TrainConfig,
     check_members,
@@ -40,7 +39,7 @@ from toolkit.engine.data import Task, load_task
 from toolkit.engine.divergence import DivergenceGuard
 from toolkit.engine.evaluation import Evaluator, evaluate, per_member_loss
 from toolkit.engine.layers import EnsembleModel
-from toolkit.engine.models import MODELS
+from toolkit.engine.models import MODEL_CLASSES
 from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import resolve
 from toolkit.engine.probe_runner import Probe, ProbeContext, ProbeRunner
@@ -48,7 +47,6 @@ from toolkit.errors import InputError
 from toolkit.store import Records
 
 __all__ = [
-    "SCHEDULES",
     "BatchSampler",
     "Member",
     "Probe",
@@ -125,7 +123,7 @@ def build_model(
     parametrizations = None
     if members is not None:
         parametrizations = [member_config(config, m).parametrization for m in members]
-    return MODELS[config.model](
+    return MODEL_CLASSES[config.model](
         d_in=d_in,
         d_out=d_out,
         width=config.width,

@@ -59,8 +59,7 @@ features)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,18 +77,6 @@ from toolkit.errors import InputError, check_positive
 
 MLP_RATIO = 4
 """Hidden size of each block's MLP, in multiples of the width."""
-
-
-@dataclass(frozen=True)
-class TransformerOptions:
-    """Options of :class:`Transformer`: nonlinearity, biases, head dimension, tied readout."""
-
-    activation: str = "relu"
-    bias: bool = True
-    head_dim: int = 16
-    tie_embeddings: bool = False
-    heads: int | None = None
-    base_head_dim: int | None = None
 
 
 class Attention(nn.Module):
@@ -165,13 +152,6 @@ class Transformer(EnsembleModel):
         activation, bias: the MLP nonlinearity; whether linear maps and norms
             have biases / shifts.
     """
-
-    reads_tokens = True
-    options: ClassVar[type] = TransformerOptions
-    own_settings: ClassVar[tuple[str, ...]] = (
-        "head_dim", "tie_embeddings", "attn_alpha", "query_zero_init", "heads",
-        "base_head_dim",
-    )  # fmt: skip
 
     def __init__(
         self,

@@ -5,7 +5,9 @@ The planner (:func:`toolkit.studies.sweep.plan`) sizes every group with
 (``build_model(..., shape_only=True)``: shapes, no storage), once per training
 config, never per group. :func:`check_fits` refuses a run that cannot fit in the
 memory this machine has available, naming the setting that dominates, before a
-single tensor exists.
+single tensor exists. Before that model is built, a run is checked against
+:func:`cost_floor`, a lower bound from the settings alone that needs neither torch
+nor the task, so an impossible request is refused in the time it takes to read it.
 
 The estimates are upper-bound-minded approximations for float32 training:
 
@@ -23,11 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from toolkit.engine.catalogue import MODELS, TASK_SHAPES
 from toolkit.engine.config import TrainConfig
-from toolkit.engine.data import TASK_SHAPES
-from toolkit.engine.models import MODELS
 from toolkit.engine.parametrization import Kind
-from toolkit.engine.train import build_model
 from toolkit.errors import InputError
 
 BYTES_PER_FLOAT = 4
@@ -68,30 +68,48 @@ class RunCost:
         return max(terms, key=terms.get)
 
 
-def _cost(config: TrainConfig, d_in: int, d_out: int) -> RunCost:
-    model = build_model(config, d_in, d_out, [0], shape_only=True)
+def _run_cost(config: TrainConfig, *, parameters: int, weights: int, tensors: int) -> RunCost:
+    d_in, d_out = TASK_SHAPES[config.task]
     tokens = d_in if MODELS[config.model].reads_tokens else 1
     inputs = 1 if tokens > 1 else d_in
-    per_example = 2 * config.width * tokens * (len(model.specs) + 2) + inputs + d_out
+    per_example = 2 * config.width * tokens * (tensors + 2) + inputs + d_out
     return RunCost(
-        flops=6.0 * model.parameter_count(Kind.WEIGHT) * tokens * config.batch_size * config.steps,
-        state_bytes=4 * BYTES_PER_FLOAT * model.parameter_count(),
+        flops=6.0 * weights * tokens * config.batch_size * config.steps,
+        state_bytes=4 * BYTES_PER_FLOAT * parameters,
         activation_bytes=BYTES_PER_FLOAT * config.batch_size * per_example,
         eval_bytes=BYTES_PER_FLOAT * config.eval_examples * per_example // 2,
         curve_bytes=CURVE_ROW_BYTES * config.steps,
     )
 
 
+def cost_floor(config: TrainConfig) -> RunCost:
+    """A lower bound on :func:`run_cost` from the settings alone (no torch, no task).
+
+    Every model has an input map of ``d_in x width`` (or a token and position
+    embedding of at least that size), a readout of ``width x d_out`` (or one tied to
+    an embedding of that size), at least ``depth - 1`` hidden ``width x width``
+    matrices and at least ``depth + 1`` tensors; ``tests/studies`` checks the bound
+    against the built models.
+    """
+    d_in, d_out = TASK_SHAPES[config.task]
+    weights = config.width * (d_in + d_out) + config.width**2 * (config.depth - 1)
+    return _run_cost(config, parameters=weights, weights=weights, tensors=config.depth + 1)
+
+
 def run_cost(config: TrainConfig, *, memory: int | None = None) -> RunCost:
     """The cost of one run of ``config``; with ``memory`` (bytes), refuse early.
 
-    With ``memory`` the run is first sized with one input and one output: a lower
-    bound that needs no data, so a run too large for ``memory`` is refused
-    (:func:`check_fits`) without loading its task.
+    With ``memory`` the run is first checked against :func:`cost_floor`, so a run too
+    large for ``memory`` is refused (:func:`check_fits`) before torch is imported or a
+    model is built; then against its cost from the model's shapes.
     """
     if memory is not None:
-        check_fits(config, _cost(config, 1, 1), memory)
-    cost = _cost(config, *TASK_SHAPES[config.task])
+        check_fits(config, cost_floor(config), memory)
+    from toolkit.engine.train import build_model  # torch: only for a run that may fit
+
+    model = build_model(config, *TASK_SHAPES[config.task], [0], shape_only=True)
+    weights, tensors = model.parameter_count(Kind.WEIGHT), len(model.specs)
+    cost = _run_cost(config, parameters=model.parameter_count(), weights=weights, tensors=tensors)
     if memory is not None:
         check_fits(config, cost, memory)
     return cost

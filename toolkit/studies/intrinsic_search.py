@@ -28,7 +28,7 @@ import torch
 
 from toolkit.analysis.intrinsic import IntrinsicDimension, best_lr, estimate_intrinsic_dim
 from toolkit.engine.data import Task, load_task
-from toolkit.engine.projections import PROJECTIONS
+from toolkit.engine.projections import PROJECTION_CLASSES
 from toolkit.engine.subspace import (
     SubspaceMember,
     eval_split,
@@ -115,7 +115,7 @@ def subspace_measure(
     """
     config = measurement.config()
     D = parameter_count(config, task)
-    cost = PROJECTIONS[measurement.projection].cost
+    cost = PROJECTION_CLASSES[measurement.projection].cost
 
     def train_group(members: list[SubspaceMember]) -> pl.DataFrame:
         started = time.perf_counter()

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from toolkit.analysis.intrinsic import check_threshold
-from toolkit.engine.data import TASKS
+from toolkit.engine.catalogue import PROJECTIONS, TASKS
 from toolkit.engine.parametrization import Parametrization
-from toolkit.engine.projections import PROJECTIONS
 from toolkit.engine.train import TrainConfig
 from toolkit.errors import InputError, check_choice, check_positive
 

@@ -9,10 +9,10 @@ Each :class:`Setting` of :data:`SCHEMA` has a key, type, default, checks and *ax
 * ``member``: a grid axis whose values change no tensor shape (learning rate, weight
   decay, the multipliers ``init_sigma``, ``input_alpha``, ``output_alpha``; seeds
   too): its values are members of one batched ensemble
-  (:class:`~toolkit.engine.train.Member`).
+  (:class:`~toolkit.engine.config.Member`).
 
 A grid setting has a plural key for a list (``widths = [64, 128]``) and its singular
-name, the :class:`~toolkit.engine.train.TrainConfig` / :class:`Parametrization`
+name, the :class:`~toolkit.engine.config.TrainConfig` / :class:`Parametrization`
 field, for one value (``width = 64``); the two coincide for ``steps``,
 ``warmup_steps``, ``eps``, ``eval_examples``, ``tie_embeddings``, ``nesterov`` and
 ``independent_weight_decay``, which take either
@@ -32,10 +32,8 @@ from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from functools import partial
 
-from toolkit.engine.data import TASKS
-from toolkit.engine.layers import ACTIVATIONS
-from toolkit.engine.models import MODELS
-from toolkit.engine.optim import OPTIMIZERS
+from toolkit.engine.catalogue import ACTIVATIONS, MODELS, OPTIMIZERS, PROBES, SCHEDULES, TASKS
+from toolkit.engine.config import Member, TrainConfig
 from toolkit.engine.parametrization import (
     DEPTH_RULES,
     EPSILON_RULES,
@@ -45,18 +43,7 @@ from toolkit.engine.parametrization import (
     WIDTH_RULES,
     Parametrization,
 )
-from toolkit.engine.probes import activation_stats, spectral_stats
-from toolkit.engine.train import SCHEDULES, Member, Probe, TrainConfig
 from toolkit.errors import InputError, check_positive
-
-_LOG2_RANGE = re.compile(r"^\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*(\d+)\s*$")
-
-
-PROBES: dict[str, Probe] = {
-    "spectra": partial(spectral_stats, sv_points=32),
-    "activations": activation_stats,
-}
-"""Probes a spec can name (:mod:`toolkit.engine.probes`); ``spectra`` keeps 32 singular values."""
 
 _LOG2_RANGE = re.compile(r"^\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*2\^(-?\d+(?:\.\d+)?)\s*:\s*(\d+)\s*$")
 
@@ -254,11 +241,11 @@ SCHEMA: tuple[Setting, ...] = (
     _spec("study", str, "", "label stored with every run"),
     _spec("model", str, "mlp", "model", choices=tuple(MODELS)),
     _spec("task", str, None, "task (default: chars for a model that reads tokens, else "
-          "mnist1d)", choices=tuple(TASKS), optional=True),
+          "mnist1d)", choices=TASKS, optional=True),
     _grid(P, "parametrization", str, Axis.SHAPE, "width rule", field="name", default="mup",
           choices=tuple(WIDTH_RULES)),
     _grid(P, "depth_rule", str, Axis.SHAPE, "depth rule", choices=tuple(DEPTH_RULES)),
-    _grid(C, "optimizer", str, Axis.SHAPE, "optimizer", choices=tuple(OPTIMIZERS)),
+    _grid(C, "optimizer", str, Axis.SHAPE, "optimizer", choices=OPTIMIZERS),
     _grid(C, "width", int, Axis.SHAPE, "hidden width", default=64, check=_positive_int),
     _grid(C, "depth", int, Axis.SHAPE, "hidden layers (mlp) or blocks", check=_positive_int),
     _grid(C, "steps", int, Axis.SHAPE, "training steps", key="steps", check=_positive_int),
@@ -273,7 +260,7 @@ SCHEMA: tuple[Setting, ...] = (
           check=_positive, optional=True),
     _grid(P, "attn_alpha", float, Axis.SHAPE, "attention-logit multiplier", check=_positive),
     _grid(P, "query_zero_init", bool, Axis.SHAPE, "zero-init attention queries"),
-    _grid(C, "activation", str, Axis.SHAPE, "hidden nonlinearity", choices=tuple(ACTIVATIONS)),
+    _grid(C, "activation", str, Axis.SHAPE, "hidden nonlinearity", choices=ACTIVATIONS),
     _grid(C, "bias", bool, Axis.SHAPE, "layers have biases", key="biases"),
     _grid(C, "prenorm", bool, Axis.SHAPE, "pre-norm residual blocks (resmlp)"),
     _grid(C, "momentum", float, Axis.SHAPE, "SGD / Muon momentum (default 0.9 / 0.95)",
@@ -319,7 +306,7 @@ SCHEMA: tuple[Setting, ...] = (
     _spec("base_depth", int, None, "depth at which depth rules are neutral (default: the "
           "smallest depth)", check=_positive_int, optional=True),
     _spec("eval_every", int, 100, "steps between evaluations", check=_positive_int),
-    _spec("probes", str, (), "probes recorded while training", choices=tuple(PROBES)),
+    _spec("probes", str, (), "probes recorded while training", choices=PROBES),
     _spec("probe_points", int, 8, "log-spaced probe steps per run", check=_positive_int),
     _spec("probe_steps", int, (), "explicit probe steps (instead of probe_points)",
           check=_nonnegative_integer),

@@ -32,11 +32,11 @@ from pathlib import Path
 import polars as pl
 
 from toolkit.claims import Claims
-from toolkit.engine.train import Member, TrainConfig, run_id, train
+from toolkit.engine.config import Member, TrainConfig, run_id
 from toolkit.errors import InputError
 from toolkit.store import RUN_SETTINGS, Store
 from toolkit.studies.costs import GIB, RunCost, available_memory, group_seconds, run_cost
-from toolkit.studies.schema import PROBES, SCHEMA, Axis
+from toolkit.studies.schema import SCHEMA, Axis
 from toolkit.studies.spec import SweepSpec
 
 __all__ = [
@@ -65,7 +65,7 @@ class Group:
     members: tuple[Member, ...]
     flops: float  # estimated training FLOPs of the whole group
     bytes: int  # estimated peak memory of the whole group
-    probes: tuple[str, ...] = ()  # names in toolkit.studies.spec.PROBES
+    probes: tuple[str, ...] = ()  # names in toolkit.engine.catalogue.PROBES
     probe_steps: tuple[int, ...] = ()
     seconds: float = 0.0  # estimated wall time of the whole group
 
@@ -257,10 +257,14 @@ def train_group(group: Group, store: Store, *, device: str = "cpu", on_step=None
 
     Claims nothing: see :func:`train_claimed` for a store other writers may share.
     """
+    # torch is imported by the first group that trains, not by planning
+    from toolkit.engine.probes import PROBE_FUNCTIONS
+    from toolkit.engine.train import train
+
     records = train(
         group.config,
         group.members,
-        probes=[PROBES[name] for name in group.probes],
+        probes=[PROBE_FUNCTIONS[name] for name in group.probes],
         probe_steps=group.probe_steps,
         device=device,
         on_step=on_step,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.engine.projections import PROJECTIONS
+from toolkit.engine.catalogue import PROJECTIONS
 from toolkit.errors import InputError
 from toolkit.studies.schema import SCHEMA
 from toolkit.studies.spec import SweepSpec

@@ -178,7 +178,10 @@ def _print_store(where, store, files, upgraded, bad, moved, duplicates, removed)
             print(f"duplicate: run {row['run_id']} again in group {row['group']}")
     if removed:
         print(f"removed {removed} duplicate runs")
-    checked = "every byte matches its checksum" if store.verified else (
-        "read unverified: schema version 1 has no checksums (--upgrade adds them)")
+    checked = (
+        "every byte matches its checksum"
+        if store.verified
+        else ("read unverified: schema version 1 has no checksums (--upgrade adds them)")
+    )
     if not bad:
         print(f"{where}: {files} files, {checked}")

@@ -17,7 +17,6 @@ from toolkit.ui.style import ordered
 _NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
 
 
-
 def _octaves(value: float) -> str:
     return f"{value:+.2f} octave{'s' if abs(value) != 1 else ''}"
 

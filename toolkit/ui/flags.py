@@ -31,6 +31,8 @@ class SettingFlag(argparse.Action):
 
 def device(text: str) -> str:
     """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
+    if text == "cpu":  # every machine has one; torch is not imported to say so
+        return text
     import torch
 
     try:
