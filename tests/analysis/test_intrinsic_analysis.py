@@ -101,3 +101,15 @@ def test_a_best_subspace_lr_at_the_grid_edge_is_censored_and_old_stores_say_unkn
     assert set(lr_choices(frame, every_lr=False)["lr_fit"]) == {"unknown"}
     shipped = intrinsic.d_int_table(intrinsic.load_measurements())
     assert set(shipped["lr_fit"].drop_nulls()) == {"unknown"} and not shipped["every_lr"].any()
+
+
+def test_each_seed_is_read_at_the_lr_the_other_seeds_pick():
+    from toolkit.analysis.intrinsic_interval import cross_fitted
+
+    # LRs x seeds. Seeds 1 and 2 favour LR 0; seed 0's lucky 0.99 at LR 1 makes LR 1
+    # the seed-mean best, but seed 0 is read where seeds 1 and 2 point (LR 0).
+    values = np.array([[0.80, 0.90, 0.90],
+                       [0.99, 0.70, 0.85],
+                       [-np.inf, 0.60, 0.60]])  # fmt: skip
+    assert cross_fitted(values).tolist() == [[0.80, 0.70, 0.90]]
+    assert cross_fitted(values[:, :1]).tolist() == [[0.99]]  # one seed: its own best

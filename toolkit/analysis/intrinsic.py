@@ -92,8 +92,7 @@ class IntrinsicDimension:
     ``frame`` has one row per ``d x seed x lr`` (``d, seed, lr, metric`` and
     whatever the measurement added; the selected LR only when ``every_lr`` is
     false); ``lrs`` one row per ``d`` with the selected LR and its status
-    (:func:`toolkit.analysis.intrinsic_interval.lr_choices`) and ``candidates``,
-    the LRs the interval allows for; ``baselines`` one row per seed of full
+    (:func:`toolkit.analysis.intrinsic_interval.lr_choices`); ``baselines`` one row per seed of full
     training (``seed, metric``, ...) and ``baseline`` their mean metric.
     """
 
@@ -192,7 +191,7 @@ def estimate_intrinsic_dim(
         D=int(D),
         frame=frame.sort("d", "seed", "lr"),
         baselines=base,
-        lrs=lrs.join(bounds.select("d", "candidates"), on="d"),
+        lrs=lrs,
         every_lr=every_lr,
     )
 
