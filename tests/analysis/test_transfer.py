@@ -268,3 +268,15 @@ def test_loss_prediction_defaults_to_parameter_count_and_seed_noise():
     assert "n_params" in out.columns and out["interval"].all()
     far = out.filter(pl.col("n_params") == out["n_params"].max()).row(0, named=True)
     assert far["predicted_lo"] <= far["loss"] <= far["predicted_hi"]
+
+
+def test_a_drift_with_no_two_sizes_is_empty_but_has_every_column():
+    from toolkit.analysis.transfer import drift
+
+    optima = pl.DataFrame({"parametrization": ["mup"], "width": [64], "fit": ["ok"],
+                           "censored": [None], "log2_lr_opt": [-7.0], "log2_lr_grid": [-7.0],
+                           "log2_lr_se": [0.2], "log2_lr_df": [3.0]})  # fmt: skip
+    out = drift(optima, axis="width")
+    assert out.height == 0
+    assert {"parametrization", "axis", "slope", "slope_lo", "status"} <= set(out.columns)
+    assert out.filter(pl.col("parametrization") == "mup").height == 0  # what plots do

@@ -107,6 +107,10 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
         rows.append(row)
     schema = dict.fromkeys(("slope", "slope_lo", "slope_hi", "intercept"), pl.Float64)
     schema.update(status=pl.String, method=pl.String)
+    if not rows:  # no configuration has two sizes: no line, but every column
+        counts = dict.fromkeys(("points", "censored", "contradicting"), pl.Int64)
+        return pl.DataFrame(schema={**{k: optima.schema[k] for k in keys}, "axis": pl.String,
+                                    **counts, **schema})  # fmt: skip
     out = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
     for column, dtype in schema.items():
         if column not in out.columns:

@@ -36,7 +36,6 @@ from functools import cached_property
 from pathlib import Path
 
 import ipywidgets as widgets
-import matplotlib as mpl
 import polars as pl
 from matplotlib.figure import Figure
 
@@ -44,7 +43,8 @@ from toolkit import store as results
 from toolkit.analysis.optima import losses_at_steps
 from toolkit.errors import InputError
 from toolkit.paths import is_shipped, user_store
-from toolkit.ui.style import FORMATS, VENUES, export, ordered, rc
+from toolkit.ui.layout import page
+from toolkit.ui.style import FORMATS, VENUES, export, ordered
 
 log = logging.getLogger("toolkit.ui")
 
@@ -274,7 +274,7 @@ class Explorer:
         self.export_dir = Path(export_dir)
         self.dpi = dpi
         self.inactive = inactive
-        self.figure = Figure()  # fixed margins (see plots._subplots): no layout pass per draw
+        self.figure = Figure()  # fixed margins (see layout.Layout): no layout pass per draw
         self._pictures: dict[tuple, tuple[bytes, tuple[float, float]]] = {}
         self.image = widgets.Image(format="png")
         self.message = ""
@@ -384,22 +384,29 @@ class Explorer:
         self._pictures.clear()
         self.redraw()
 
+    def page_figure(self, venue: str, width: str = "column") -> Figure:
+        """The view on screen drawn anew from the data for the controls' current values,
+        laid out for ``venue``'s page (:func:`toolkit.ui.layout.page`): what
+        :meth:`export` writes, for a notebook's own paper figure."""
+        with page(venue, width):
+            figure = Figure()  # made on the page: the venue's rcParams, constrained layout
+            self.render(figure, self.values())
+        return figure
+
     def export(self, directory: str | Path | None = None) -> list[Path]:
         """Write the view on screen for the chosen venue, width and format to ``directory``
         (default: the explorer's ``export_dir``).
 
-        The figure is drawn anew from the data for the controls' current values in the
-        venue's style (never the picture on screen, which may be a kept one), and written
-        to a new file: ``<name>-<n>.<format>`` when ``<name>.<format>`` exists.
+        The figure is :meth:`page_figure` (never the picture on screen, which may be a
+        kept one), written to a new file: ``<name>-<n>.<format>`` when
+        ``<name>.<format>`` exists.
         """
         directory = self.export_dir if directory is None else Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         venue, width = self.venue.value, self.column.value
-        figure = Figure()
-        with mpl.rc_context(rc(venue, width=width)):
-            self.render(figure, self.values())
-            written = export(figure, _unused_name(directory, self.name, self.format.value),
-                             venue=venue, width=width)  # fmt: skip
+        target = _unused_name(directory, self.name, self.format.value)
+        with page(venue, width):
+            written = export(self.page_figure(venue, width), target, venue=venue, width=width)
         self.status.value = "exported " + ", ".join(str(p) for p in written)
         return written
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from toolkit.analysis import transfer as analysis
 from toolkit.paths import shipped
 from toolkit.ui import plots
+from toolkit.ui.layout import page
 from toolkit.ui.style import export
 
 
@@ -63,13 +64,16 @@ RECIPES: dict[str, Callable[[pl.DataFrame], Figure]] = {
 def render_all(
     out: str | Path, *, format: str = "png", venue: str = "neurips", width: str = "column"
 ) -> list[Path]:
-    """Draw every recipe from its shipped store and export it to ``out/<study>.<format>``."""
+    """Draw every recipe from its shipped store, laid out for ``venue``'s page
+    (:func:`toolkit.ui.layout.page`), and export it to ``out/<study>.<format>``."""
     from toolkit import store
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for study, recipe in RECIPES.items():
-        fig = recipe(store.open(shipped(study)).runs().collect())
-        written += export(fig, out / f"{study}.{format}", venue=venue, width=width)
+        runs = store.open(shipped(study)).runs().collect()
+        with page(venue, width):
+            fig = recipe(runs)
+            written += export(fig, out / f"{study}.{format}", venue=venue, width=width)
     return written

@@ -2,141 +2,19 @@
 
 No function here trains or loads anything. Every function takes ``fig=`` to draw
 into an existing figure (cleared first) instead of a new one. The figures share
-one layout (:class:`_Layout`): a row of panels, one per value of ``col``, one colour
-per value of ``hue`` (both in :func:`~toolkit.ui.style.ordered` order), the legend
-right of the last panel and the title above; a single-panel figure keeps its legend
-inside and its title on the axes.
+one layout (:class:`toolkit.ui.layout.Layout`): panels, one per value of ``col``, one
+colour per value of ``hue``, a legend and a title, on screen or laid out for a page
+(:func:`toolkit.ui.layout.page`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
-import seaborn as sns
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from toolkit.ui.style import ordered
-
-SEQUENTIAL = "flare"
-"""Palette for an ordered ``hue`` (widths, depths, steps)."""
-
-CATEGORICAL = "colorblind"
-"""Palette for named series (parametrizations, layers, rules)."""
-
-
-def _subplots(
-    n: int, *, sharey: bool, width: float, height: float, fig: Figure | None
-) -> tuple[Figure, list[Axes]]:
-    """``n`` side-by-side axes, in a new figure or in ``fig`` (cleared and resized), so an
-    interactive view can redraw into the figure it already has."""
-    if fig is None:
-        fig = plt.figure(layout="constrained")
-    fig.clear()
-    fig.set_size_inches(width * n, height)
-    if fig.get_layout_engine() is None:  # fixed margins (inches): cheaper than a layout pass
-        total = width * n
-        fig.subplots_adjust(left=0.75 / total, right=1 - 1.15 / total, bottom=0.5 / height,
-                            top=1 - 0.55 / height, wspace=0.08)  # fmt: skip
-    axes = fig.subplots(1, n, sharey=sharey, squeeze=False)
-    return fig, list(axes[0])
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """A row of panels (one per value of ``col``; one panel without it) and the colour of
-    each value of ``hue``; ``single`` marks a one-panel figure (legend inside, title on
-    the axes)."""
-
-    fig: Figure
-    axes: list[Axes]
-    col: str | None
-    panels: list
-    hue: str | None
-    colors: dict
-    single: bool
-
-    @classmethod
-    def facets(
-        cls,
-        frame: pl.DataFrame,
-        *,
-        col: str | None,
-        hue: str | None = None,
-        palette: str = SEQUENTIAL,
-        width: float,
-        height: float,
-        fig: Figure | None,
-    ) -> _Layout:
-        """One panel per value of ``col`` in the order shown (shared y axis), ``width`` x
-        ``height`` inches each."""
-        panels = [None] if col is None else ordered(frame, col)
-        fig, axes = _subplots(len(panels), sharey=True, width=width, height=height, fig=fig)
-        return cls(fig, axes, col, panels, hue, _colors(frame, hue, palette), single=False)
-
-    @classmethod
-    def one_panel(
-        cls, frame: pl.DataFrame, *, hue: str | None = None, fig: Figure | None
-    ) -> _Layout:
-        """One 3.6 x 2.8 in panel, a categorical colour per value of ``hue``."""
-        fig, axes = _subplots(1, sharey=False, width=3.6, height=2.8, fig=fig)
-        return cls(fig, axes, None, [None], hue, _colors(frame, hue, CATEGORICAL), single=True)
-
-    @property
-    def ax(self) -> Axes:
-        """The only panel of a one-panel figure."""
-        (ax,) = self.axes
-        return ax
-
-    def panel_rows(self, frame: pl.DataFrame) -> Iterator[tuple[Axes, object, pl.DataFrame]]:
-        """Each panel's axes, its ``col`` value and the rows of ``frame`` it shows."""
-        for ax, panel in zip(self.axes, self.panels, strict=True):
-            yield ax, panel, frame if self.col is None else frame.filter(pl.col(self.col) == panel)
-
-    def series(
-        self, frame: pl.DataFrame, *, by: str
-    ) -> Iterator[tuple[object, tuple, pl.DataFrame]]:
-        """Each ``hue`` value with rows in ``frame``, its colour and its rows sorted by ``by``."""
-        for value, color in self.colors.items():
-            rows = frame.filter(pl.col(self.hue) == value).sort(by)
-            if rows.height:
-                yield value, color, rows
-
-    def finish(
-        self, title: str | None, *, legend: str | None = "top", legend_title: bool = True
-    ) -> Figure:
-        """Add the legend and the title; returns the figure.
-
-        A facet figure's legend sits right of its last panel, aligned with its ``top`` or
-        its ``middle`` (``None``: no legend), titled with ``hue`` unless ``legend_title``
-        is false; its title goes above all panels.
-        """
-        if self.single:
-            self.ax.legend(fontsize="small", frameon=False)
-            if title:
-                self.ax.set_title(title)
-            return self.fig
-        if legend is not None:
-            middle = legend == "middle"
-            self.axes[-1].legend(
-                title=self.hue if legend_title else None, fontsize="small", frameon=False,
-                loc="center left" if middle else "upper left",
-                bbox_to_anchor=(1.0, 0.5 if middle else 1.0),
-            )  # fmt: skip
-        if title:
-            self.fig.suptitle(title)
-        return self.fig
-
-
-def _colors(frame: pl.DataFrame, hue: str | None, palette: str) -> dict:
-    """A colour per value of ``hue`` in the order shown (:func:`~toolkit.ui.style.ordered`;
-    none without ``hue``); the legend follows it."""
-    values = [] if hue is None else ordered(frame, hue)
-    return dict(zip(values, sns.color_palette(palette, len(values)), strict=True))
+from toolkit.ui.layout import CATEGORICAL, Layout
 
 
 def coord_check_plot(frame: pl.DataFrame, *, stat: str = "l1", x: str = "width",
@@ -148,8 +26,8 @@ def coord_check_plot(frame: pl.DataFrame, *, stat: str = "l1", x: str = "width",
     muP promises for hidden layers. Diverged points are crosses (inf/NaN at the top edge),
     their panel naming the widths that diverged."""
     rows = frame.filter(pl.col("stat") == stat).sort(col, hue, x)
-    layout = _Layout.facets(rows, col=col, hue=hue, palette=CATEGORICAL, width=2.6, height=2.6,
-                            fig=fig)  # fmt: skip
+    layout = Layout.facets(rows, col=col, hue=hue, palette=CATEGORICAL, width=2.6, height=2.6,
+                           fig=fig)  # fmt: skip
     finite = rows.filter(pl.col("value").is_finite(), pl.col("value") > 0)["value"]
     top = float(finite.max()) * 2 if finite.len() else 1.0
     for ax, panel, here in layout.panel_rows(rows):
@@ -188,7 +66,7 @@ def transfer_curves(
     ``optima`` (:func:`toolkit.analysis.optima.optimal_lr`) adds a marker at each
     optimum with its interval as a horizontal bar.
     """
-    layout = _Layout.facets(curves, col=col, hue=hue, width=3.2, height=2.6, fig=fig)
+    layout = Layout.facets(curves, col=col, hue=hue, width=3.2, height=2.6, fig=fig)
     finite = curves.filter(~pl.col("diverged"))[y]
     top = float(finite.quantile(0.98)) if finite.len() else 1.0
     bottom = float(finite.min()) if finite.len() else 0.0
@@ -234,7 +112,7 @@ def optimum_vs_size(
     open triangles at the bound, pointing to the optimum's side; unfitted ones open
     circles at the grid minimum. Each ``drift`` line (:func:`~toolkit.analysis.transfer.drift`)
     is drawn in its series' colour with its slope interval as label and band."""
-    layout = _Layout.one_panel(optima, hue=hue, fig=fig)
+    layout = Layout.one_panel(optima, hue=hue, fig=fig)
     ax = layout.ax
     for value, color in layout.colors.items():
         rows = optima.filter(pl.col(hue) == value, pl.col("log2_lr_opt").is_not_null()).sort(x)
@@ -281,7 +159,7 @@ def regret_vs_size(
 ) -> Figure:
     """Transfer regret (loss at the transferred LR minus the optimum's) against log2 ``x``.
     Infinite regret (divergence at the transferred LR) is drawn as a cross at the top."""
-    layout = _Layout.one_panel(regret, hue=hue, fig=fig)
+    layout = Layout.one_panel(regret, hue=hue, fig=fig)
     ax = layout.ax
     finite = regret.filter(pl.col("regret").is_finite())["regret"]
     top = float(finite.max()) * 1.1 + 1e-3 if finite.len() else 1.0
@@ -305,7 +183,7 @@ def predicted_vs_observed(
 ) -> Figure:
     """Observed loss against size with the power law fitted on the filled points, its
     prediction for the hollow (held-out) ones and the prediction interval."""
-    layout = _Layout.one_panel(prediction, fig=fig)
+    layout = Layout.one_panel(prediction, fig=fig)
     ax = layout.ax
     rows = prediction.sort(size)
     n = rows[size].to_numpy()
@@ -335,7 +213,7 @@ def loss_heatmaps(
 ) -> Figure:
     """Loss over an (``x``, ``y``) grid, one heatmap per ``col`` value with a shared colour
     scale; the best cell of each panel is outlined. Diverged cells are blank."""
-    layout = _Layout.facets(curves, col=col, width=2.8, height=2.6, fig=fig)
+    layout = Layout.facets(curves, col=col, width=2.8, height=2.6, fig=fig)
     finite = curves[value].drop_nulls()
     vmin, vmax = float(finite.min()), float(finite.quantile(0.9))
     for ax, panel, here in layout.panel_rows(curves):
@@ -370,7 +248,7 @@ def esd_plot(
     (``eigenvalue``, ``density``) for one layer. A power-law tail
     ``p(lambda) ~ lambda**-alpha`` is a straight line of slope ``-alpha``.
     """
-    layout = _Layout.facets(density, col=col, hue=hue, width=2.9, height=2.6, fig=fig)
+    layout = Layout.facets(density, col=col, hue=hue, width=2.9, height=2.6, fig=fig)
     for ax, panel, here in layout.panel_rows(density):
         for value, color, line in layout.series(here, by="eigenvalue"):
             ax.plot(line["eigenvalue"], line["density"], marker="o", ms=2, lw=1.2, color=color,
@@ -401,7 +279,7 @@ def intrinsic_curves(
     (:func:`toolkit.analysis.intrinsic.d_int_table` rows) each curve's ``d_int`` is
     marked where it crosses; ``mark_d`` draws a vertical line at that ``d``.
     """
-    layout = _Layout.facets(curves, col=col, hue=hue, width=3.0, height=2.6, fig=fig)
+    layout = Layout.facets(curves, col=col, hue=hue, width=3.0, height=2.6, fig=fig)
     for ax, panel, here in layout.panel_rows(curves):
         for value, color, line in layout.series(here, by="d"):
             log2_d = np.log2(line["d"].to_numpy().astype(float))
@@ -419,7 +297,7 @@ def intrinsic_curves(
         ax.axhline(threshold, color="0.3", ls="--", lw=0.8)
         if mark_d is not None:
             ax.axvline(np.log2(mark_d), color="0.5", ls=":", lw=1)
-        ax.set(xlabel="log2 d (subspace dimension)", title=str(panel) if col else None)
+        ax.set(xlabel="log2 subspace d", title=str(panel) if col else None)
     layout.axes[0].set_ylabel("performance / full training")
     return layout.finish(title)
 
@@ -439,7 +317,7 @@ def exponent_plot(
     :func:`toolkit.analysis.spectra.seed_mean`) and, with ``fits``
     (:func:`toolkit.analysis.spectra.fit_exponent`), the fitted power law
     ``x**k``, labelled with ``k`` and its interval."""
-    layout = _Layout.one_panel(points, hue=hue, fig=fig)
+    layout = Layout.one_panel(points, hue=hue, fig=fig)
     ax = layout.ax
     for value, color in layout.colors.items():
         rows = points.filter(pl.col(hue) == value, pl.col("value") > 0).sort(x)
@@ -477,8 +355,8 @@ def ratio_heatmaps(
     """
     layers = table["layer"].unique(maintain_order=True).to_list()
     widths = table["width"].unique().sort().to_list()
-    layout = _Layout.facets(table, col=col, width=2.2 + 0.45 * len(widths),
-                            height=1.2 + 0.35 * len(layers), fig=fig)  # fmt: skip
+    layout = Layout.facets(table, col=col, width=2.2 + 0.45 * len(widths),
+                           height=1.2 + 0.35 * len(layers), fig=fig)  # fmt: skip
     logs = np.log2(table["ratio"].to_numpy())
     finite = logs[np.isfinite(logs)]
     limit = max(float(np.abs(finite).max()) if finite.size else 1.0, 0.25)
