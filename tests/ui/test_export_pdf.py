@@ -1,7 +1,8 @@
 """Every explorer view exported at every venue and width is a well-formed page.
 
-Read back from the PDF itself (pdfminer.six, the ``dev`` extra): the page is the venue's text width wide, every
-font is embedded, no glyph lies outside the page, and no two pieces of text overlap.
+Read back from the PDF itself (pdfminer.six, the ``dev`` extra): the page is the venue's
+text width wide, every font is embedded, no glyph lies outside the page, and no two
+pieces of text overlap.
 The views are those of the notebooks' explorers on the shipped stores, and a small live
 coordinate check.
 """
