@@ -1,12 +1,17 @@
-"""The notebook as a person uses it: JupyterLab in a real (headless) Chromium.
+"""The notebooks as a person uses them: JupyterLab in a real (headless) Chromium.
 
-A JupyterLab server on loopback serves a temporary copy of ``notebooks/``; Playwright
-opens the width-transfer notebook in a 1600x1000 window, runs every cell from the Run
-menu, waits for the explorer's figure, checks that it is sharp (twice the pixels of its
-size on the page), that the figure with its controls fits the window and that no label
-is cut short, drags the *step* slider and checks that the figure was redrawn and that no
-error appeared anywhere. Screenshots before and after the drag are saved in
+A JupyterLab server on loopback serves a temporary copy of ``notebooks/`` (smoke mode).
+Playwright opens the width-transfer notebook in a 1600x1000 window, runs every cell from
+the Run menu, waits for the explorer's figure, checks that it is sharp (twice the pixels
+of its size on the page), that the figure with its controls fits the window and that no
+label is cut short, drags the *step* slider and checks that the figure was redrawn and
+that no error appeared anywhere. Screenshots before and after the drag are saved in
 ``test-artifacts/``.
+
+Then every notebook is run the same way, and each of its explorers is driven: a toggle
+of its controls is switched, the figure must change, and Export (as PDF) must write the
+view on screen: every title and axis label of the picture on screen (which the export's
+status line names) is in the exported file's text.
 
 Needs Chromium at ``/usr/bin/chromium`` (Debian's ``chromium`` package, installed by
 ``make browser-deps``) and the Python ``playwright`` package (the ``dev`` extra). Without
@@ -119,6 +124,11 @@ def lab(request, tmp_path_factory):
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
+    # Every cell stays in the page (JupyterLab otherwise detaches cells scrolled out of
+    # view), so an explorer above the last cell run can be found and driven.
+    tracker = config / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     env = dict(os.environ)
     env.update(
         TOOLKIT_SMOKE="1",
@@ -171,7 +181,7 @@ def lab(request, tmp_path_factory):
         if time.monotonic() > deadline:
             pytest.fail(f"JupyterLab did not answer in {SERVER_START}s:\n{_tail(log_path)}")
         time.sleep(0.5)
-    return {"url": url, "token": token, "log": log_path, "chromium": chromium}
+    return {"url": url, "token": token, "log": log_path, "chromium": chromium, "root": root}
 
 
 # JavaScript run in the page --------------------------------------------------------------
@@ -348,3 +358,155 @@ def _exercise(page, lab, ms: _Budget) -> None:
     assert after.startswith(b"\x89PNG")
     assert after != before, "the figure was redrawn for the new step"
     _assert_no_errors(page)
+
+
+NOTEBOOKS = sorted(path.name for path in (ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOK_TOTAL = 420
+"""Seconds in the browser for one notebook: running it in smoke mode and driving it."""
+
+# The explorers' boxes (each output holding a figure) and their toggles not yet chosen.
+EXPLORER_OUTPUTS = ".jp-NotebookPanel .jp-OutputArea-output:has(img.widget-image)"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_every_explorer_of_every_notebook_redraws_and_exports_the_view_on_screen(lab, notebook):
+    from playwright.sync_api import sync_playwright
+
+    shot = f"browser-{notebook.removesuffix('.ipynb')}-failure.png"
+    (ARTIFACTS / shot).unlink(missing_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=lab["chromium"], args=CHROMIUM_ARGS, timeout=60_000
+        )
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(30_000)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        try:
+            _drive_notebook(page, lab, notebook, _Budget(NOTEBOOK_TOTAL))
+        except BaseException:
+            try:
+                _screenshot(page, shot)
+            finally:
+                print(f"\nJupyterLab log (tail):\n{_tail(lab['log'])}")
+                print(
+                    "browser console (errors and warnings):\n"
+                    + "\n".join(line for line in console if line.startswith(("error", "warning")))
+                )
+            raise
+        finally:
+            browser.close()
+            _end_sessions(lab)
+
+
+def _end_sessions(lab) -> None:
+    """Shut down every notebook's kernel, so the next notebook has the machine to itself."""
+    api = f"{lab['url']}/api/sessions"
+    headers = {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(api, headers=headers), timeout=10) as reply:
+        sessions = json.load(reply)
+    for session in sessions:
+        request = urllib.request.Request(f"{api}/{session['id']}", method="DELETE",
+                                         headers=headers)  # fmt: skip
+        urllib.request.urlopen(request, timeout=30).close()
+
+
+def _run_all(page, lab, notebook: str, ms: _Budget) -> None:
+    # a fresh workspace (``reset``): only this notebook open, and in front
+    url = f"{lab['url']}/lab/tree/{notebook}?reset&token={lab['token']}"
+    page.goto(url, timeout=ms(PAGE_LOAD))
+    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for(timeout=ms(PAGE_LOAD))
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(KERNEL_READY))
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    page.wait_for_function(CELLS_DONE, timeout=ms(NOTEBOOK_TOTAL))
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(NOTEBOOK_TOTAL))
+    _assert_no_errors(page)
+
+
+def _drive_notebook(page, lab, notebook: str, ms: _Budget) -> None:
+    _run_all(page, lab, notebook, ms)
+    page.locator(".jp-NotebookPanel img.widget-image").first.wait_for(
+        state="attached", timeout=ms(REDRAW)
+    )
+    explorers = page.locator(EXPLORER_OUTPUTS)
+    count = explorers.count()
+    assert count >= 1, f"{notebook} shows no explorer"
+    for index in range(count):
+        _drive_explorer(page, lab, explorers.nth(index), ms)
+    _assert_no_errors(page)
+
+
+def _drive_explorer(page, lab, box, ms: _Budget) -> None:
+    image = box.locator("img.widget-image").first
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("img => /^(blob|data):/.test(img.src)", arg=image.element_handle(),
+                           timeout=ms(REDRAW))  # fmt: skip
+    before_src = image.get_attribute("src")
+    before = _image_png(image)
+
+    toggle = box.locator(".widget-toggle-buttons button:not(.mod-active):not([disabled])").first
+    toggle.click()
+    page.wait_for_function(
+        "([img, old]) => img.src !== old && /^(blob|data):/.test(img.src)",
+        arg=[image.element_handle(), before_src], timeout=ms(REDRAW),
+    )  # fmt: skip
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(REDRAW))
+    assert _image_png(image) != before, f"switching {toggle.inner_text()!r} redrew nothing"
+    _assert_no_errors(page)
+
+    format_select = (
+        box.locator(".widget-dropdown")
+        .filter(has=page.locator(".widget-label", has_text=re.compile(r"^format$")))
+        .locator("select")
+    )
+    format_select.select_option("pdf")
+    status = box.locator(".widget-html-content").filter(has_text=re.compile(r"^exported "))
+    box.locator("button", has_text=re.compile(r"^Export$")).click()
+    status.wait_for(timeout=ms(REDRAW))
+    written, shown = status.inner_text().strip().removeprefix("exported ").split(": ", 1)
+    _assert_export_shows(lab["root"] / written, shown)
+
+
+def _pdf_text(path: Path) -> str:
+    """The PDF's strings, each read along its own direction (a rotated axis label is
+    written last glyph first, so page order would read it backwards)."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LTChar, LTContainer
+
+    def chars(item):
+        if isinstance(item, LTChar):
+            yield item
+        elif isinstance(item, LTContainer):
+            for child in item:
+                yield from chars(child)
+
+    def along(glyph) -> float:  # position along the string's direction (a, b)
+        a, b, _c, _d, e, f = glyph.matrix
+        return a * e + b * f
+
+    def across(glyph) -> float:  # its baseline: the same for every glyph of one string
+        a, b, _c, _d, e, f = glyph.matrix
+        return -b * e + a * f
+
+    runs: list[list] = []
+    for glyph in (g for page in extract_pages(path, laparams=None) for g in chars(page)):
+        last = runs[-1][-1] if runs else None
+        if (last is not None and last.matrix[:4] == glyph.matrix[:4]
+                and abs(across(last) - across(glyph)) < 0.5):  # fmt: skip
+            runs[-1].append(glyph)
+        else:
+            runs.append([glyph])
+
+    return "".join(g.get_text() for run in runs for g in sorted(run, key=along))
+
+
+def _assert_export_shows(path: Path, shown: str) -> None:
+    """Every title and axis label of the picture on screen (as the explorer's export line
+    names them) is in the exported PDF."""
+    assert path.suffix == ".pdf" and path.exists(), path
+    words = shown.split(" | ")
+    assert all(words), f"the export names no words of the view on screen: {shown!r}"
+    text = re.sub(r"\s+", "", _pdf_text(path))
+    missing = [word for word in words if re.sub(r"\s+", "", word) not in text]
+    assert not missing, f"{path.name} lacks {missing} shown on screen ({shown!r})"

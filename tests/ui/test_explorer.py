@@ -16,7 +16,7 @@ import ipywidgets as widgets  # noqa: E402
 import pytest  # noqa: E402
 
 from toolkit.errors import InputError  # noqa: E402
-from toolkit.ui.explorer import SCREEN_SCALE, Explorer  # noqa: E402
+from toolkit.ui.explorer import SCREEN_SCALE, Explorer, labels  # noqa: E402
 
 
 def _line_explorer(calls: list) -> Explorer:
@@ -29,7 +29,9 @@ def _line_explorer(calls: list) -> Explorer:
             raise InputError("no runs for optimizer=sgd, width 48: all diverged")
         if values["choice"] == "broken":
             raise RuntimeError("no data for this choice")
-        fig.subplots().plot([0, 1], [0, values["slope"]])
+        ax = fig.subplots()
+        ax.plot([0, 1], [0, values["slope"]])
+        ax.set(title=f"slope {values['slope']}", xlabel="x", ylabel="y")
 
     def unused(values):
         return ("slope",) if values["choice"] == "flat" else ()
@@ -134,3 +136,13 @@ def test_a_failed_export_click_says_why_in_one_line(tmp_path, monkeypatch, caplo
     explorer.select(choice="fine")
     explorer.export_button.click()
     assert explorer.status.value.startswith("exported ")
+
+
+def test_the_explorer_knows_the_words_of_the_picture_on_screen_or_its_message():
+    explorer = _line_explorer([])
+    explorer.redraw()
+    assert explorer.shown == "slope 1 | x | y" == " | ".join(labels(explorer.figure))
+    explorer.select(slope=2)
+    assert explorer.shown == "slope 2 | x | y"
+    explorer.select(choice="empty")
+    assert explorer.shown == explorer.message != ""

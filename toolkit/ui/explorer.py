@@ -26,6 +26,7 @@ is being built.
 
 from __future__ import annotations
 
+import html
 import io
 import logging
 import textwrap
@@ -231,6 +232,15 @@ def _unused_name(directory: Path, stem: str, suffix: str) -> Path:
     return path
 
 
+def labels(fig: Figure) -> list[str]:
+    """The words of a figure, once each, in reading order: its title, then each panel's
+    title, x and y label. An explorer's export names those of the view it wrote."""
+    texts = [fig.get_suptitle()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    return list(dict.fromkeys(text for text in texts if text.strip()))
+
+
 def _message(fig: Figure, text: str) -> None:
     """Draw ``text`` in place of the plot, wrapped, in the middle of ``fig`` (cleared)."""
     fig.clear()
@@ -275,8 +285,10 @@ class Explorer:
         self.dpi = dpi
         self.inactive = inactive
         self.figure = Figure()  # fixed margins (see layout.Layout): no layout pass per draw
-        self._pictures: dict[tuple, tuple[bytes, tuple[float, float]]] = {}
+        self._pictures: dict[tuple, tuple[bytes, tuple[float, float], str]] = {}
         self.image = widgets.Image(format="png")
+        self.shown = ""
+        """The words of the picture on screen (:func:`labels`), or its message."""
         self.message = ""
         """What the figure area says instead of a plot ("" while it shows one)."""
         self.status = widgets.HTML()
@@ -333,9 +345,9 @@ class Explorer:
                 control.disabled = not enabled[name]
             self.status.value = ""
 
-    def _picture(self, values: dict) -> tuple[bytes, tuple[float, float]]:
-        """``values``' view as PNG bytes and its size in inches; a message when nothing
-        can be drawn (logged with its traceback)."""
+    def _picture(self, values: dict) -> tuple[bytes, tuple[float, float], str]:
+        """``values``' view as PNG bytes, its size in inches and its text (:func:`labels`);
+        a message when nothing can be drawn (logged with its traceback)."""
         self.figure.clear()
         self.message = ""
         try:
@@ -351,7 +363,8 @@ class Explorer:
             _message(self.figure, self.message)
         buffer = io.BytesIO()
         self.figure.savefig(buffer, format="png", dpi=self.dpi * SCREEN_SCALE)
-        return buffer.getvalue(), tuple(self.figure.get_size_inches())
+        text = self.message or " | ".join(labels(self.figure))
+        return buffer.getvalue(), tuple(self.figure.get_size_inches()), text
 
     def redraw(self) -> None:
         """Render into the figure and show it at its size on the page, or a message in
@@ -369,12 +382,13 @@ class Explorer:
         key = tuple(sorted((name, repr(value)) for name, value in values.items()))
         if key in self._pictures:
             self.message = ""
-            png, (width, height) = self._pictures[key]
+            png, (width, height), text = self._pictures[key]
         else:
-            png, (width, height) = self._picture(values)
+            png, (width, height), text = self._picture(values)
             if not self.message:
-                self._pictures[key] = png, (width, height)
+                self._pictures[key] = png, (width, height), text
         self.image.value = png
+        self.shown = text
         self.image.layout.width = f"{round(width * self.dpi)}px"
         self.image.layout.height = f"{round(height * self.dpi)}px"
         self.draw_seconds = time.perf_counter() - started
@@ -407,7 +421,8 @@ class Explorer:
         target = _unused_name(directory, self.name, self.format.value)
         with page(venue, width):
             written = export(self.page_figure(venue, width), target, venue=venue, width=width)
-        self.status.value = "exported " + ", ".join(str(p) for p in written)
+        self.status.value = (f"exported {', '.join(str(p) for p in written)}: "
+                             f"{html.escape(self.shown)}")  # fmt: skip
         return written
 
     @property
