@@ -92,7 +92,7 @@ class CoordCheckExplorer(Explorer):
             ),
             "stat": widgets.ToggleButtons(options=["l1", "rms"], description="stat", style=LABELS),
         }  # fmt: skip
-        super().__init__(controls, self._render, name=name)
+        super().__init__(controls, self._render, name=name, in_place=True)
 
     @property
     def results(self) -> Mapping[tuple[str, str, float], pl.DataFrame]:

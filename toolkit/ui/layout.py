@@ -79,6 +79,50 @@ def _figure(fig: Figure | None) -> Figure:
     return fig
 
 
+def _screen_row(fig: Figure | None, n: int, *, width: float, height: float,
+                sharey: bool, margins: dict) -> tuple[Figure, list[Axes]]:  # fmt: skip
+    """A row of ``n`` panels of ``width`` x ``height`` inches on screen.
+
+    A figure that holds exactly the row this call made last time (and nothing added
+    since but its title and what plots draw into panels; a message clears it) keeps
+    its axes: only what was drawn in them is removed, and every property a plot sets
+    is reset (titles, labels, scales, limits, autoscaling). Axes, ticks and their text
+    objects are a third of the cost of a redraw, which this saves on every new setting
+    of an explorer (``tests/ui/test_redraw_in_place.py`` checks the picture is the one a
+    fresh figure gives).
+    """
+    key = (n, width, height, sharey)
+    if (fig is not None and getattr(fig, "_toolkit_row", None) == key and len(fig.axes) == n
+            and not fig.legends and fig.get_layout_engine() is None):  # fmt: skip
+        fig.suptitle("")
+        for ax in fig.axes:
+            _wipe(ax)
+        return fig, list(fig.axes)
+    fig = _figure(fig)
+    fig.set_size_inches(width * n, height)
+    if fig.get_layout_engine() is None:  # fixed margins (inches): cheaper than a layout pass
+        fig.subplots_adjust(**margins)
+    axes = list(fig.subplots(1, n, sharey=sharey, squeeze=False)[0])
+    fig._toolkit_row = key
+    return fig, axes
+
+
+def _wipe(ax: Axes) -> None:
+    """Remove what a plot drew in ``ax`` and reset what it set, keeping the axes."""
+    for artist in [*ax.lines, *ax.collections, *ax.patches, *ax.texts, *ax.images]:
+        artist.remove()
+    ax.containers.clear()
+    if (legend := ax.get_legend()) is not None:
+        legend.remove()
+    ax.set(title="", xlabel="", ylabel="")
+    if ax.get_xscale() != "linear":
+        ax.set_xscale("linear")
+    if ax.get_yscale() != "linear":
+        ax.set_yscale("linear")
+    ax.ignore_existing_data_limits = True
+    ax.set_autoscale_on(True)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Panels (one per value of ``col``; one panel without it) and the colour of each
@@ -111,17 +155,15 @@ class Layout:
         ``height`` inches each on screen (on a page: that aspect ratio)."""
         panels = [None] if col is None else ordered(frame, col)
         colors = _colors(frame, hue, palette)
-        fig, n = _figure(fig), len(panels)
-        page_width = _PAGE.get()
+        n, page_width = len(panels), _PAGE.get()
         if page_width is None:  # screen: one row, fixed margins unless the figure has a layout
-            fig.set_size_inches(width * n, height)
-            if fig.get_layout_engine() is None:
-                total = width * n
-                fig.subplots_adjust(left=0.75 / total, right=1 - 1.15 / total,
-                                    bottom=0.5 / height, top=1 - 0.55 / height,
-                                    wspace=0.08)  # fmt: skip
-            axes = fig.subplots(1, n, sharey=True, squeeze=False)
-            return cls(fig, list(axes[0]), col, panels, hue, colors, single=False, ncols=n)
+            total = width * n
+            margins = dict(left=0.75 / total, right=1 - 1.15 / total, bottom=0.5 / height,
+                           top=1 - 0.55 / height, wspace=0.08)  # fmt: skip
+            fig, axes = _screen_row(fig, n, width=width, height=height, sharey=True,
+                                    margins=margins)  # fmt: skip
+            return cls(fig, axes, col, panels, hue, colors, single=False, ncols=n)
+        fig = _figure(fig)
         below = page_width < LEGEND_BELOW_IN and bool(colors)
         nrows, ncols, panel = _grid(n, page_width, legend_right=bool(colors) and not below)
         panel_height = min(panel * height / width, MAX_PANEL_HEIGHT_IN)
@@ -140,18 +182,18 @@ class Layout:
     ) -> Layout:
         """One 3.6 x 2.8 in panel on screen (on a page: the page's width, at most
         :data:`MAX_PANEL_HEIGHT_IN` tall), a categorical colour per value of ``hue``."""
-        fig = _figure(fig)
+        colors = _colors(frame, hue, CATEGORICAL)
         page_width = _PAGE.get()
         if page_width is None:
             width, height = 3.6, 2.8
-            fig.set_size_inches(width, height)
-            if fig.get_layout_engine() is None:
-                fig.subplots_adjust(left=0.75 / width, right=1 - 1.15 / width,
-                                    bottom=0.5 / height, top=1 - 0.55 / height)  # fmt: skip
-        else:
-            fig.set_size_inches(page_width, min(page_width * 2.8 / 3.6, MAX_PANEL_HEIGHT_IN) + 0.6)
-        ax = fig.subplots()
-        return cls(fig, [ax], None, [None], hue, _colors(frame, hue, CATEGORICAL), single=True)
+            margins = dict(left=0.75 / width, right=1 - 1.15 / width, bottom=0.5 / height,
+                           top=1 - 0.55 / height)  # fmt: skip
+            fig, axes = _screen_row(fig, 1, width=width, height=height, sharey=False,
+                                    margins=margins)  # fmt: skip
+            return cls(fig, axes, None, [None], hue, colors, single=True)
+        fig = _figure(fig)
+        fig.set_size_inches(page_width, min(page_width * 2.8 / 3.6, MAX_PANEL_HEIGHT_IN) + 0.6)
+        return cls(fig, [fig.subplots()], None, [None], hue, colors, single=True)
 
     @property
     def ax(self) -> Axes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from toolkit.ui.layout import CATEGORICAL, Layout
@@ -63,8 +64,8 @@ def transfer_curves(
 
     ``curves`` is :func:`toolkit.analysis.optima.lr_curves` output (its ``diverged``
     rows are drawn as crosses along the top of the panel, not dropped).
-    ``optima`` (:func:`toolkit.analysis.optima.optimal_lr`) adds a marker at each
-    optimum with its interval as a horizontal bar.
+    ``optima`` (:func:`toolkit.analysis.optima.optimal_lr`) adds a star at each
+    optimum with its interval as a horizontal bar, both in the series' colour.
     """
     layout = Layout.facets(curves, col=col, hue=hue, width=3.2, height=2.6, fig=fig)
     finite = curves.filter(~pl.col("diverged"))[y]
@@ -72,10 +73,11 @@ def transfer_curves(
     bottom = float(finite.min()) if finite.len() else 0.0
     top = top + 0.08 * (top - bottom) if top > bottom else bottom + 1.0
     for ax, panel, here in layout.panel_rows(curves):
+        stars, bars = [], []  # one artist each per panel: a redraw costs ~1 ms per artist
         for value, color, line in layout.series(here, by=x):
             ok = line.filter(~pl.col("diverged"))
             ax.plot(ok[x], ok[y], marker="o", ms=3, lw=1.4, color=color, label=str(value))
-            if (bad := line.filter(pl.col("diverged"))).height:  # a scatter costs ~2 ms
+            if (bad := line.filter(pl.col("diverged"))).height:
                 ax.scatter(bad[x], [top] * bad.height, marker="x", s=22, color=color)
             if optima is None:
                 continue
@@ -83,14 +85,17 @@ def transfer_curves(
             for row in optima.filter(*where).iter_rows(named=True):
                 if row["log2_lr_opt"] is None:
                     continue
+                stars.append((row["log2_lr_opt"], row["loss_opt"], color))
                 lo, hi = row["log2_lr_lo"], row["log2_lr_hi"]
-                xerr = None
                 if lo is not None and hi is not None:
-                    xerr = [[row["log2_lr_opt"] - lo], [hi - row["log2_lr_opt"]]]
-                ax.errorbar(
-                    row["log2_lr_opt"], row["loss_opt"], xerr=xerr, fmt="*", ms=9,
-                    color=color, mec="black", mew=0.5, capsize=2, zorder=5,
-                )  # fmt: skip
+                    bars.append(([(lo, row["loss_opt"]), (hi, row["loss_opt"])], color))
+        if bars:  # each optimum's interval, a horizontal bar in its series' colour
+            ax.add_collection(LineCollection([b for b, _ in bars], colors=[c for _, c in bars],
+                                             linewidths=1.2, zorder=4))  # fmt: skip
+        if stars:
+            ax.scatter([s[0] for s in stars], [s[1] for s in stars], marker="*", s=80,
+                       c=[s[2] for s in stars], edgecolors="black", linewidths=0.5,
+                       zorder=5)  # fmt: skip
         ax.set(xlabel=f"log2 {x.removeprefix('log2_')}", title=str(panel) if col else None)
         ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.04 * (top - bottom))
     layout.axes[0].set_ylabel(ylabel)

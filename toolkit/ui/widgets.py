@@ -126,7 +126,7 @@ def transfer_explorer(
 
     if run_more is not None:  # before the explorer's own redraw after new runs
         run_more.on_trained(lambda: refresh_transfer_controls(controls, data, hue=hue))
-    explorer = Explorer(controls, render, name=name, run_more=run_more)
+    explorer = Explorer(controls, render, name=name, run_more=run_more, in_place=True)
     explorer.redraw()
     return explorer
 
@@ -155,7 +155,7 @@ def heatmap_explorer(
         curves = lr_curves(frame, loss="loss")
         plots.loss_heatmaps(curves, x=x, y=y, col=col, title=title, fig=fig)
 
-    explorer = Explorer(controls, render, name=name)
+    explorer = Explorer(controls, render, name=name, in_place=True)
     explorer.redraw()
     return explorer
 
@@ -235,7 +235,7 @@ def spectra_explorer(
                                                   step=step)  # fmt: skip
             plots.ratio_heatmaps(table, title=f"{values['stat']} at step {step}", fig=fig)
 
-    explorer = Explorer(controls, render, name=name, inactive=_spectra_unused)
+    explorer = Explorer(controls, render, name=name, inactive=_spectra_unused, in_place=True)
     explorer.redraw()
     return explorer
 
@@ -313,6 +313,6 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
         """The size that varies has no slider to use, and ``d`` marks only the curves."""
         return (values["across"],) + (("d",) if values["view"] == "d_int vs D" else ())
 
-    explorer = Explorer(controls, render, name=name, inactive=unused)
+    explorer = Explorer(controls, render, name=name, inactive=unused, in_place=True)
     explorer.redraw()
     return explorer
