@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from toolkit.engine.catalogue import LANGUAGE_TASKS, MODELS, OPTIMIZERS, SCHEDULES
-from toolkit.engine.parametrization import MUON_SCALINGS, Parametrization
+from toolkit.engine.parametrization import MUON_SCALINGS, Parametrization, check_optimizer
 from toolkit.errors import InputError, check_choice, check_positive
 
 MOMENTUM_DEFAULTS = {"muon": 0.95}
@@ -125,6 +125,7 @@ class TrainConfig:
                 f"{'token sequences' if tokens else 'feature vectors'}; allowed: {allowed}"
             )
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_optimizer(self.parametrization, self.optimizer)
         check_choice("schedule", self.schedule, SCHEDULES)
         for argument in (
             "width", "depth", "steps", "batch_size", "eval_every", "eval_examples", "head_dim"

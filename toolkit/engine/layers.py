@@ -19,7 +19,8 @@ differ in ``init_sigma``, ``input_alpha`` or ``output_alpha``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +34,29 @@ from toolkit.engine.parametrization import (
     TensorSpec,
     forward_and_init,
 )
+from toolkit.engine.rules import ACTIVATION_GAINS, UNIT_ACTIVATION_GAINS
 from toolkit.errors import InputError, check_choice, check_positive
 
 ACTIVATION_FUNCTIONS = {"relu": torch.relu, "gelu": F.gelu, "tanh": torch.tanh}
 """Nonlinearities by their name in :data:`toolkit.engine.catalogue.ACTIVATIONS`."""
 check_registry("activations", ACTIVATION_FUNCTIONS, ACTIVATIONS)
+check_registry("unit activation gains", UNIT_ACTIVATION_GAINS, ACTIVATIONS)
+
+
+def _scaled(function: Callable, gain: float, h: torch.Tensor) -> torch.Tensor:
+    """``gain * function(h)``."""
+    return function(h) * gain
+
+
+def activation_function(
+    name: str, parametrization: Parametrization
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The nonlinearity ``name`` times its gain under ``parametrization``
+    (:data:`~toolkit.engine.rules.ACTIVATION_GAINS`; the plain function where it has none)."""
+    function = ACTIVATION_FUNCTIONS[name]
+    gain = ACTIVATION_GAINS.get(parametrization.name, {}).get(name, 1.0)
+    return function if gain == 1.0 else partial(_scaled, function, gain)
+
 
 Scale = float | torch.Tensor
 """A multiplier: one float for every member, or one value per member, ``(members, 1, 1)``."""
@@ -244,6 +263,7 @@ class EnsembleEmbedding(EnsembleLayer):
     Tensors ``{name}.token`` ``(members, vocab, width)`` and ``{name}.position``
     ``(members, context, width)``, both ``input``: a lookup reads one row, so the fan-in
     at base width is 1 and rows start at std ``init_sigma``, as ``torch.nn.Embedding``.
+    Their specs are marked ``lookup`` (u-muP's rules tell a lookup from a matrix).
     """
 
     def __init__(
@@ -253,9 +273,9 @@ class EnsembleEmbedding(EnsembleLayer):
         check_positive("vocab", vocab, integer=True)
         self.vocab, self.width = vocab, width
         token = TensorSpec(f"{name}.token", Role.INPUT, Kind.WEIGHT, (vocab, width), vocab,
-                           width, 1)  # fmt: skip
+                           width, 1, lookup=True)  # fmt: skip
         position = TensorSpec(f"{name}.position", Role.INPUT, Kind.WEIGHT, (context, width),
-                              context, width, 1)  # fmt: skip
+                              context, width, 1, lookup=True)  # fmt: skip
         self._set_forward_mult(self._register("token", token, factory))  # input_alpha
         self._register("position", position, factory)
 
@@ -286,7 +306,8 @@ class EnsembleModel(nn.Module):
         parametrization: the group's rules; ``member_parametrizations`` (one per seed)
             give members their own ``init_sigma``, ``input_alpha``, ``output_alpha``.
         seeds: one per member.
-        activation: one of :data:`toolkit.engine.catalogue.ACTIVATIONS`.
+        activation: one of :data:`toolkit.engine.catalogue.ACTIVATIONS` (times its gain under
+            a unit-scaled parametrization, :func:`activation_function`).
         bias: linear maps (and, in the Transformer, norms) have biases.
         shape_only: every tensor on the ``meta`` device, to count parameters and FLOPs.
     """
@@ -316,7 +337,7 @@ class EnsembleModel(nn.Module):
         self.d_in, self.d_out, self.width, self.depth = d_in, d_out, width, depth
         self.parametrization = parametrization
         self.seeds = [int(s) for s in seeds]
-        self.act = ACTIVATION_FUNCTIONS[activation]
+        self.act = activation_function(activation, parametrization)
         self.bias = bias
         self.shape_only = shape_only
         if member_parametrizations is None:

@@ -22,6 +22,32 @@ Fan et al. 2025's ``d ∝ m**-1/2`` on hidden matrices holds under SP, muP,
 mean-field and Muon alike. ``weight_decay_exclude`` keeps norm gains, or every
 vector tensor, out of the decay.
 
+u-muP (``name="u-mup"``; Blake et al. 2024, "u-muP: The Unit-Scaled Maximal Update
+Parametrization") writes its rules on the fans themselves (unit-scaled rules,
+:mod:`toolkit.engine.rules`): it does not equal SP at the base width, and ``base_width``
+only fixes where epsilon takes its base value. With ``depth_rule="depth-mup"`` and
+``base_depth=1`` a tensor in a block gets Adam LR ``L**-1/2``, as the unit-scaling
+package's ``DepthSequential`` gives every parameter of its stack. What the toolkit's models
+do not reproduce of that package:
+
+* residual branches: the package mixes ``(tau f(x) + x) / sqrt(1 + tau**2)`` with ``tau``
+  from its residual rule (paper, appendix G), ours add ``x + mL**-alpha f(x)``;
+* biases: the package adds a linear map's bias before the map's output scale (its bias
+  acts as ``fan_in**-1/2 b``), ours after it (the paper's models have no biases);
+* gradients: the package scales its backward pass on its own (``scale_bwd``), so its
+  gradients are the true ones times a constant per tensor in a chain of layers; Adam
+  does not see such a constant (up to epsilon), SGD would, so only Adam-like optimizers
+  are defined for ``u-mup`` (:func:`check_optimizer`). Adam's L2 penalty is added to the
+  package's rescaled gradient and to our true one, so with ``weight_decay`` Adam differs
+  from the package (AdamW's decoupled decay does not);
+* nonlinearities: ours are scaled to unit RMS
+  (:data:`~toolkit.engine.rules.UNIT_ACTIVATION_GAINS`); the package's GELU to an
+  empirical unit standard deviation, and it has no ReLU or tanh;
+* the Transformer: the package has no position embedding (ours adds one to the token
+  embedding, an RMS of ``sqrt(2)`` at init), scales the attention output by an empirical
+  model and uses RMSNorm without gains and a gated MLP; ours keeps the Transformer of
+  :mod:`toolkit.engine.transformer` and gives each of its tensors u-muP's rules.
+
 :func:`describe` shows every number and every rule as a polars frame.
 """
 
@@ -47,14 +73,14 @@ from toolkit.engine.rules import (
     TensorSpec,
     WidthRule,
 )
-from toolkit.errors import check_choice, check_positive
+from toolkit.errors import InputError, check_choice, check_positive
 
 __all__ = [
     "DEPTH_RULES", "EPSILON_RULES", "MUON_SCALINGS", "OPTIMIZER_FAMILIES",
     "WEIGHT_DECAY_EXCLUSIONS", "WEIGHT_DECAY_SCALINGS", "WIDTH_RULES", "Kind",
     "Parametrization", "Resolved", "Role",
-    "TensorSpec", "WidthRule", "branch_multiplier", "describe", "forward_and_init",
-    "orthogonalised", "resolve",
+    "TensorSpec", "WidthRule", "branch_multiplier", "check_optimizer", "defines_optimizer",
+    "describe", "forward_and_init", "orthogonalised", "resolve", "unit_fans",
 ]  # fmt: skip
 
 
@@ -64,7 +90,7 @@ class Parametrization:
 
     Args:
         name: key of :data:`~toolkit.engine.rules.WIDTH_RULES` (``sp``, ``mup``, ``ntk``
-            (lazy), ``ntk-everett``, ``mf``).
+            (lazy), ``ntk-everett``, ``mf``, ``u-mup``).
         base_width: width ``n0`` at which this equals SP.
         depth_rule: key of :data:`DEPTH_RULES`, ignored if ``depth_alpha`` is set.
         depth_alpha: branch exponent in ``[0.5, 1]`` or any positive value.
@@ -159,13 +185,56 @@ def branch_multiplier(param: Parametrization, depth: int) -> float:
     return (depth / param.base_depth) ** -alpha
 
 
+def unit_fans(spec: TensorSpec) -> tuple[int, int]:
+    """The fans ``(F, G)`` a unit-scaled rule's forward/init and LR exponents apply to.
+
+    ``F`` is the number of terms each output sums: a matrix's fan-in, 1 for an embedding
+    lookup. ``G`` is the fan the LR rule is written on: a matrix's fan-in, an embedding's
+    width (Blake et al. 2024, section 4, "A new embedding LR rule"; the unit-scaling
+    package's ``optim`` takes a weight's second PyTorch dimension, which for an
+    ``Embedding`` is its width). For a vector both are its fan-in, never used (its
+    exponents are 0).
+    """
+    if spec.lookup:
+        return 1, spec.fan_out
+    return spec.fan_in, spec.fan_in
+
+
+_FAMILY_EXPONENTS = {"sgd": ("lr_sgd",), "adam": ("lr_adam",), "muon": ("lr_adam", "lr_muon")}
+"""The :class:`WidthRule` exponents each optimizer family reads."""
+
+
+def defines_optimizer(param: Parametrization, optimizer: str) -> bool:
+    """Whether every rule of ``param`` has the LR exponents ``optimizer`` needs (none is
+    ``None``)."""
+    exponents = _FAMILY_EXPONENTS[OPTIMIZER_FAMILIES[optimizer]]
+    rules = param.width_rules.values()
+    return all(getattr(rule, e) is not None for rule in rules for e in exponents)
+
+
+def check_optimizer(param: Parametrization, optimizer: str) -> None:
+    """Raise ``InputError`` unless ``param`` defines learning rates for ``optimizer``."""
+    check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
+    if not defines_optimizer(param, optimizer):
+        allowed = ", ".join(repr(o) for o in OPTIMIZER_FAMILIES if defines_optimizer(param, o))
+        raise InputError(
+            f"optimizer={optimizer!r}: parametrization {param.name!r} defines no learning "
+            f"rates for it; allowed: {allowed}"
+        )
+
+
 def forward_and_init(
     spec: TensorSpec, param: Parametrization, *, width: int
 ) -> tuple[float, float]:
     """Forward multiplier and init std of one tensor's stored values at ``width``."""
     m = width / param.base_width
     rule = param.width_rules[spec.role]
-    forward = m**-rule.multiplier
+    if rule.unit:
+        fan, _ = unit_fans(spec)
+        forward, std_scale = fan**-rule.multiplier, fan**-rule.init
+    else:
+        forward = m**-rule.multiplier
+        std_scale = m**-rule.init / math.sqrt(spec.base_fan_in)
     if spec.role is Role.INPUT:
         forward *= param.input_alpha
     elif spec.role is Role.OUTPUT:
@@ -175,7 +244,7 @@ def forward_and_init(
     )
     std = 0.0
     if spec.kind is Kind.WEIGHT and not zero:
-        std = param.init_sigma / math.sqrt(spec.base_fan_in) * m**-rule.init
+        std = param.init_sigma * std_scale
     return forward, std
 
 
@@ -193,7 +262,7 @@ def resolve(
     or Muon LR exponents (:data:`OPTIMIZER_FAMILIES`). Muon is Adam-like for the
     depth rule too: its update size does not follow the gradient's.
     """
-    check_choice("optimizer", optimizer, OPTIMIZER_FAMILIES)
+    check_optimizer(param, optimizer)
     m = width / param.base_width
     m_depth = depth / param.base_depth
     alpha = param.alpha
@@ -202,10 +271,11 @@ def resolve(
     out = []
     for spec in specs:
         rule = param.width_rules[spec.role]
+        scale = unit_fans(spec)[1] if rule.unit else m  # what the LR exponents are powers of
         if family == "muon" and orthogonalised(spec):
-            lr = m**-rule.lr_muon
+            lr = scale**-rule.lr_muon
         else:
-            lr = m ** -(rule.lr_adam if adam_like else rule.lr_sgd)
+            lr = scale ** -(rule.lr_adam if adam_like else rule.lr_sgd)
         gradient_eps = param.eps_rule == "gradient"
         eps = m**rule.eps if gradient_eps else 1.0
         if spec.in_block and alpha is not None:

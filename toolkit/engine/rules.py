@@ -16,9 +16,9 @@ fixed    nothing grows                            readout bias
 
 A width rule maps each role to exponents of the width multiplier ``m = n / n0``
 (abc-parametrization, Tensor Programs IV, written relative to standard
-parametrization at the base width so that every parametrization equals SP at
-``m = 1``; Everett et al. 2024, "Scaling exponents across parameterizations and
-optimizers"):
+parametrization at the base width so that every parametrization but the unit-scaled
+u-muP (below) equals SP at ``m = 1``; Everett et al. 2024, "Scaling exponents across
+parameterizations and optimizers"):
 
 * forward multiplier ``m ** -a`` (the stored weight is multiplied by it in the
   forward pass),
@@ -28,6 +28,26 @@ optimizers"):
   ``eta m**-(2a + c)``, Adam's is ``eta m**-(a + c)``),
 * Adam epsilon ``eps * m ** e``: the size of the stored tensor's gradient,
   used by the ``gradient`` epsilon rule (:data:`EPSILON_RULES`).
+
+**Unit-scaled rules** (``WidthRule.unit``). u-muP (Blake et al. 2024, "u-muP: The
+Unit-Scaled Maximal Update Parametrization", section 4) is not SP at a base width: every
+weight starts at unit scale and each op carries an absolute scale of its own fans. A rule
+with ``unit=True`` reads its exponents as powers of the tensor's fans instead of ``m``:
+
+* forward multiplier ``F ** -a``, init std ``sigma * F ** -b``, Adam-like LR
+  ``eta * G ** -c``, where ``F`` is the number of terms each output of the op sums (a
+  matrix's fan-in; 1 for an embedding lookup, which sums nothing) and ``G`` the fan the
+  LR rule is written on (a matrix's fan-in; an embedding's width, which the paper and the
+  ``unit-scaling`` package call its fan-in: section 4, "A new embedding LR rule");
+* epsilon still scales as ``m ** e`` (``base_width`` is where epsilon is its base value),
+  and depth rules apply as to any rule;
+* ``None`` in ``lr_sgd`` or ``lr_muon``: the parametrization defines no LR for that
+  optimizer family, and a run asking for one is refused
+  (:func:`~toolkit.engine.parametrization.check_optimizer`).
+
+A unit-scaled parametrization may also scale its nonlinearities
+(:data:`ACTIVATION_GAINS`), so that a unit-RMS pre-activation gives a unit-RMS
+activation.
 
 The abc symmetry (Everett et al. 2024, section 2) ``a -> a + t``, ``b -> b - t``,
 ``c_sgd -> c_sgd - 2t``, ``c_adam -> c_adam - t``, ``e -> e - t`` leaves the
@@ -89,18 +109,21 @@ class TensorSpec:
     base_fan_in: int
     in_block: bool = False
     query: bool = False  # an attention query projection (see ``query_zero_init``)
+    lookup: bool = False  # an embedding table: the forward pass reads rows, summing nothing
 
 
 @dataclass(frozen=True)
 class WidthRule:
-    """Exponents of the width multiplier ``m`` for one role (see the module docstring)."""
+    """Exponents of the width multiplier ``m`` for one role (see the module docstring);
+    with ``unit``, of the tensor's own fans (u-muP's absolute form)."""
 
-    multiplier: float = 0.0  # a: forward multiplier m**-a
-    init: float = 0.0  # b: init std sigma/sqrt(base_fan_in) * m**-b
-    lr_sgd: float = 0.0  # c for SGD: lr * m**-c
-    lr_adam: float = 0.0  # c for Adam-like optimizers: lr * m**-c
+    multiplier: float = 0.0  # a: forward multiplier m**-a (unit: F**-a)
+    init: float = 0.0  # b: init std sigma/sqrt(base_fan_in) * m**-b (unit: sigma * F**-b)
+    lr_sgd: float | None = 0.0  # c for SGD: lr * m**-c; None: no SGD rule
+    lr_adam: float = 0.0  # c for Adam-like optimizers: lr * m**-c (unit: lr * G**-c)
     eps: float = 0.0  # Adam epsilon * m**eps under the ``gradient`` epsilon rule
-    lr_muon: float = 0.0  # c of hidden matrices under Muon (every other role: lr_adam)
+    lr_muon: float | None = 0.0  # c of hidden matrices under Muon (every other role: lr_adam)
+    unit: bool = False  # exponents of the fans, not of m (module docstring)
 
 
 # SP: PyTorch-style fan-in init, one LR for everything. Tensors whose fan-in
@@ -169,16 +192,53 @@ _MF = {
     Role.FIXED: WidthRule(),
 }
 
+# u-muP (Blake et al. 2024, section 4, as the unit-scaling package 0.3.5 implements it):
+# every weight starts at std 1; a linear map scales its output by fan_in**-1/2 (input and
+# hidden matrices, ``unit_scaling.functional.linear``) and the readout by fan_in**-1
+# (``linear_readout``); an embedding lookup is not scaled. Adam's LR is fan_in**-1/2 on
+# matrices (``optim.lr_scale_func_adam``), width**-1/2 on embeddings (section 4, "A new
+# embedding LR rule", offered without theory) and 1 on the readout, biases and norm gains.
+# In m these are mean-field's exponents (``_MF``) up to constants, so the effective init and
+# Adam LR scale as muP's on every tensor but the embedding, and the stored tensors'
+# gradients scale as mean-field's (its epsilon exponents). The package defines its SGD rule
+# on its own unit-scaled gradients (``scale_bwd``), not on the true gradient that the
+# toolkit's SGD follows, and no Muon rule: both are left undefined (None).
+_UMUP = {
+    Role.INPUT: WidthRule(multiplier=0.5, lr_adam=0.5, eps=-1.0, lr_sgd=None, lr_muon=None,
+                          unit=True),
+    Role.HIDDEN: WidthRule(multiplier=0.5, lr_adam=0.5, eps=-1.5, lr_sgd=None, lr_muon=None,
+                           unit=True),
+    Role.OUTPUT: WidthRule(multiplier=1.0, eps=-1.0, lr_sgd=None, lr_muon=None, unit=True),
+    Role.VECTOR: WidthRule(eps=-1.0, lr_sgd=None, lr_muon=None, unit=True),
+    Role.FIXED: WidthRule(lr_sgd=None, lr_muon=None, unit=True),
+}  # fmt: skip
+
 WIDTH_RULES: dict[str, dict[Role, WidthRule]] = {
     "sp": _SP,
     "mup": _MUP,
     "ntk": _NTK_LAZY,
     "ntk-everett": _NTK_EVERETT,
     "mf": _MF,
+    "u-mup": _UMUP,
 }
 """Width rules by parametrization name; a new parametrization is a new entry.
 ``ntk`` is the lazy NTK (the name old stores hold), ``ntk-everett`` NTK with
-Everett et al.'s per-layer Adam LRs."""
+Everett et al.'s per-layer Adam LRs, ``u-mup`` the unit-scaled muP of Blake et al. 2024."""
+
+UNIT_ACTIVATION_GAINS: dict[str, float] = {
+    "relu": math.sqrt(2.0),  # E[relu(z)^2] = 1/2
+    "gelu": (1.0 / 3.0 + 1.0 / (2.0 * math.pi * math.sqrt(3.0))) ** -0.5,  # E[z^2 Phi(z)^2]
+    "tanh": 0.394294490397841**-0.5,  # E[tanh(z)^2], by quadrature
+}
+"""``1 / sqrt(E[f(z)^2])`` for ``z ~ N(0, 1)``: the gain that gives each nonlinearity ``f``
+a unit-RMS output for a unit-Gaussian input (He et al. 2015's ``sqrt(2)`` for ReLU), so a
+following zero-mean linear map, which keeps the RMS, sees unit-RMS inputs. u-muP scales
+every op to unit output (Blake et al. 2024, sections 2 and 4); the unit-scaling package's
+GELU targets the output's standard deviation with an empirical model (a gain of 1.77 at
+``mult = 1``, ``unit_scaling.functional.gelu``) and it has no ReLU or tanh."""
+
+ACTIVATION_GAINS: dict[str, dict[str, float]] = {"u-mup": UNIT_ACTIVATION_GAINS}
+"""Gains of the nonlinearities by parametrization (absent: 1, the plain function)."""
 
 DEPTH_RULES: dict[str, float | None] = {
     "none": None,
@@ -253,9 +313,12 @@ ATTENTION_EXPONENTS: dict[str, float] = {
     "ntk": 0.5,
     "ntk-everett": 0.5,
     "mf": 1.0,
+    "u-mup": 1.0,
 }
 """Exponent ``e`` of the attention-logit scale ``attn_alpha / sqrt(d0) * (d0 / d_head) ** e``
 (``d0``: the base head dimension), which equals SP's ``attn_alpha / sqrt(d_head)`` at the
 base shape. ``e = 1`` is muP's ``1 / d_head`` (Tensor Programs V, section 6 and appendix
 J.2.1: queries and keys become correlated during training, so ``q.k`` grows like
-``d_head``); mean-field shares it through the abc symmetry, SP and NTK keep ``1/2``."""
+``d_head``); mean-field shares it through the abc symmetry, SP and NTK keep ``1/2``.
+u-muP's is ``1/d_head`` too (the unit-scaling package's ``scaled_dot_product_attention``
+uses ``mult / d_head``, ours with ``attn_alpha = mult / sqrt(d0)``)."""
