@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from toolkit.engine.everett import PARAMETRIZATIONS as EVERETT
 from toolkit.engine.models import MLP
 from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import Parametrization, Role, describe, resolve
@@ -80,7 +81,6 @@ def _derived(name: str) -> dict[Role, dict[str, float]]:
         "sp": {r: 0.0 for r in a},
         "mup": maximal,
         "mf": maximal,
-        "ntk-everett": maximal,
         "ntk": {Role.INPUT: 0.5, Role.HIDDEN: 1.5, Role.OUTPUT: 1.0, Role.VECTOR: 0.5},
     }[name]
     mup_sgd = {Role.INPUT: -1.0, Role.HIDDEN: 0.0, Role.OUTPUT: 1.0, Role.VECTOR: -1.0}
@@ -88,7 +88,10 @@ def _derived(name: str) -> dict[Role, dict[str, float]]:
     return {r: {"a": a[r], "a+b": init[r], "a+c adam": adam[r], "2a+c sgd": sgd[r]} for r in a}
 
 
-@pytest.mark.parametrize("name", sorted(WIDTH_RULES))
+OWN_RULES = sorted(set(WIDTH_RULES) - set(EVERETT))  # Everett's rows: tests/engine/test_everett.py
+
+
+@pytest.mark.parametrize("name", OWN_RULES)
 def test_each_width_rule_is_the_abc_parametrization_it_names(name):
     for role, want in _derived(name).items():
         rule = WIDTH_RULES[name][role]
@@ -96,13 +99,6 @@ def test_each_width_rule_is_the_abc_parametrization_it_names(name):
                "a+c adam": rule.multiplier + rule.lr_adam,
                "2a+c sgd": 2 * rule.multiplier + rule.lr_sgd}  # fmt: skip
         assert got == want, (name, role)
-
-
-def test_ntk_everett_is_sp_with_per_layer_lrs_moved_by_the_abc_symmetry():
-    """Same effective init and Adam LR as SP with Everett's per-layer exponents (0, 1, 1)."""
-    ntk = _derived("ntk-everett")
-    assert [ntk[r]["a+c adam"] for r in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)] == [0, 1, 1]
-    assert [ntk[r]["a+b"] for r in ntk] == [_derived("sp")[r]["a+b"] for r in ntk]
 
 
 def _hidden_decay(name: str, optimizer: str, width: int, **rules) -> float:
