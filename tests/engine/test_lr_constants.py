@@ -91,3 +91,20 @@ def test_constants_are_recorded_only_when_not_one_so_earlier_run_ids_stay():
 def test_a_constant_must_be_a_positive_number(value):
     with pytest.raises(InputError, match=rf"lr_vector={value!r} must be a positive number"):
         Parametrization("mup", lr_vector=value)
+
+
+def test_a_runs_row_has_its_constants_and_alignment_as_columns_only_when_set(digits):
+    """So analyses group by them (store.RUN_SETTINGS), and earlier stores have no such column."""
+    from toolkit.engine.train import train
+
+    def columns(**rules) -> dict:
+        param = Parametrization(rules.pop("name", "mup"), base_width=16, **rules)
+        config = TrainConfig(task="digits", width=16, depth=1, steps=2, eval_every=2,
+                             parametrization=param)  # fmt: skip
+        return train(config, [Member(lr=1e-2)], task=digits).runs.row(0, named=True)
+
+    plain = columns()
+    assert not {"alignment", *LR_CONSTANTS.values()} & set(plain)
+    tuned = columns(name="sp-everett", alignment="none", lr_output=4.0, lr_vector=0.5)
+    assert (tuned["alignment"], tuned["lr_output"], tuned["lr_vector"]) == ("none", 4.0, 0.5)
+    assert "lr_input" not in tuned
