@@ -126,3 +126,30 @@ def test_lr_constant_findings_treat_an_edge_optimum_as_a_bound():
     shifts = {("lr_output", None): 0.0, ("lr_output", 4.0): -7.0}  # below the grid at 32
     text = findings.lr_constants(_constant_runs(drifts, shifts))
     assert "at width 32 its optimum is a bound (below the grid)" in text
+
+
+def test_lr_constant_findings_quote_the_shipped_diagnosis_store():
+    runs = toolkit.store.open(shipped("transfer_diagnosis")).runs().collect()
+    text = findings.lr_constants(runs)
+    settings = findings.lr_constant_settings(runs)
+    optima = findings.lr_constant_settings(optimal_lr(settings))
+    slopes = findings.lr_constant_settings(drift(optima))
+    lines = text.split("\n\n")[0].splitlines()
+    assert len(lines) == slopes.height == 7  # the baseline and six settings
+    for line in lines:
+        label = line.split("**")[1]
+        row = slopes.filter(pl.col("setting") == label).row(0, named=True)
+        assert f"drift of {row['slope']:+.2f} " in line
+        assert f"[{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}]" in line
+    base = slopes.filter(pl.col("setting") == "every constant 1").row(0, named=True)
+    flattened = [
+        row["setting"] for row in slopes.iter_rows(named=True)
+        if abs(row["slope"]) < abs(base["slope"])
+        and math.hypot(row["slope_hi"] - row["slope_lo"], base["slope_hi"] - base["slope_lo"]) / 2
+        < abs(row["slope"] - base["slope"])
+    ]  # fmt: skip
+    verdict = text.split("\n\n")[1]
+    if flattened:
+        assert all(label in verdict.split("flatten")[0] for label in flattened)
+    else:
+        assert verdict.startswith("**None of the constants flattens the drift**")
