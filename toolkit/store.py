@@ -71,9 +71,12 @@ TABLES = ("runs", "curves", "probes")
 RUN_SETTINGS = ("study", "model", "task", "parametrization", "depth_rule", "optimizer",
                 "weight_decay_scaling", "schedule", "base_width", "base_depth", "width", "depth",
                 "lr", "weight_decay", "init_sigma", "input_alpha", "output_alpha", "batch_size",
-                "steps", "seed")  # fmt: skip
+                "steps", "seed", "alignment", "lr_input", "lr_hidden", "lr_output",
+                "lr_vector")  # fmt: skip
 """The runs table's columns that say which run a row is: every setting a study varies.
-Analyses group by them (a configuration is these without ``lr`` and ``seed``)."""
+Analyses group by them (a configuration is these without ``lr`` and ``seed``). The last
+ones are recorded only when set (:data:`toolkit.engine.config.RECORDED_WHEN_SET`): a store
+may lack their columns, and a null in them is the default."""
 
 # The columns every reader returns (files may add more, e.g. study-specific run columns).
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from toolkit.engine.everett import PARAMETRIZATIONS as EVERETT
 from toolkit.engine.models import MLP
 from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import Parametrization, Role, describe, resolve
@@ -80,7 +81,6 @@ def _derived(name: str) -> dict[Role, dict[str, float]]:
         "sp": {r: 0.0 for r in a},
         "mup": maximal,
         "mf": maximal,
-        "ntk-everett": maximal,
         "ntk": {Role.INPUT: 0.5, Role.HIDDEN: 1.5, Role.OUTPUT: 1.0, Role.VECTOR: 0.5},
     }[name]
     mup_sgd = {Role.INPUT: -1.0, Role.HIDDEN: 0.0, Role.OUTPUT: 1.0, Role.VECTOR: -1.0}
@@ -89,10 +89,13 @@ def _derived(name: str) -> dict[Role, dict[str, float]]:
 
 
 RELATIVE_RULES = sorted(
-    name for name, rules in WIDTH_RULES.items() if not any(r.unit for r in rules.values())
+    name
+    for name, rules in WIDTH_RULES.items()
+    if name not in EVERETT and not any(r.unit for r in rules.values())
 )
-"""Rules written relative to SP at the base width (u-muP's unit-scaled rules are checked
-against their reference in test_umup_reference.py)."""
+"""Rules written relative to SP at the base width and named after an abc-parametrization
+(Everett et al.'s rows are derived in test_everett.py; u-muP's unit-scaled rules are
+checked against their reference in test_umup_reference.py)."""
 
 
 @pytest.mark.parametrize("name", RELATIVE_RULES)
@@ -103,13 +106,6 @@ def test_each_width_rule_is_the_abc_parametrization_it_names(name):
                "a+c adam": rule.multiplier + rule.lr_adam,
                "2a+c sgd": 2 * rule.multiplier + rule.lr_sgd}  # fmt: skip
         assert got == want, (name, role)
-
-
-def test_ntk_everett_is_sp_with_per_layer_lrs_moved_by_the_abc_symmetry():
-    """Same effective init and Adam LR as SP with Everett's per-layer exponents (0, 1, 1)."""
-    ntk = _derived("ntk-everett")
-    assert [ntk[r]["a+c adam"] for r in (Role.INPUT, Role.HIDDEN, Role.OUTPUT)] == [0, 1, 1]
-    assert [ntk[r]["a+b"] for r in ntk] == [_derived("sp")[r]["a+b"] for r in ntk]
 
 
 def _hidden_decay(name: str, optimizer: str, width: int, **rules) -> float:

@@ -172,3 +172,18 @@ def test_the_sweep_command_runs_a_spec_of_another_kind_with_its_runner(tmp_path,
 
 def test_every_shipped_spec_has_a_known_kind():
     assert {spec_kind(p) for p in STUDIES.glob("*.toml")} <= set(kinds.STUDY_KINDS)
+
+
+def test_per_layer_lr_constants_are_shape_axes_with_flags_from_the_schema(capsys):
+    """Each constant's value is its own group (it changes the optimizer's per-tensor LR);
+    the default value records nothing, so its group keeps the run ids it always had."""
+    argv = ["sweep", "--task", "digits", "--widths", "16", "--depths", "1", "--lrs", "0.01,0.1",
+            "--steps", "5", "--lr-outputs", "0.25,1,4", "--dry-run", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    assert [g["lr_output"] for g in groups] == [0.25, None, 4.0]
+    plain = SweepSpec(task="digits", widths=(16,), depths=(1,), lrs=(0.01, 0.1), steps=5)
+    tuned = plain.with_(lr_outputs=(0.25, 1.0, 4.0))
+    ids = [set(g.run_ids) for g in plan(tuned).groups]
+    assert ids[1] == {run_id for g in plan(plain).groups for run_id in g.run_ids}
+    assert len(ids[0] | ids[1] | ids[2]) == 6

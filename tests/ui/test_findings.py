@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 
+import numpy as np
 import polars as pl
 
 import toolkit.store
@@ -63,3 +65,91 @@ def test_best_cells_on_the_grid_edge_are_reported_as_unable_to_locate_the_optimu
     inside = best_cells(lr_curves(runs.filter(pl.col("width") == 64, pl.col("weight_decay") > 0)),
                         by=("weight_decay_scaling", "width"))  # fmt: skip
     assert inside["log2_lr_at_edge"].to_list() == [False]
+
+
+def _constant_runs(drifts: dict, shifts: dict, *, noise: float = 0.004) -> pl.DataFrame:
+    """Runs with a known optimum per LR-constant setting: ``log2 lr* = -6 + shift + drift *
+    log2(width / 32)``, quadratic loss around it with seed noise; a null is a constant at 1."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for (name, value), slope in drifts.items():
+        for w in (32, 64, 128, 256):
+            best = -6.0 + shifts[name, value] + slope * math.log2(w / 32)
+            for x in range(-12, 0):
+                for seed in (0, 1):
+                    loss = 1.0 + 0.05 * (x - best) ** 2 + noise * rng.standard_normal()
+                    rows.append({"parametrization": "mup", "optimizer": "adam", "width": w,
+                                 "lr": 2.0**x, "seed": seed, "status": "ok",
+                                 "final_train_loss": loss,
+                                 "lr_output": value if name == "lr_output" else None,
+                                 "lr_input": value if name == "lr_input" else None})  # fmt: skip
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def test_lr_constant_findings_name_the_constant_that_flattens_the_drift():
+    drifts = {("lr_output", None): 0.3, ("lr_output", 4.0): 0.0, ("lr_input", 4.0): 0.3}
+    shifts = {("lr_output", None): 0.0, ("lr_output", 4.0): -2.0, ("lr_input", 4.0): 0.0}
+    runs = _constant_runs(drifts, shifts)
+    text = findings.lr_constants(runs)
+    filled = runs.with_columns(pl.col("lr_output", "lr_input").fill_null(1.0))
+    slopes = drift(optimal_lr(filled))
+    lines = text.splitlines()
+    assert lines[0].startswith("- **every constant 1** (baseline)")
+    # the baseline first, then input before output
+    for line, (label, output, input_) in zip(
+        lines[:3], [("every constant 1", 1.0, 1.0), ("lr_input = 4", 1.0, 4.0),
+                    ("lr_output = 4", 4.0, 1.0)], strict=True
+    ):  # fmt: skip
+        assert line.startswith(f"- **{label}**")
+        row = slopes.filter(pl.col("lr_output") == output, pl.col("lr_input") == input_).row(
+            0, named=True
+        )
+        assert f"drift of {row['slope']:+.2f} " in line
+        assert f"[{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}]" in line
+    verdict = text.split("\n\n")[1]
+    assert verdict.startswith("**lr_output = 4 flattens the drift**")
+    # -2 octaves by design: the readout's LR alone sets the optimum in these runs
+    assert re.search(r"moves most with \*\*lr_output = 4\*\*: -(1\.9\d|2\.0\d) octaves", verdict)
+    assert re.search(r"moves by [+-]0\.0\d octaves \(\[-0\.\d\d, \+0\.\d\d\]", lines[1])
+
+
+def test_lr_constant_findings_say_when_no_constant_flattens_the_drift():
+    drifts = {("lr_output", None): 0.3, ("lr_output", 0.25): 0.3, ("lr_input", 4.0): 0.35}
+    shifts = {("lr_output", None): 0.0, ("lr_output", 0.25): 1.0, ("lr_input", 4.0): 0.0}
+    text = findings.lr_constants(_constant_runs(drifts, shifts))
+    assert "**None of the constants flattens the drift**" in text
+    assert "lr_output = 1/4" in text
+
+
+def test_lr_constant_findings_treat_an_edge_optimum_as_a_bound():
+    drifts = {("lr_output", None): 0.3, ("lr_output", 4.0): 0.3}
+    shifts = {("lr_output", None): 0.0, ("lr_output", 4.0): -7.0}  # below the grid at 32
+    text = findings.lr_constants(_constant_runs(drifts, shifts))
+    assert "at width 32 its optimum is a bound (below the grid)" in text
+
+
+def test_lr_constant_findings_quote_the_shipped_diagnosis_store():
+    runs = toolkit.store.open(shipped("transfer_diagnosis")).runs().collect()
+    text = findings.lr_constants(runs)
+    settings = findings.lr_constant_settings(runs)
+    optima = findings.lr_constant_settings(optimal_lr(settings))
+    slopes = findings.lr_constant_settings(drift(optima))
+    lines = text.split("\n\n")[0].splitlines()
+    assert len(lines) == slopes.height == 7  # the baseline and six settings
+    for line in lines:
+        label = line.split("**")[1]
+        row = slopes.filter(pl.col("setting") == label).row(0, named=True)
+        assert f"drift of {row['slope']:+.2f} " in line
+        assert f"[{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}]" in line
+    base = slopes.filter(pl.col("setting") == "every constant 1").row(0, named=True)
+    flattened = [
+        row["setting"] for row in slopes.iter_rows(named=True)
+        if abs(row["slope"]) < abs(base["slope"])
+        and math.hypot(row["slope_hi"] - row["slope_lo"], base["slope_hi"] - base["slope_lo"]) / 2
+        < abs(row["slope"] - base["slope"])
+    ]  # fmt: skip
+    verdict = text.split("\n\n")[1]
+    if flattened:
+        assert all(label in verdict.split("flatten")[0] for label in flattened)
+    else:
+        assert verdict.startswith("**None of the constants flattens the drift**")

@@ -42,6 +42,11 @@ RECORDED_WHEN_SET: dict[str, object] = {
     "weight_decay_exclude": "none",
     "independent_weight_decay": False,
     "eps_rule": "gradient",
+    "alignment": "full",
+    "lr_input": 1.0,
+    "lr_hidden": 1.0,
+    "lr_output": 1.0,
+    "lr_vector": 1.0,
 }
 """Settings recorded only when they differ from these values (their defaults)."""
 
@@ -207,6 +212,11 @@ class TrainConfig:
             weight_decay_exclude=p.weight_decay_exclude,
             independent_weight_decay=p.independent_weight_decay,
             eps_rule=p.eps_rule,
+            alignment=p.alignment,
+            lr_input=p.lr_input,
+            lr_hidden=p.lr_hidden,
+            lr_output=p.lr_output,
+            lr_vector=p.lr_vector,
         )
         own = MODELS[self.model].own_settings
         others = {name for model in MODELS.values() for name in model.own_settings} - set(own)

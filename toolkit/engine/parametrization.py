@@ -62,11 +62,13 @@ import polars as pl
 from toolkit.engine.rules import (
     DEPTH_RULES,
     EPSILON_RULES,
+    LR_CONSTANTS,
     MUON_SCALINGS,
     OPTIMIZER_FAMILIES,
     WEIGHT_DECAY_EXCLUSIONS,
     WEIGHT_DECAY_SCALINGS,
     WIDTH_RULES,
+    WIDTH_RULES_BY_ALIGNMENT,
     WITHOUT_EPSILON,
     Kind,
     Role,
@@ -75,9 +77,13 @@ from toolkit.engine.rules import (
 )
 from toolkit.errors import InputError, check_choice, check_positive
 
+ALIGNMENTS = tuple(WIDTH_RULES_BY_ALIGNMENT)
+"""Alignment assumptions a width rule may be derived under (``full``, ``none``)."""
+
 __all__ = [
-    "DEPTH_RULES", "EPSILON_RULES", "MUON_SCALINGS", "OPTIMIZER_FAMILIES",
-    "WEIGHT_DECAY_EXCLUSIONS", "WEIGHT_DECAY_SCALINGS", "WIDTH_RULES", "Kind",
+    "ALIGNMENTS", "DEPTH_RULES", "EPSILON_RULES", "LR_CONSTANTS", "MUON_SCALINGS",
+    "OPTIMIZER_FAMILIES", "WEIGHT_DECAY_EXCLUSIONS", "WEIGHT_DECAY_SCALINGS", "WIDTH_RULES",
+    "Kind",
     "Parametrization", "Resolved", "Role",
     "TensorSpec", "WidthRule", "branch_multiplier", "check_optimizer", "defines_optimizer",
     "describe", "forward_and_init", "orthogonalised", "resolve", "unit_fans",
@@ -90,7 +96,15 @@ class Parametrization:
 
     Args:
         name: key of :data:`~toolkit.engine.rules.WIDTH_RULES` (``sp``, ``mup``, ``ntk``
-            (lazy), ``ntk-everett``, ``mf``, ``u-mup``).
+            (lazy), ``mf``, and Everett et al.'s rows ``sp-everett``, ``ntk-everett``,
+            ``mup-everett``, ``mf-everett``; and ``u-mup``).
+        alignment: the alignment assumption of Everett et al.'s rows, ``full`` (the
+            default, every rule) or ``none`` (their rows only;
+            :data:`~toolkit.engine.rules.WIDTH_RULES_BY_ALIGNMENT`).
+        lr_input, lr_hidden, lr_output, lr_vector: constants multiplying the learning rate
+            of the input, hidden, output and vector tensors on top of the width rule, the
+            same at every width (:data:`~toolkit.engine.rules.LR_CONSTANTS`); tuned at the
+            base width, transferred as they are.
         base_width: width ``n0`` at which this equals SP.
         depth_rule: key of :data:`DEPTH_RULES`, ignored if ``depth_alpha`` is set.
         depth_alpha: branch exponent in ``[0.5, 1]`` or any positive value.
@@ -130,6 +144,11 @@ class Parametrization:
     weight_decay_exclude: str = "none"
     independent_weight_decay: bool = False
     eps_rule: str = "gradient"
+    alignment: str = "full"
+    lr_input: float = 1.0
+    lr_hidden: float = 1.0
+    lr_output: float = 1.0
+    lr_vector: float = 1.0
     width_rules: dict[Role, WidthRule] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +164,16 @@ class Parametrization:
         check_choice("weight_decay_scaling", self.weight_decay_scaling, WEIGHT_DECAY_SCALINGS)
         check_choice("weight_decay_exclude", self.weight_decay_exclude, WEIGHT_DECAY_EXCLUSIONS)
         check_choice("eps_rule", self.eps_rule, EPSILON_RULES)
-        object.__setattr__(self, "width_rules", WIDTH_RULES[self.name])
+        check_choice("alignment", self.alignment, ALIGNMENTS)
+        rules = WIDTH_RULES_BY_ALIGNMENT[self.alignment]
+        if self.name not in rules:
+            raise InputError(
+                f"alignment={self.alignment!r} has no rule for parametrization={self.name!r}; "
+                f"allowed: {', '.join(repr(n) for n in rules)} (or alignment='full')"
+            )
+        for argument in LR_CONSTANTS.values():
+            check_positive(argument, getattr(self, argument))
+        object.__setattr__(self, "width_rules", rules[self.name])
 
     @property
     def alpha(self) -> float | None:
@@ -153,6 +181,17 @@ class Parametrization:
         if self.depth_alpha is not None:
             return self.depth_alpha
         return DEPTH_RULES[self.depth_rule]
+
+    def lr_constant(self, role: Role) -> float:
+        """The constant multiplying ``role``'s learning rate (1 for a fixed tensor)."""
+        return getattr(self, LR_CONSTANTS[role]) if role in LR_CONSTANTS else 1.0
+
+    @property
+    def width_rule(self) -> str:
+        """The width rule's name, with its alignment assumption where it has one."""
+        if self.name in WIDTH_RULES_BY_ALIGNMENT["none"]:
+            return f"{self.name}, {self.alignment} alignment"
+        return self.name
 
     def with_(self, **changes: object) -> Parametrization:
         """A copy with some fields changed (validated again)."""
@@ -163,9 +202,10 @@ class Parametrization:
 class Resolved:
     """The numbers one tensor gets: all multipliers of the base values.
 
-    ``lr_mult`` and ``wd_mult`` multiply the (per-member) base LR and weight
-    decay; ``eps_mult`` multiplies Adam's epsilon. ``decay_with_lr``: the per-step decay
-    is ``lr * wd`` (else ``wd``, independent of the LR).
+    ``lr_mult`` (the width and depth rules' multiplier times the role's LR constant) and
+    ``wd_mult`` multiply the (per-member) base LR and weight decay; ``eps_mult`` multiplies
+    Adam's epsilon. ``decay_with_lr``: the per-step decay is ``lr * wd`` (else ``wd``,
+    independent of the LR).
     """
 
     spec: TensorSpec
@@ -261,6 +301,11 @@ def resolve(
     ``width`` and ``depth`` are the model's; ``optimizer`` selects the SGD, Adam
     or Muon LR exponents (:data:`OPTIMIZER_FAMILIES`). Muon is Adam-like for the
     depth rule too: its update size does not follow the gradient's.
+
+    ``lr_mult`` is the width and depth rules' multiplier times the role's constant
+    (:meth:`Parametrization.lr_constant`). The constant acts like a per-role base LR: it
+    changes no other number (the ``wd`` multiplier is that of the rules' multiplier alone,
+    so a decay coupled to the LR follows the constant as it follows the base LR).
     """
     check_optimizer(param, optimizer)
     m = width / param.base_width
@@ -288,7 +333,7 @@ def resolve(
                 spec=spec,
                 init_std=std,
                 forward_mult=forward,
-                lr_mult=lr,
+                lr_mult=lr * param.lr_constant(spec.role),
                 wd_mult=_weight_decay_mult(param, spec, lr, m),
                 eps_mult=eps,
                 decay_with_lr=not param.independent_weight_decay,
@@ -337,7 +382,9 @@ def describe(
     ``forward_mult``, ``branch_mult`` (the residual-branch multiplier of the
     block a tensor sits in), ``lr`` (effective base LR: ``lr * lr_mult``), ``weight_decay``
     (``weight_decay * wd_mult``), ``eps`` (``eps * eps_mult``), the raw
-    multipliers, then the rules: ``decay_per_step`` (``lr * weight_decay``, or
+    multipliers, then the rules: ``width_rule`` (the parametrization's name, with its
+    alignment assumption for Everett et al.'s rows), ``lr_constant`` (the role's constant,
+    a factor of ``lr_mult``), ``decay_per_step`` (``lr * weight_decay``, or
     ``weight_decay`` when the decay is independent of the LR), ``weight_decay_rule``
     (scaling, exclusion, coupling), ``eps_rule`` (``none`` for an optimizer without
     epsilon) and ``update_scale`` (Muon's scale of an orthogonalised update,
@@ -380,6 +427,8 @@ def describe(
                 "lr_mult": r.lr_mult,
                 "wd_mult": r.wd_mult,
                 "eps_mult": r.eps_mult,
+                "width_rule": param.width_rule,
+                "lr_constant": param.lr_constant(s.role),
                 "decay_per_step": weight_decay * r.wd_mult * decay_lr,
                 "weight_decay_rule": wd_rule,
                 "eps_rule": eps_rule,

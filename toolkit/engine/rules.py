@@ -63,6 +63,15 @@ update itself (:data:`toolkit.engine.optim.MUON_SCALINGS`), so its family
 stored matrix is the effective one (SP, muP, NTK's lazy form), ``-a`` where a
 forward multiplier ``m**-a`` shrinks the update again (mean-field, NTK with
 per-layer LRs).
+
+Everett et al. 2024's Table 1 (:mod:`toolkit.engine.everett`) gives per-layer LR
+exponents for SP, NTK, muP and mean-field, for Adam and SGD, under two assumptions on
+how an update lines up with the activations it meets: ``full`` and ``none``
+(:data:`WIDTH_RULES_BY_ALIGNMENT`). Its rows are the parametrizations ``sp-everett``,
+``ntk-everett``, ``mup-everett`` and ``mf-everett``; a :class:`Parametrization`'s
+``alignment`` picks the assumption. On top of any width rule, a per-role constant
+(:data:`LR_CONSTANTS`: ``lr_input``, ``lr_hidden``, ``lr_output``, ``lr_vector``)
+multiplies the role's learning rate, the same at every width.
 """
 
 from __future__ import annotations
@@ -71,6 +80,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from toolkit.engine.everett import PARAMETRIZATIONS as EVERETT_PARAMETRIZATIONS
+from toolkit.engine.everett import everett_exponents
 
 
 class Role(StrEnum):
@@ -153,7 +165,7 @@ _MUP = {
 # fixed. Effective SGD LR 1/m on hidden and readout (c = 0). The Adam exponents
 # keep training in the kernel regime: hidden-feature updates O(m**-1/2) and
 # function updates O(1), giving c = (1/2, 1, 1/2) for input, hidden, output.
-# This is not Everett et al.'s NTK row (see ``_NTK_EVERETT``): its features
+# This is not Everett et al.'s NTK row (``ntk-everett``, below): its features
 # stop moving as width grows, so its optimal LR does not transfer like muP's.
 # Stored-tensor gradients are O(m**-1/2) except hidden matrices, O(m**-1).
 _NTK_LAZY = {
@@ -161,21 +173,6 @@ _NTK_LAZY = {
     Role.HIDDEN: WidthRule(multiplier=0.5, lr_adam=1.0, eps=-1.0),
     Role.OUTPUT: WidthRule(multiplier=0.5, lr_adam=0.5, eps=-0.5),
     Role.VECTOR: WidthRule(lr_adam=0.5, eps=-0.5),
-    Role.FIXED: WidthRule(),
-}
-
-# NTK with Everett et al.'s per-layer Adam LRs under full alignment (Everett et
-# al. 2024, Table 1): the NTK forward and init of ``_NTK_LAZY`` with effective
-# Adam LRs (a + c) = (0, 1, 1) for input, hidden, output, the exponents of
-# their per-layer SP. By the abc symmetry (t = 1/2 on hidden and readout) it is
-# the same network as SP with those per-layer LRs whenever epsilon follows the
-# gradient. Under SGD it keeps Jacot's NTK LRs (c = 0) and Muon's hidden
-# updates are scaled back up by m**1/2 as for mean-field.
-_NTK_EVERETT = {
-    Role.INPUT: WidthRule(eps=-0.5),
-    Role.HIDDEN: WidthRule(multiplier=0.5, lr_adam=0.5, eps=-1.0, lr_muon=-0.5),
-    Role.OUTPUT: WidthRule(multiplier=0.5, lr_adam=0.5, eps=-0.5),
-    Role.VECTOR: WidthRule(eps=-0.5),
     Role.FIXED: WidthRule(),
 }
 
@@ -213,17 +210,27 @@ _UMUP = {
     Role.FIXED: WidthRule(lr_sgd=None, lr_muon=None, unit=True),
 }  # fmt: skip
 
+
+def _everett(name: str, alignment: str) -> dict[Role, WidthRule]:
+    """A row of Everett et al.'s Table 1 as width rules (:func:`everett_exponents`)."""
+    exponents = everett_exponents(name, alignment)
+    return {role: WidthRule(**exponents[role.value]) for role in Role}
+
+
 WIDTH_RULES: dict[str, dict[Role, WidthRule]] = {
     "sp": _SP,
     "mup": _MUP,
     "ntk": _NTK_LAZY,
-    "ntk-everett": _NTK_EVERETT,
     "mf": _MF,
     "u-mup": _UMUP,
+    **{name: _everett(name, "full") for name in EVERETT_PARAMETRIZATIONS},
 }
 """Width rules by parametrization name; a new parametrization is a new entry.
-``ntk`` is the lazy NTK (the name old stores hold), ``ntk-everett`` NTK with
-Everett et al.'s per-layer Adam LRs, ``u-mup`` the unit-scaled muP of Blake et al. 2024."""
+``ntk`` is the lazy NTK (the name old stores hold); ``sp-everett``, ``ntk-everett``,
+``mup-everett`` and ``mf-everett`` are the rows of Everett et al. 2024's Table 1 under full
+alignment (:mod:`toolkit.engine.everett`): their per-layer LR exponents for Adam and SGD.
+``mf-everett`` is the same rule as ``mf``, ``mup-everett`` the same network as ``mup``
+under the abc symmetry. ``u-mup`` is the unit-scaled muP of Blake et al. 2024."""
 
 UNIT_ACTIVATION_GAINS: dict[str, float] = {
     "relu": math.sqrt(2.0),  # E[relu(z)^2] = 1/2
@@ -239,6 +246,26 @@ GELU targets the output's standard deviation with an empirical model (a gain of 
 
 ACTIVATION_GAINS: dict[str, dict[str, float]] = {"u-mup": UNIT_ACTIVATION_GAINS}
 """Gains of the nonlinearities by parametrization (absent: 1, the plain function)."""
+
+WIDTH_RULES_BY_ALIGNMENT: dict[str, dict[str, dict[Role, WidthRule]]] = {
+    "full": WIDTH_RULES,
+    "none": {name: _everett(name, "none") for name in EVERETT_PARAMETRIZATIONS},
+}
+"""Width rules by alignment assumption (a :class:`Parametrization`'s ``alignment``) and
+name. Only Everett et al.'s rows are derived under an alignment assumption: every rule
+is there under ``full`` (the default), only theirs under ``none``, whose LR exponents
+assume an update independent of the activations it meets (``dW x`` grows like
+``fan_in ** 1/2``, not ``fan_in``)."""
+
+LR_CONSTANTS: dict[Role, str] = {
+    Role.INPUT: "lr_input",
+    Role.HIDDEN: "lr_hidden",
+    Role.OUTPUT: "lr_output",
+    Role.VECTOR: "lr_vector",
+}
+"""The :class:`Parametrization` field whose constant multiplies each role's learning rate
+on top of its width rule: Everett et al. 2024 tune such per-layer constants at the base width
+and transfer them as they are. A fixed tensor (the readout's bias) has none."""
 
 DEPTH_RULES: dict[str, float | None] = {
     "none": None,
@@ -311,14 +338,18 @@ ATTENTION_EXPONENTS: dict[str, float] = {
     "sp": 0.5,
     "mup": 1.0,
     "ntk": 0.5,
-    "ntk-everett": 0.5,
     "mf": 1.0,
     "u-mup": 1.0,
+    "sp-everett": 0.5,
+    "ntk-everett": 0.5,
+    "mup-everett": 1.0,
+    "mf-everett": 1.0,
 }
 """Exponent ``e`` of the attention-logit scale ``attn_alpha / sqrt(d0) * (d0 / d_head) ** e``
 (``d0``: the base head dimension), which equals SP's ``attn_alpha / sqrt(d_head)`` at the
 base shape. ``e = 1`` is muP's ``1 / d_head`` (Tensor Programs V, section 6 and appendix
 J.2.1: queries and keys become correlated during training, so ``q.k`` grows like
-``d_head``); mean-field shares it through the abc symmetry, SP and NTK keep ``1/2``.
+``d_head``); mean-field shares it through the abc symmetry, SP and NTK keep ``1/2``; each
+of Everett et al.'s rows takes its class's (their Table 1 has no attention exponent).
 u-muP's is ``1/d_head`` too (the unit-scaling package's ``scaled_dot_product_attention``
 uses ``mult / d_head``, ours with ``attn_alpha = mult / sqrt(d0)``)."""

@@ -28,6 +28,7 @@ import torch
 
 from toolkit import __version__
 from toolkit.engine.config import (
+    RECORDED_WHEN_SET,
     Member,
     TrainConfig,
     check_members,
@@ -44,7 +45,7 @@ from toolkit.engine.optim import make_optimizer
 from toolkit.engine.parametrization import resolve
 from toolkit.engine.probe_runner import Probe, ProbeContext, ProbeRunner
 from toolkit.errors import InputError
-from toolkit.store import Records
+from toolkit.store import RUN_SETTINGS, Records
 
 __all__ = [
     "BatchSampler",
@@ -332,6 +333,8 @@ def _run_frame(config, members, ids, curves, diverged_at, wall, n_params) -> pl.
                 "input_alpha": record["input_alpha"],
                 "output_alpha": record["output_alpha"],
                 "config_json": json.dumps(record, sort_keys=True, default=str),
+                # settings recorded only when set have a column only then (null elsewhere)
+                **{k: record[k] for k in RUN_SETTINGS if k in RECORDED_WHEN_SET and k in record},
             }
         )
     runs = pl.DataFrame(

@@ -35,6 +35,7 @@ from functools import partial
 from toolkit.engine.catalogue import ACTIVATIONS, MODELS, OPTIMIZERS, PROBES, SCHEDULES, TASKS
 from toolkit.engine.config import Member, TrainConfig
 from toolkit.engine.parametrization import (
+    ALIGNMENTS,
     DEPTH_RULES,
     EPSILON_RULES,
     MUON_SCALINGS,
@@ -278,6 +279,14 @@ SCHEMA: tuple[Setting, ...] = (
     _grid(P, "independent_weight_decay", bool, Axis.SHAPE, "decay by wd, not lr * wd",
           key="independent_weight_decay"),
     _grid(C, "eps", float, Axis.SHAPE, "Adam epsilon at base shape", key="eps",
+          check=_positive),
+    _grid(P, "alignment", str, Axis.SHAPE, "alignment assumption of Everett et al.'s width "
+          "rules (*-everett)", choices=ALIGNMENTS),
+    _grid(P, "lr_input", float, Axis.SHAPE, "LR constant of input tensors (x the width rule)",
+          check=_positive),
+    _grid(P, "lr_hidden", float, Axis.SHAPE, "LR constant of hidden tensors", check=_positive),
+    _grid(P, "lr_output", float, Axis.SHAPE, "LR constant of output tensors", check=_positive),
+    _grid(P, "lr_vector", float, Axis.SHAPE, "LR constant of vector tensors (biases, gains)",
           check=_positive),
     _grid(C, "head_dim", int, Axis.SHAPE, "transformer head dimension", check=_positive_int),
     _grid(C, "heads", int, Axis.SHAPE, "fixed number of transformer heads (head dim grows)",

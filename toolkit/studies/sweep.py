@@ -127,16 +127,17 @@ class Plan:
         groups = self.groups[:limit]
         configs = [g.config.record() for g in groups]
         shown = ("parametrization", "optimizer", "width", "depth", "steps", "batch_size")
+        keys = dict.fromkeys(key for config in configs for key in config)  # some only when set
         varying = [
             key
-            for key in (configs[0] if configs else {})
+            for key in keys
             if key not in (*shown, "study", "eval_every", "betas")
             and len({str(c.get(key)) for c in configs}) > 1
         ]
         return [
             {
                 "group": g.id,
-                **{key: config[key] for key in (*shown, *varying)},
+                **{key: config.get(key) for key in (*shown, *varying)},
                 "members": len(g.members),
                 "member_values": _member_values(g.members),
                 "gflop": g.flops / 1e9,
@@ -398,11 +399,13 @@ def run_local(
 
 def probe_records(spec: SweepSpec | Sequence[SweepSpec], *, device: str = "cpu") -> pl.DataFrame:
     """Train ``spec`` (into a temporary store, kept nowhere) and return its probe rows,
-    each with its run's :data:`~toolkit.store.RUN_SETTINGS`."""
+    each with its run's :data:`~toolkit.store.RUN_SETTINGS` (those the store has)."""
     with tempfile.TemporaryDirectory() as out:
         run_local(spec, out, device=device, quiet=True)
         store = Store(out)
-        runs = store.runs().select("run_id", *RUN_SETTINGS)
+        runs = store.runs()
+        columns = runs.collect_schema().names()
+        runs = runs.select("run_id", *(c for c in RUN_SETTINGS if c in columns))
         return store.probes().join(runs, on="run_id").drop("run_id").collect()
 
 

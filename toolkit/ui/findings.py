@@ -8,10 +8,14 @@ frame of its study and returns Markdown.
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 from toolkit.analysis.optima import CONFIG_KEYS, optimal_lr
 from toolkit.analysis.transfer import drift, transfer_regret
+from toolkit.engine.rules import LR_CONSTANTS
+from toolkit.errors import InputError
 from toolkit.ui.style import ordered
 
 _NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
@@ -100,3 +104,130 @@ def grid_optima(best: pl.DataFrame, *, by: tuple[str, ...]) -> str:
         f"**{on_edge.height} of {best.height} best cells lie on an edge of their {axes} grid** "
         f"({groups}), {verdict}."
     )
+
+
+def _unmeasured(optimum: dict) -> str:
+    """Why an optimum is no measurement: a bound at the grid's edge, or its fit's status."""
+    if optimum["censored"]:
+        return f"a bound ({optimum['censored']} the grid)"
+    return f"not fitted ({optimum['fit']})"
+
+
+def _constant(value: float) -> str:
+    """``4`` or ``1/4``: a constant as a researcher writes it."""
+    if value < 1 and (1 / value).is_integer():
+        return f"1/{int(1 / value)}"
+    return f"{value:g}"
+
+
+def _difference(
+    value: float | None,
+    lo: float | None,
+    hi: float | None,
+    base: float | None,
+    base_lo: float | None,
+    base_hi: float | None,
+) -> tuple[float, float, float] | None:
+    """``value - base`` with a 95% interval: each interval's half-width taken as its
+    estimate's error, the two combined in quadrature (independent runs). ``None`` when
+    either estimate or interval is missing."""
+    numbers = (value, lo, hi, base, base_lo, base_hi)
+    if any(x is None or not math.isfinite(x) for x in numbers):
+        return None
+    half = math.hypot((hi - lo) / 2, (base_hi - base_lo) / 2)
+    return value - base, value - base - half, value - base + half
+
+
+def lr_constant_settings(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` (runs, optima or drifts) with its LR-constant columns' nulls (a constant
+    left at 1, not recorded) filled with 1 and a ``setting`` column naming the constants
+    that differ from 1 (``lr_output = 4``; ``every constant 1`` for none)."""
+    constants = [c for c in LR_CONSTANTS.values() if c in frame.columns]
+    if not constants:
+        raise InputError(
+            f"the frame has no LR constant column ({', '.join(LR_CONSTANTS.values())}): "
+            "nothing varies a per-layer constant"
+        )
+    filled = frame.with_columns(pl.col(c).cast(pl.Float64).fill_null(1.0) for c in constants)
+    labels = [
+        ", ".join(f"{c} = {_constant(row[c])}" for c in constants if row[c] != 1.0)
+        or "every constant 1"
+        for row in filled.select(constants).iter_rows(named=True)
+    ]
+    return filled.with_columns(setting=pl.Series(labels, dtype=pl.String))
+
+
+def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
+    """Which per-layer LR constant (:data:`~toolkit.engine.rules.LR_CONSTANTS`) flattens the
+    drift of the optimal learning rate, and which moves the optimum.
+
+    ``runs`` holds one baseline (every constant 1; a null is a constant left at 1) and
+    settings that change constants. One bullet per setting: the drift with its interval
+    (:func:`_drift_sentence`), its change from the baseline's, and how far the optimum at
+    the smallest size moves from the baseline's, each with a 95% interval (the two
+    estimates' intervals combined in quadrature). Then the verdict: the settings whose
+    drift is nearer 0 than the baseline's by more than the change's interval flatten it;
+    if none does, it says so. An optimum at the grid's edge is a bound and is named as
+    such, never differenced.
+    """
+    runs = lr_constant_settings(runs)
+    constants = [c for c in LR_CONSTANTS.values() if c in runs.columns]
+    optima = lr_constant_settings(optimal_lr(runs))
+    drifts = lr_constant_settings(drift(optima, axis=axis))
+    is_base = pl.all_horizontal(pl.col(c) == 1.0 for c in constants)
+    baseline = drifts.filter(is_base)
+    if baseline.height != 1:
+        raise InputError(
+            f"runs hold {baseline.height} settings with every LR constant at 1; the "
+            "comparison needs exactly one baseline"
+        )
+    base = baseline.row(0, named=True)
+    smallest = optima[axis].min()
+    first = optima.filter(pl.col(axis) == smallest)
+    base_opt = first.filter(is_base).row(0, named=True)
+    lines = [f"- **{base['setting']}** (baseline): {_drift_sentence(base)}."]
+    flattening, moves = [], []
+    settings = drifts.filter(~is_base).iter_rows(named=True)
+    ordered_ = sorted(settings, key=lambda row: [(row[c] == 1.0, row[c]) for c in constants])
+    for row in ordered_:  # input before hidden before output, smaller constants first
+        varied, label = [c for c in constants if row[c] != 1.0], row["setting"]
+        change = _difference(row["slope"], row["slope_lo"], row["slope_hi"],
+                             base["slope"], base["slope_lo"], base["slope_hi"])  # fmt: skip
+        text = f"- **{label}**: {_drift_sentence(row)}"
+        if change is None:
+            text += "; its change from the baseline cannot be measured"
+        else:
+            text += (f", {_octaves(change[0])} per doubling from the baseline's "
+                     f"([{change[1]:+.2f}, {change[2]:+.2f}])")  # fmt: skip
+            if abs(row["slope"]) < abs(base["slope"]) and not change[1] <= 0 <= change[2]:
+                flattening.append(label)
+        mine = first.filter(*(pl.col(c) == row[c] for c in constants)).row(0, named=True)
+        shift = None
+        if mine["measured"] and base_opt["measured"]:
+            shift = _difference(mine["log2_lr_opt"], mine["log2_lr_lo"], mine["log2_lr_hi"],
+                                base_opt["log2_lr_opt"], base_opt["log2_lr_lo"],
+                                base_opt["log2_lr_hi"])  # fmt: skip
+        if shift is None:
+            unmeasured = base_opt if mine["measured"] else mine
+            what = "the baseline's" if mine["measured"] else "its"
+            text += (f"; at {axis} {smallest} {what} optimum is {_unmeasured(unmeasured)}, so "
+                     "the optimum's move is not measured.")  # fmt: skip
+        else:
+            text += (f"; at {axis} {smallest} the optimum moves by {_octaves(shift[0])} "
+                     f"([{shift[1]:+.2f}, {shift[2]:+.2f}]; "
+                     f"{_octaves(-math.log2(row[varied[0]]))} if that layer's LR alone set "
+                     "it).")  # fmt: skip
+            moves.append((abs(shift[0]) / abs(math.log2(row[varied[0]])), label, shift))
+        lines.append(text)
+    if flattening:
+        verdict = (f"**{' and '.join(flattening)} flatten{'s' if len(flattening) == 1 else ''} "
+                   "the drift**: nearer 0 than the baseline's by more than the change's "
+                   "interval.")  # fmt: skip
+    else:
+        verdict = ("**None of the constants flattens the drift**: no setting's drift is nearer "
+                   "0 than the baseline's by more than the change's interval.")  # fmt: skip
+    if moves:
+        share, label, shift = max(moves)
+        verdict += (f" The optimum moves most with **{label}**: {_octaves(shift[0])} at "
+                    f"{axis} {smallest}, {share:.0%} of the constant's own octaves.")  # fmt: skip
+    return "\n".join(lines) + "\n\n" + verdict
