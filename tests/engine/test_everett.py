@@ -230,3 +230,13 @@ def test_describe_shows_the_rows_alignment_and_its_exponents():
     plain = describe(MLP(d_in=8, d_out=4, width=128, depth=2, seeds=[0], bias=True,
                          activation="relu", parametrization=Parametrization("mup")))  # fmt: skip
     assert set(plain["width_rule"]) == {"mup"}
+
+
+def test_every_row_has_its_classes_attention_exponent():
+    """A transformer can take every parametrization: SP and NTK ``1/sqrt(d_head)``, muP and
+    mean-field ``1/d_head`` (the abc symmetry's classes)."""
+    from toolkit.engine.rules import ATTENTION_EXPONENTS
+
+    assert set(ATTENTION_EXPONENTS) == set(WIDTH_RULES)
+    for name, table in PARAMETRIZATIONS.items():
+        assert ATTENTION_EXPONENTS[name] == ATTENTION_EXPONENTS[table]

@@ -17,9 +17,12 @@ The exponents ``c`` make every hidden feature move by ``O(1)`` per step under th
 assumption, with the logits' change at most ``O(1)``: the Adam updates (size
 ``eta n**-c`` per stored entry, ``eta n**-(a + c)`` on ``W``) need ``a + c = 0`` on
 the embedding and ``a + c = 1`` (full) or ``1/2`` (none) on hidden layers and the
-readout; SGD's updates follow the gradient, which carries ``n**-(a + b)`` of the
-readout into every layer below it (see ``tests/engine/test_everett.py``, which derives
-every row). The paper tabulates Adafactor too, which the toolkit does not have.
+readout. SGD's updates (``eta n**-(2a + c)`` times the gradient on ``W``) follow the
+gradient, which carries the readout's ``n**-r``, ``r = a + b`` of the readout, into every
+layer below it: ``2a + c = -r`` on the embedding, ``1 - r`` or ``1/2 - r`` on hidden
+layers, and on the readout ``max(1, r)`` or ``max(1/2, r)``, so that its entries never
+outgrow their init. ``tests/engine/test_everett.py`` derives every row this way. The paper
+tabulates Adafactor too, which the toolkit does not have.
 
 Width enters the toolkit through ``m = n / n0`` (every parametrization equals SP at
 the base width ``n0``), so the table's exponents are those of
