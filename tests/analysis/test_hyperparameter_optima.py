@@ -144,6 +144,7 @@ def test_a_setting_recorded_only_in_config_json_can_be_the_hyperparameter():
     ).drop("output_alpha")
     row = optimal_hyperparameter(recorded, "warmup_steps").row(0, named=True)
     assert row["fit"] == FIT_OK and abs(row["log2_warmup_steps_opt"] - 4.3) < 0.3
+    assert swept(recorded, "warmup_steps").height == recorded.height
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,10 @@ def with_hyperparameter(runs: pl.DataFrame, x: str) -> pl.DataFrame:
 def swept(frame: pl.DataFrame, x: str) -> pl.DataFrame:
     """The rows of ``frame`` (runs, or curves of ``x``) whose configuration -- the other
     settings, :func:`curve_keys` -- holds at least two values of ``x``: where a study
-    sweeps one hyperparameter at a time, the configurations it sweeps ``x`` in."""
+    sweeps one hyperparameter at a time, the configurations it sweeps ``x`` in. A setting
+    that is not a column is read as :func:`with_hyperparameter` reads it."""
+    if x not in frame.columns:
+        frame = with_hyperparameter(frame, x)
     keys = config_keys(frame, x=x)
     values = pl.col(x).n_unique()
     return frame.filter((values.over(keys) if keys else values) > 1)
