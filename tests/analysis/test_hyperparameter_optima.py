@@ -14,6 +14,7 @@ from toolkit.analysis.optima import (
     FIT_EDGE,
     FIT_OK,
     FIT_TOO_FEW,
+    grid_disagreement,
     hyperparameter_curves,
     optimal_hyperparameter,
     optimal_lr,
@@ -171,3 +172,25 @@ def test_a_multiplier_tuned_at_the_base_width_costs_its_regret_at_the_widest():
     frame = transferred(runs, x="output_alpha").sort("width")
     assert frame["log2_output_alpha_transferred"].to_list() == [2.0, 2.0, 2.0]
     assert frame["regret"].to_list() == pytest.approx([0.0, 0.05, 0.2])
+
+
+def test_an_interval_nearer_another_grid_value_than_its_grid_minimum_is_flagged():
+    """A loss that jumps just above its optimum (as above the largest stable init scale)
+    pulls the quadratic refinement to the gentle side, away from the grid minimum; an
+    optimum merely between two grid points is not flagged."""
+    rng = np.random.default_rng(10)
+    half_octaves = np.arange(-2.0, 3.0, 0.5)
+    smooth = multiplier_runs({(64, -7.0): 0.3}, rng, x="init_sigma", grid=half_octaves)
+    cliff = multiplier_runs({(128, -7.0): 2.0}, rng, x="init_sigma", grid=half_octaves)
+    cliff = cliff.with_columns(  # 20x the loss one step past the optimum
+        final_train_loss=pl.when(pl.col("init_sigma") > 2.0**2.1)
+        .then(pl.col("final_train_loss") * 20)
+        .otherwise("final_train_loss")
+    )
+    runs = pl.concat([smooth, cliff])
+    optima = optimal_hyperparameter(runs, "init_sigma")
+    flagged = grid_disagreement(optima, hyperparameter_curves(runs, "init_sigma")).sort("width")
+    assert flagged["log2_init_sigma_grid"].to_list() == pytest.approx([0.5, 2.0])
+    assert flagged["fit"].to_list() == [FIT_OK, FIT_OK]
+    assert flagged["off_grid"].to_list() == [False, True]
+    assert flagged["log2_init_sigma_hi"][1] < 1.75  # the refinement left the grid minimum

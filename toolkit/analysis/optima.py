@@ -312,3 +312,37 @@ def optimal_lr(
     return optimal_hyperparameter(
         runs, "lr", loss=loss, window=window, level=level, divergence=divergence
     )
+
+
+def grid_disagreement(optima: pl.DataFrame, curves: pl.DataFrame) -> pl.DataFrame:
+    """``optima`` with ``off_grid``: whether a measured optimum's whole interval lies nearer
+    another grid value than the grid minimum it was refined from.
+
+    For a loss symmetric about its optimum the grid value nearest the optimum has the
+    lowest expected loss, so such an interval and its grid minimum cannot both be right:
+    either seed noise moved the grid minimum or the loss is not locally quadratic (it
+    rises much faster on one side, as the loss does above the largest stable init
+    scale). Either way the interval understates the uncertainty. ``curves`` are the
+    :func:`hyperparameter_curves` the optima were found on (their usable grid); optima
+    that are not measured have ``off_grid`` null.
+    """
+    x = optimized(optima)
+    log2_x = f"log2_{x}"
+    keys = config_keys(optima, x=x)
+    usable = curves.filter(~pl.col("diverged")).group_by(keys).agg(pl.col(log2_x).sort())
+    grids = {tuple(row[:-1]): row[-1] for row in usable.select(*keys, log2_x).iter_rows()}
+    flags = []
+    for row in optima.iter_rows(named=True):
+        if row["fit"] != FIT_OK:
+            flags.append(None)
+            continue
+        grid = np.array(grids[tuple(row[k] for k in keys)])
+        best = int(np.searchsorted(grid, row[f"{log2_x}_grid"]))
+        below = (grid[best] - grid[best - 1]) / 2 if best > 0 else math.inf
+        above = (grid[best + 1] - grid[best]) / 2 if best + 1 < len(grid) else math.inf
+        flags.append(
+            bool(
+                row[f"{log2_x}_hi"] < grid[best] - below or row[f"{log2_x}_lo"] > grid[best] + above
+            )
+        )
+    return optima.with_columns(off_grid=pl.Series(flags, dtype=pl.Boolean))
