@@ -82,3 +82,59 @@ def test_report_says_which_optima_left_the_grid_in_a_line_and_in_json(tmp_path, 
     assert sum("lies below the LR grid" in note for note in payload["notes"]) == 2
     (line,) = [d for d in payload["drift"] if d["parametrization"] == "sp"]
     assert line["points"] == 3 and line["censored"] == 2 and abs(line["slope"] + 1) < 0.15
+
+
+def test_report_finds_the_optimum_of_every_swept_multiplier_and_names_its_bounds(tmp_path, capsys):
+    """A store sweeping the output multiplier at one LR: the report fits its optimum per
+    width with the drift, says in one line that the widest optimum lies above the grid,
+    and says the LR was not swept instead of printing a table of unfitted LR optima."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    optima = {32: 0.0, 64: 1.0, 128: 2.0, 256: 3.0, 512: 6.0}  # 512: above the 2^-4..2^4 grid
+    runs = pl.DataFrame(
+        {"run_id": f"w{w}-a{a}-s{s}", "parametrization": "mup", "optimizer": "adam",
+         "width": w, "depth": 3, "lr": 2.0**-7, "init_sigma": 1.0, "output_alpha": 2.0**a,
+         "weight_decay": 0.0, "seed": s, "status": "ok",
+         "final_train_loss": 0.5 + 0.05 * (a - a_opt) ** 2 + rng.normal(0, 0.01)}
+        for w, a_opt in optima.items() for a in range(-4, 5) for s in range(3)
+    )  # fmt: skip
+    store = Store(tmp_path / "s")
+    store.write_group("g", Records(runs, pl.DataFrame(schema=SCHEMAS["curves"]),
+                                   pl.DataFrame(schema=SCHEMAS["probes"])))  # fmt: skip
+    assert main(["report", str(store.path)]) == 0
+    text = capsys.readouterr().out
+    assert "optimal output_alpha (log2, 95% interval" in text
+    assert "drift of log2(output_alpha*) per doubling" in text
+    assert "optimal learning rates" not in text
+    assert "learning rate: one value (2^-7.00) in every run, not swept: no LR optimum" in text
+    (bound,) = [line for line in text.splitlines() if "lies above its output_alpha grid" in line]
+    assert bound.startswith("mup adam width 512 depth 3")
+    assert "(best at its edge, 2^4.00); a bound, not a measurement: add larger values" in bound
+    assert main(["report", str(store.path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    found = payload["hyperparameters"]["output_alpha"]
+    assert [row["censored"] for row in found["optima"]] == [None, None, None, None, "above"]
+    (line,) = found["drift"]
+    assert line["points"] == 4 and line["censored"] == 1 and abs(line["slope"] - 1) < 0.2
+    assert payload["optima"] == [] and any("not swept" in note for note in payload["notes"])
+
+
+def test_report_says_in_one_line_why_a_weight_decay_grid_holding_zero_has_no_optimum(
+    tmp_path, capsys
+):
+    runs = pl.DataFrame(
+        {"run_id": f"x{x}-wd{wd}", "parametrization": "mup", "optimizer": "adamw", "width": 64,
+         "depth": 2, "lr": 2.0**x, "weight_decay": wd, "seed": 0, "status": "ok",
+         "final_train_loss": 0.5 + 0.05 * (x + 7) ** 2 + wd}
+        for x in range(-10, -3) for wd in (0.0, 0.1)
+    )  # fmt: skip
+    store = Store(tmp_path / "s")
+    store.write_group("g", Records(runs, pl.DataFrame(schema=SCHEMAS["curves"]),
+                                   pl.DataFrame(schema=SCHEMAS["probes"])))  # fmt: skip
+    assert main(["report", str(store.path)]) == 0
+    text = capsys.readouterr().out
+    assert "optimal learning rates" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("weight_decay:")]
+    assert line == ("weight_decay: its grid holds 0, which has no log2: no optimum of "
+                    "weight_decay is fitted (sweep positive values to fit one)")  # fmt: skip

@@ -153,3 +153,72 @@ def test_lr_constant_findings_quote_the_shipped_diagnosis_store():
         assert all(label in verdict.split("flatten")[0] for label in flattened)
     else:
         assert verdict.startswith("**None of the constants flattens the drift**")
+
+
+SWEPT = ("output_alpha", "init_sigma")
+
+
+def test_hyperparameter_findings_quote_the_shipped_optima_drifts_regrets_and_verdicts():
+    from toolkit.analysis.optima import (
+        grid_disagreement,
+        hyperparameter_curves,
+        optimal_hyperparameter,
+        swept,
+    )
+
+    runs = toolkit.store.open(shipped("hyperparameter_transfer")).runs().collect()
+    text = findings.hyperparameter_transfer(runs, SWEPT)
+    paragraphs = text.split("\n\n**")  # one section per hyperparameter
+    assert [p.lstrip("*").split("**")[0] for p in paragraphs] == list(SWEPT)
+    for x, paragraph in zip(SWEPT, paragraphs, strict=True):
+        mine = swept(runs, x)
+        optima = grid_disagreement(optimal_hyperparameter(mine, x), hyperparameter_curves(mine, x))
+        slopes = drift(optima)
+        regret = transfer_regret(mine, x=x)
+        stays = {}
+        for param, name in (("sp", "SP"), ("mup", "muP")):
+            (line,) = [ln for ln in paragraph.splitlines() if ln.startswith(f"- **{name}**")]
+            row = slopes.filter(pl.col("parametrization") == param).row(0, named=True)
+            assert f"drift of {row['slope']:+.2f} " in line
+            assert f"[{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}]" in line
+            stays[param] = row["slope_lo"] <= 0 <= row["slope_hi"]
+            for width in (32, 512):
+                end = optima.filter(pl.col("parametrization") == param, pl.col("width") == width)
+                end = end.row(0, named=True)
+                if end["fit"] == "ok":
+                    lo, hi = end[f"log2_{x}_lo"], end[f"log2_{x}_hi"]
+                    assert f"[{lo:.2f}, {hi:.2f}] in log2" in line
+                    warned = f"disagrees with the best grid value, 2^{end[f'log2_{x}_grid']:g}"
+                    assert (warned in line) == end["off_grid"]
+                else:  # a bound or unmeasured: named as such, never an interval
+                    assert f"at width {width}" in line and (
+                        "a bound" in line or "unmeasured" in line
+                    )
+            cost = regret.filter(pl.col("parametrization") == param, pl.col("width") == 512)
+            assert f"costs {cost['regret'][0]:.3f} in loss at width 512" in line
+        holds = stays["mup"] and not stays["sp"]
+        assert ("claim **holds** here" in paragraph) == holds
+        assert ("claim does **not** hold here" in paragraph) == (not holds)
+
+
+def _multiplier_runs(optima: dict[tuple[str, int], float]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"parametrization": p, "optimizer": "adam", "width": w, "depth": 3, "lr": 2.0**-7,
+         "output_alpha": 2.0**a, "init_sigma": 1.0, "seed": s, "status": "ok",
+         "final_train_loss": 0.5 + 0.05 * (a - a_opt) ** 2 + 0.01 * ((7 * s + a) % 3 - 1)}
+        for (p, w), a_opt in optima.items() for a in range(-4, 5) for s in range(3)
+    )  # fmt: skip
+
+
+def test_the_verdict_follows_the_drift_intervals_and_names_a_censored_optimum():
+    widths = (32, 64, 128, 256, 512)
+    as_claimed = {**{("mup", w): 0.5 for w in widths},
+                  **{("sp", w): 2.0 - (i * 0.9) for i, w in enumerate(widths)}}  # fmt: skip
+    text = findings.hyperparameter_transfer(_multiplier_runs(as_claimed), ("output_alpha",))
+    assert "claim **holds** here for output_alpha" in text
+    both_move = {**as_claimed, **{("mup", w): -1.0 + i for i, w in enumerate(widths)}}
+    both_move[("mup", 512)] = 6.0  # above the grid at the widest width
+    text = findings.hyperparameter_transfer(_multiplier_runs(both_move), ("output_alpha",))
+    assert "claim does **not** hold here for output_alpha: muP's optimum moves" in text
+    (mup,) = [line for line in text.splitlines() if line.startswith("- **muP**")]
+    assert "above the grid (best at its edge, 2^4: a bound, not a measurement) at width 512" in mup

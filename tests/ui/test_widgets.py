@@ -167,3 +167,29 @@ def test_a_failed_training_click_is_one_line_by_the_button_and_an_error_in_the_l
     assert not more.button.disabled and more.button.description == "Train more points"
     (record,) = [r for r in caplog.records if r.name == "toolkit.ui"]
     assert record.levelno == logging.ERROR and record.exc_info[0] is RuntimeError
+
+
+def test_the_explorer_switches_between_swept_hyperparameters_each_where_it_is_swept(
+    tmp_path,
+):
+    base = dict(task="digits", parametrizations=("sp", "mup"), widths=(16, 32), depths=(1,),
+                lrs=(2.0**-6,), optimizers=("adam",), steps=(20,), eval_every=10,
+                base_width=16)  # fmt: skip
+    specs = [SweepSpec(**base, output_alphas=(0.25, 1.0, 4.0)),
+             SweepSpec(**base, init_sigmas=(0.5, 1.0, 2.0))]  # fmt: skip
+    run_local(specs, tmp_path / "store", quiet=True)
+    explorer = transfer_explorer(StudyData(tmp_path / "store"), hue="width",
+                                 hyperparameters=("output_alpha", "init_sigma"))  # fmt: skip
+    assert explorer.controls["hyperparameter"].options == ("output_alpha", "init_sigma")
+    pictures = set()
+    for x in ("output_alpha", "init_sigma"):
+        for view in ("curves", "optimum", "regret"):
+            explorer.select(hyperparameter=x, view=view)
+            assert not explorer.message and explorer.figure.axes
+            pictures.add(explorer.image.value)
+            if view == "curves":
+                ax = explorer.figure.axes[0]
+                assert ax.get_xlabel() == f"log2 {x}"
+                # one line per width: the other multiplier's runs (one value each) are left out
+                assert len([line for line in ax.get_lines() if line.get_marker() == "o"]) == 2
+    assert len(pictures) == 6

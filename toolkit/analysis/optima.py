@@ -1,16 +1,27 @@
-"""Optimal learning rates: polars frames in, polars frames out.
+"""Optimal hyperparameters: polars frames in, polars frames out.
 
-* :func:`lr_curves`: per configuration and LR, the seed-mean loss, its standard error
-  and how many seeds diverged. By default a learning rate at which *any* seed
-  diverged is a diverged point (one lucky seed out of three must not make an
-  unstable LR look best); ``divergence="all"`` keeps the survivors, on request.
-* :func:`optimal_lr`: the grid minimum refined by a local quadratic fit of loss
-  against ``log2(lr)``, with a confidence interval (delta method on the fit's
-  covariance). An optimum at the edge of the grid is *censored*: a bound (the
-  optimum lies below or above the grid), never a measurement.
+Any hyperparameter swept on a log scale -- the learning rate, the initialisation scale
+``init_sigma``, the multipliers ``input_alpha`` and ``output_alpha``, weight decay, batch
+size, warmup steps, an attention multiplier -- has its optimum found the same way; the
+learning rate is the usual case and has its own names:
 
-A "configuration" is every run setting except LR and seed (:data:`CONFIG_KEYS`).
-Diverged runs never count as a loss.
+* :func:`hyperparameter_curves` (:func:`lr_curves` for the LR): per configuration and
+  value of the hyperparameter ``x``, the seed-mean loss, its standard error and how many
+  seeds diverged. By default a value at which *any* seed diverged is a diverged point
+  (one lucky seed out of three must not make an unstable setting look best);
+  ``divergence="all"`` keeps the survivors, on request.
+* :func:`optimal_hyperparameter` (:func:`optimal_lr`): the grid minimum refined by a
+  local quadratic fit of loss against ``log2(x)``, with a confidence interval (delta
+  method on the fit's covariance). An optimum at the edge of the grid is *censored*: a
+  bound (the optimum lies below or above the grid), never a measurement.
+
+A "configuration" of ``x`` is every other run setting except the seed
+(:func:`curve_keys`; :data:`CONFIG_KEYS` for the LR): the optimum of ``x`` is found at
+each value of the hyperparameters held, e.g. the best output multiplier at each
+learning rate. That is how Tensor Programs V (Yang et al. 2021, Figs. 1, 3 and 4) shows
+transfer: loss against one hyperparameter per width, the others held at one setting.
+:func:`swept` keeps the configurations that hold two values of ``x`` or more, where a
+study sweeps one hyperparameter at a time. Diverged runs never count as a loss.
 """
 
 from __future__ import annotations
@@ -25,8 +36,16 @@ from scipy import stats
 from toolkit.errors import InputError, check_choice
 from toolkit.store import RUN_SETTINGS
 
+
+def curve_keys(x: str) -> tuple[str, ...]:
+    """The columns that identify one curve over the hyperparameter ``x``: every run
+    setting (:data:`toolkit.store.RUN_SETTINGS`) except ``x`` and the seed, and the
+    evaluation step."""
+    return (*(k for k in RUN_SETTINGS if k not in (x, "seed")), "step")
+
+
 #: Columns that identify one LR curve: every setting that is not LR, seed or outcome.
-CONFIG_KEYS = (*(k for k in RUN_SETTINGS if k not in ("lr", "seed")), "step")
+CONFIG_KEYS = curve_keys("lr")
 
 #: Fit outcomes of :func:`optimal_lr`.
 FIT_OK, FIT_EDGE, FIT_TOO_FEW, FIT_NOT_CONVEX = "ok", "grid-edge", "too-few-points", "not-convex"
@@ -35,8 +54,58 @@ FIT_OK, FIT_EDGE, FIT_TOO_FEW, FIT_NOT_CONVEX = "ok", "grid-edge", "too-few-poin
 DIVERGENCE_RULES = ("any", "all")
 
 
-def config_keys(frame: pl.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
-    return [k for k in CONFIG_KEYS if k in frame.columns and k not in exclude]
+def config_keys(frame: pl.DataFrame, exclude: tuple[str, ...] = (), *, x: str = "lr") -> list[str]:
+    """The :func:`curve_keys` of ``x`` that ``frame`` has, less ``exclude``."""
+    return [k for k in curve_keys(x) if k in frame.columns and k not in exclude]
+
+
+def optimized(optima: pl.DataFrame) -> str:
+    """The hyperparameter an :func:`optimal_hyperparameter` frame holds optima of (the
+    ``x`` of its ``log2_<x>_opt`` column)."""
+    found = [c[5:-4] for c in optima.columns if c.startswith("log2_") and c.endswith("_opt")]
+    if len(found) != 1:
+        raise InputError(f"optima has {len(found)} log2_<x>_opt columns ({', '.join(found)}); "
+                         "allowed: the output of optimal_hyperparameter, with one")  # fmt: skip
+    return found[0]
+
+
+def with_hyperparameter(runs: pl.DataFrame, x: str) -> pl.DataFrame:
+    """``runs`` with the hyperparameter ``x`` as a column, checked to lie on a log2 axis.
+
+    A setting that is not a runs column but is recorded in ``config_json`` (warmup
+    steps, momentum, the attention multiplier, ...) is read from there. Raises
+    :class:`InputError` if ``x`` is neither, or if a run has no value or a value that is
+    not positive (``log2`` needs ``x > 0``, so a weight-decay grid holding 0 is refused).
+    """
+    if x in ("seed", "step") or x.startswith("final_"):
+        raise InputError(f"x={x!r} is not a hyperparameter; allowed: a setting the runs vary")
+    if x not in runs.columns:
+        if "config_json" not in runs.columns:
+            raise InputError(f"x={x!r} is not a column; columns: {', '.join(runs.columns)}")
+        value = pl.col("config_json").str.json_path_match(f"$.{x}").cast(pl.Float64, strict=False)
+        runs = runs.with_columns(value.alias(x))
+        if runs.height and runs[x].null_count() == runs.height:
+            raise InputError(f"x={x!r} is neither a column nor a setting in config_json")
+    if runs[x].null_count():
+        raise InputError(f"x={x!r} has no value in {runs[x].null_count()} of {runs.height} runs")
+    if not runs[x].dtype.is_numeric():
+        raise InputError(f"x={x!r} is a column of {runs[x].dtype}; allowed: numbers")
+    bad = runs.filter(~(pl.col(x) > 0) | ~pl.col(x).cast(pl.Float64).is_finite())[x]
+    if bad.len():
+        raise InputError(f"x={x!r} holds {bad[0]!r}; allowed: finite values > 0 (a log2 axis)")
+    return runs
+
+
+def swept(frame: pl.DataFrame, x: str) -> pl.DataFrame:
+    """The rows of ``frame`` (runs, or curves of ``x``) whose configuration -- the other
+    settings, :func:`curve_keys` -- holds at least two values of ``x``: where a study
+    sweeps one hyperparameter at a time, the configurations it sweeps ``x`` in. A setting
+    that is not a column is read as :func:`with_hyperparameter` reads it."""
+    if x not in frame.columns:
+        frame = with_hyperparameter(frame, x)
+    keys = config_keys(frame, x=x)
+    values = pl.col(x).n_unique()
+    return frame.filter((values.over(keys) if keys else values) > 1)
 
 
 def losses_at_steps(
@@ -64,22 +133,26 @@ def losses_at_steps(
     )
 
 
-def lr_curves(
-    runs: pl.DataFrame, *, loss: str = "final_train_loss", divergence: str = "any"
+def hyperparameter_curves(
+    runs: pl.DataFrame, x: str, *, loss: str = "final_train_loss", divergence: str = "any"
 ) -> pl.DataFrame:
-    """Per configuration and LR: mean, std and standard error of ``loss`` over ok seeds.
+    """Per configuration of ``x`` (:func:`curve_keys`) and value of the hyperparameter
+    ``x``: mean, std and standard error of ``loss`` over ok seeds.
 
-    Columns: the configuration keys, ``lr``, ``log2_lr``, ``loss_mean``,
+    Columns: the configuration keys, ``x``, ``log2_<x>``, ``loss_mean``,
     ``loss_std``, ``loss_se``, ``seeds_ok``, ``seeds_diverged``,
     ``diverged_share`` (of the seeds) and ``diverged``: any seed diverged
     (``divergence="any"``, the default) or every seed (``"all"``, survivors-only
-    scoring). The frame a transfer plot draws.
+    scoring). The frame a transfer plot draws. ``x`` is checked by
+    :func:`with_hyperparameter`.
     """
     check_choice("divergence", divergence, DIVERGENCE_RULES)
+    runs = with_hyperparameter(runs, x)
+    keys = config_keys(runs, x=x)
     ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
     diverged = pl.col("seeds_diverged") > 0 if divergence == "any" else pl.col("seeds_ok") == 0
     return (
-        runs.group_by(*config_keys(runs), "lr")
+        runs.group_by(*keys, x)
         .agg(
             pl.col(loss).filter(ok).mean().alias("loss_mean"),
             pl.col(loss).filter(ok).std().alias("loss_std"),
@@ -87,14 +160,23 @@ def lr_curves(
             (~ok).sum().alias("seeds_diverged"),
         )
         .with_columns(
-            log2_lr=pl.col("lr").log(2),
+            pl.col(x).log(2).alias(f"log2_{x}"),
             loss_se=pl.col("loss_std") / pl.col("seeds_ok").sqrt(),
             diverged_share=pl.col("seeds_diverged")
             / (pl.col("seeds_ok") + pl.col("seeds_diverged")),
             diverged=diverged,
         )
-        .sort(*config_keys(runs), "lr")
+        .sort(*keys, x)
     )
+
+
+def lr_curves(
+    runs: pl.DataFrame, *, loss: str = "final_train_loss", divergence: str = "any"
+) -> pl.DataFrame:
+    """:func:`hyperparameter_curves` of the learning rate: columns the configuration
+    keys (:data:`CONFIG_KEYS`), ``lr``, ``log2_lr``, ``loss_mean``, ``loss_std``,
+    ``loss_se``, ``seeds_ok``, ``seeds_diverged``, ``diverged_share``, ``diverged``."""
+    return hyperparameter_curves(runs, "lr", loss=loss, divergence=divergence)
 
 
 def fit_quadratic_optimum(
@@ -128,6 +210,89 @@ def fit_quadratic_optimum(
     return x_opt + center, lo, hi, y_opt, FIT_OK, se
 
 
+def optimal_hyperparameter(
+    runs: pl.DataFrame,
+    x: str,
+    *,
+    loss: str = "final_train_loss",
+    window: int = 2,
+    level: float = 0.95,
+    divergence: str = "any",
+) -> pl.DataFrame:
+    """Optimal ``log2(x)`` per configuration of the hyperparameter ``x``, with a ``level``
+    confidence interval.
+
+    A configuration is every other setting (:func:`curve_keys`): the optimum of ``x`` is
+    found at each value of the hyperparameters held (for ``x = "output_alpha"``, at each
+    learning rate). The grid minimum of the seed-mean loss over the usable (not diverged,
+    see :func:`hyperparameter_curves`) values of ``x``, refined by a quadratic fit of
+    every ok seed's loss against ``log2(x)`` over the ``window`` usable grid points on
+    each side (:func:`fit_quadratic_optimum`). The refined optimum is kept inside the
+    fitted window.
+
+    Every optimum carries its status in ``fit``. Only ``fit == "ok"`` is a
+    measurement (``measured``). When the minimum is at the edge of the usable
+    grid the true optimum may lie outside: ``fit = "grid-edge"`` and ``censored``
+    says on which side it lies (``below`` the smallest usable value or ``above`` the
+    largest); ``log2_<x>_opt`` is then the grid value, a bound, and has no interval.
+    Too few usable points (a configuration run at one value of ``x`` has one) or a
+    non-convex fit give no interval either, and say so.
+
+    Columns: configuration keys, ``log2_<x>_grid``, ``log2_<x>_opt``,
+    ``log2_<x>_lo``, ``log2_<x>_hi``, ``log2_<x>_se`` (delta method) with
+    ``log2_<x>_df`` (the fit's residual degrees of freedom), ``<x>_opt``, ``loss_opt``,
+    ``points`` (usable values), ``diverged_<x>s``, ``fit``, ``measured``, ``censored``.
+    """
+    if loss not in runs.columns:
+        raise InputError(f"loss={loss!r} is not a column; columns: {', '.join(runs.columns)}")
+    runs = with_hyperparameter(runs, x)
+    curves = hyperparameter_curves(runs, x, loss=loss, divergence=divergence)
+    log2_x = f"log2_{x}"
+    keys = config_keys(curves, x=x)
+    ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
+    points = runs.filter(ok).with_columns(pl.col(x).log(2).alias(log2_x))
+    by_config = points.partition_by(keys, as_dict=True, maintain_order=True)
+    rows = []
+    for key, curve in curves.group_by(keys, maintain_order=True):
+        usable = curve.filter(~pl.col("diverged")).sort(log2_x)
+        row = dict(zip(keys, key, strict=True))
+        row.update({"points": usable.height, f"diverged_{x}s": int(curve["diverged"].sum())})
+        if usable.height == 0:
+            rows.append({**row, "fit": FIT_TOO_FEW})
+            continue
+        grid_x = usable[log2_x].to_numpy()
+        best = int(np.argmin(usable["loss_mean"].to_numpy()))
+        row.update({f"{log2_x}_grid": grid_x[best], f"{log2_x}_opt": grid_x[best]})
+        row["loss_opt"] = float(usable["loss_mean"][best])
+        window_x = grid_x[max(best - window, 0) : best + window + 1]
+        mine = by_config[key].filter(pl.col(log2_x).is_in(window_x.tolist()))
+        x_opt, lo, hi, y_opt, fit, se = fit_quadratic_optimum(
+            mine[log2_x].to_numpy(), mine[loss].to_numpy(), level=level
+        )
+        if fit == FIT_OK and best in (0, len(grid_x) - 1):
+            fit = FIT_EDGE
+            row["censored"] = "below" if best == 0 else "above"
+        if fit == FIT_OK:
+            row.update({
+                f"{log2_x}_opt": min(max(x_opt, window_x[0]), window_x[-1]),
+                f"{log2_x}_lo": lo,
+                f"{log2_x}_hi": hi,
+                f"{log2_x}_se": se,
+                f"{log2_x}_df": int(len(mine) - 3),
+                "loss_opt": min(y_opt, row["loss_opt"]),
+            })  # fmt: skip
+        rows.append({**row, "fit": fit})
+    schema = {f"{log2_x}_{part}": pl.Float64 for part in ("grid", "opt", "lo", "hi", "se")}
+    schema.update({f"{log2_x}_df": pl.Int64, "loss_opt": pl.Float64, "censored": pl.String})
+    out = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
+    for column, dtype in schema.items():
+        if column not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype=dtype).alias(column))
+    return out.with_columns(
+        (2.0 ** pl.col(f"{log2_x}_opt")).alias(f"{x}_opt"), measured=pl.col("fit") == FIT_OK
+    ).sort(keys)
+
+
 def optimal_lr(
     runs: pl.DataFrame,
     *,
@@ -136,77 +301,48 @@ def optimal_lr(
     level: float = 0.95,
     divergence: str = "any",
 ) -> pl.DataFrame:
-    """Optimal ``log2(lr)`` per configuration with a ``level`` confidence interval.
-
-    The grid minimum of the seed-mean loss over the usable (not diverged, see
-    :func:`lr_curves`) learning rates, refined by a quadratic fit of every ok
-    seed's loss against ``log2(lr)`` over the ``window`` usable grid points on
-    each side (:func:`fit_quadratic_optimum`). The refined optimum is kept inside
-    the fitted window.
-
-    Every optimum carries its status in ``fit``. Only ``fit == "ok"`` is a
-    measurement (``measured``). When the minimum is at the edge of the usable
-    grid the true optimum may lie outside: ``fit = "grid-edge"`` and ``censored``
-    says on which side it lies (``below`` the smallest usable LR or ``above`` the
-    largest); ``log2_lr_opt`` is then the grid value, a bound, and has no interval.
-    Too few usable points or a non-convex fit give no interval either, and say so.
+    """Optimal ``log2(lr)`` per configuration (:data:`CONFIG_KEYS`) with a ``level``
+    confidence interval: :func:`optimal_hyperparameter` of the learning rate.
 
     Columns: configuration keys, ``log2_lr_grid``, ``log2_lr_opt``,
     ``log2_lr_lo``, ``log2_lr_hi``, ``log2_lr_se`` (delta method) with
     ``log2_lr_df`` (the fit's residual degrees of freedom), ``lr_opt``, ``loss_opt``,
     ``points`` (usable LRs), ``diverged_lrs``, ``fit``, ``measured``, ``censored``.
     """
-    if loss not in runs.columns:
-        raise InputError(f"loss={loss!r} is not a column; columns: {', '.join(runs.columns)}")
-    curves = lr_curves(runs, loss=loss, divergence=divergence)
-    keys = config_keys(curves)
-    ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
-    points = runs.filter(ok).with_columns(log2_lr=pl.col("lr").log(2))
-    by_config = points.partition_by(keys, as_dict=True, maintain_order=True)
-    rows = []
-    for key, curve in curves.group_by(keys, maintain_order=True):
-        usable = curve.filter(~pl.col("diverged")).sort("log2_lr")
-        row = dict(zip(keys, key, strict=True))
-        row.update(points=usable.height, diverged_lrs=int(curve["diverged"].sum()))
-        if usable.height == 0:
-            rows.append({**row, "fit": FIT_TOO_FEW})
+    return optimal_hyperparameter(
+        runs, "lr", loss=loss, window=window, level=level, divergence=divergence
+    )
+
+
+def grid_disagreement(optima: pl.DataFrame, curves: pl.DataFrame) -> pl.DataFrame:
+    """``optima`` with ``off_grid``: whether a measured optimum's whole interval lies nearer
+    another grid value than the grid minimum it was refined from.
+
+    For a loss symmetric about its optimum the grid value nearest the optimum has the
+    lowest expected loss, so such an interval and its grid minimum cannot both be right:
+    either seed noise moved the grid minimum or the loss is not locally quadratic (it
+    rises much faster on one side, as the loss does above the largest stable init
+    scale). Either way the interval understates the uncertainty. ``curves`` are the
+    :func:`hyperparameter_curves` the optima were found on (their usable grid); optima
+    that are not measured have ``off_grid`` null.
+    """
+    x = optimized(optima)
+    log2_x = f"log2_{x}"
+    keys = config_keys(optima, x=x)
+    usable = curves.filter(~pl.col("diverged")).group_by(keys).agg(pl.col(log2_x).sort())
+    grids = {tuple(row[:-1]): row[-1] for row in usable.select(*keys, log2_x).iter_rows()}
+    flags = []
+    for row in optima.iter_rows(named=True):
+        if row["fit"] != FIT_OK:
+            flags.append(None)
             continue
-        grid_x = usable["log2_lr"].to_numpy()
-        best = int(np.argmin(usable["loss_mean"].to_numpy()))
-        row.update(log2_lr_grid=grid_x[best], log2_lr_opt=grid_x[best])
-        row["loss_opt"] = float(usable["loss_mean"][best])
-        window_x = grid_x[max(best - window, 0) : best + window + 1]
-        mine = by_config[key].filter(pl.col("log2_lr").is_in(window_x.tolist()))
-        x_opt, lo, hi, y_opt, fit, se = fit_quadratic_optimum(
-            mine["log2_lr"].to_numpy(), mine[loss].to_numpy(), level=level
-        )
-        if fit == FIT_OK and best in (0, len(grid_x) - 1):
-            fit = FIT_EDGE
-            row["censored"] = "below" if best == 0 else "above"
-        if fit == FIT_OK:
-            row.update(
-                log2_lr_opt=min(max(x_opt, window_x[0]), window_x[-1]),
-                log2_lr_lo=lo,
-                log2_lr_hi=hi,
-                log2_lr_se=se,
-                log2_lr_df=int(len(mine) - 3),
-                loss_opt=min(y_opt, row["loss_opt"]),
+        grid = np.array(grids[tuple(row[k] for k in keys)])
+        best = int(np.searchsorted(grid, row[f"{log2_x}_grid"]))
+        below = (grid[best] - grid[best - 1]) / 2 if best > 0 else math.inf
+        above = (grid[best + 1] - grid[best]) / 2 if best + 1 < len(grid) else math.inf
+        flags.append(
+            bool(
+                row[f"{log2_x}_hi"] < grid[best] - below or row[f"{log2_x}_lo"] > grid[best] + above
             )
-        rows.append({**row, "fit": fit})
-    schema = {
-        "log2_lr_grid": pl.Float64,
-        "log2_lr_opt": pl.Float64,
-        "log2_lr_lo": pl.Float64,
-        "log2_lr_hi": pl.Float64,
-        "log2_lr_se": pl.Float64,
-        "log2_lr_df": pl.Int64,
-        "loss_opt": pl.Float64,
-        "censored": pl.String,
-    }
-    out = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
-    for column, dtype in schema.items():
-        if column not in out.columns:
-            out = out.with_columns(pl.lit(None, dtype=dtype).alias(column))
-    return out.with_columns(
-        lr_opt=2.0 ** pl.col("log2_lr_opt"), measured=pl.col("fit") == FIT_OK
-    ).sort(keys)
+        )
+    return optima.with_columns(off_grid=pl.Series(flags, dtype=pl.Boolean))

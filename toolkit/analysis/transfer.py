@@ -36,7 +36,16 @@ import polars as pl
 from scipy import stats
 
 from toolkit.analysis.fits import fit_line, fit_power_law
-from toolkit.analysis.optima import FIT_OK, config_keys, lr_curves, optimal_lr
+from toolkit.analysis.optima import (
+    FIT_OK,
+    config_keys,
+    hyperparameter_curves,
+    optimal_hyperparameter,
+    optimized,
+)
+from toolkit.analysis.optima import lr_curves as lr_curves  # re-exported for notebooks
+from toolkit.analysis.optima import optimal_lr as optimal_lr
+from toolkit.analysis.optima import swept as swept
 from toolkit.errors import InputError, check_choice
 
 #: Outcomes of :func:`drift`.
@@ -49,21 +58,24 @@ MIN_DRIFT_POINTS = 3
 DRIFT_AXES = ("width", "depth", "steps")
 
 
-def _normal_equivalent_se(optima: pl.DataFrame) -> np.ndarray:
+def _normal_equivalent_se(optima: pl.DataFrame, log2_x: str) -> np.ndarray:
     """Each optimum's standard error widened so that a normal interval matches its own
     Student-t interval: ``se * t(df) / z``. An optimum fitted with few residual degrees
     of freedom is less certain than its delta-method ``se`` alone says, and a line
     through it must carry that."""
-    df = optima["log2_lr_df"].to_numpy().astype(float)
+    df = optima[f"{log2_x}_df"].to_numpy().astype(float)
     widen = stats.t.ppf(0.975, np.maximum(df, 1)) / stats.norm.ppf(0.975)
-    return optima["log2_lr_se"].to_numpy() * widen
+    return optima[f"{log2_x}_se"].to_numpy() * widen
 
 
 def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> pl.DataFrame:
     """Slope of ``log2(lr*)`` against ``log2(axis)`` per configuration, with an interval.
 
     ``axis`` is ``width``, ``depth`` or ``steps`` (the training horizon).
-    ``optima`` is the output of :func:`optimal_lr`. Only measured optima
+    ``optima`` is the output of :func:`optimal_lr`, or of
+    :func:`~toolkit.analysis.optima.optimal_hyperparameter` for any other
+    hyperparameter ``x`` (then the slope is of ``log2(x*)``, per configuration of
+    ``x``: the hyperparameters held, such as the LR, are keys). Only measured optima
     (``fit == "ok"``) are points of the line; it is weighted by their standard
     errors (random-effects meta-regression, :func:`toolkit.analysis.fits.fit_line`),
     so its interval is never narrower than the optima's own uncertainty implies.
@@ -79,7 +91,9 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
     ``contradicting``, ``status``, ``method``.
     """
     check_choice("axis", axis, DRIFT_AXES)
-    keys = config_keys(optima, exclude=(axis,))
+    x = optimized(optima)
+    log2_x = f"log2_{x}"
+    keys = config_keys(optima, exclude=(axis,), x=x)
     rows = []
     for key, group in optima.group_by(keys, maintain_order=True):
         if group[axis].n_unique() < 2:
@@ -91,12 +105,12 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
         if measured[axis].n_unique() < MIN_DRIFT_POINTS:
             rows.append({**row, "status": DRIFT_TOO_FEW})
             continue
-        x = np.log2(measured[axis].to_numpy().astype(float))
-        se = _normal_equivalent_se(measured)
+        sizes = np.log2(measured[axis].to_numpy().astype(float))
+        se = _normal_equivalent_se(measured, log2_x)
         weights = se if bool(np.all(np.isfinite(se) & (se > 0))) else None
-        line = fit_line(x, measured["log2_lr_opt"].to_numpy(), weights, level=level)
+        line = fit_line(sizes, measured[f"{log2_x}_opt"].to_numpy(), weights, level=level)
         on_line = line.intercept + line.slope * np.log2(bounds[axis].to_numpy().astype(float))
-        bound = bounds["log2_lr_grid"].to_numpy()
+        bound = bounds[f"{log2_x}_grid"].to_numpy()
         below = bounds["censored"].to_numpy() == "below"
         crossing = np.where(below, on_line > bound, on_line < bound)
         row.update(
@@ -118,22 +132,23 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
     return out
 
 
-def loss_at_lr(curve: pl.DataFrame, log2_lr: float) -> float:
+def loss_at_lr(curve: pl.DataFrame, log2_lr: float, *, x: str = "lr") -> float:
     """Seed-mean loss of one LR curve (:func:`lr_curves` rows) at ``log2_lr``,
     interpolated linearly in ``log2(lr)``; inf where a bracketing LR diverged,
-    NaN outside the grid."""
-    curve = curve.sort("log2_lr")
-    x = curve["log2_lr"].to_numpy()
-    if not (x[0] <= log2_lr <= x[-1]):
+    NaN outside the grid. With ``x``, the same along a curve of that hyperparameter
+    (:func:`~toolkit.analysis.optima.hyperparameter_curves` rows)."""
+    curve = curve.sort(f"log2_{x}")
+    grid = curve[f"log2_{x}"].to_numpy()
+    if not (grid[0] <= log2_lr <= grid[-1]):
         return math.nan
     y = curve["loss_mean"].fill_null(math.inf).to_numpy()
-    right = int(np.searchsorted(x, log2_lr))
-    if x[right] == log2_lr:
+    right = int(np.searchsorted(grid, log2_lr))
+    if grid[right] == log2_lr:
         return float(y[right])
     left = right - 1
     if not (np.isfinite(y[left]) and np.isfinite(y[right])):
         return math.inf
-    weight = (log2_lr - x[left]) / (x[right] - x[left])
+    weight = (log2_lr - grid[left]) / (grid[right] - grid[left])
     return float((1 - weight) * y[left] + weight * y[right])
 
 
@@ -144,6 +159,7 @@ def transferred(
     base: int | None = None,
     loss: str = "final_train_loss",
     divergence: str = "any",
+    x: str = "lr",
 ) -> pl.DataFrame:
     """Each target's loss at the LR transferred from the ``base`` size (default: smallest).
 
@@ -153,17 +169,21 @@ def transferred(
     the target diverges at the transferred LR (under ``divergence``, see
     :func:`lr_curves`), NaN if that LR is off its grid. ``base_fit`` is the
     status of the base's optimum: a ``grid-edge`` base transfers a bound.
+    ``x`` transfers another hyperparameter the same way (the output multiplier
+    tuned at the base width, at each setting of the others); its columns are
+    named after it.
 
     Columns: configuration keys, ``base``, ``base_fit``, ``log2_lr_transferred``,
     ``loss_transferred``, ``loss_transferred_se`` (standard error over seeds),
     ``log2_lr_opt``, ``loss_opt`` (the target's grid optimum and its loss),
     ``regret``, and ``n_params`` when the runs have it.
     """
-    optima = optimal_lr(runs, loss=loss, divergence=divergence)
-    curves = lr_curves(runs, loss=loss, divergence=divergence).with_columns(
+    log2_x = f"log2_{x}"
+    optima = optimal_hyperparameter(runs, x, loss=loss, divergence=divergence)
+    curves = hyperparameter_curves(runs, x, loss=loss, divergence=divergence).with_columns(
         loss_mean=pl.when(pl.col("diverged")).then(None).otherwise(pl.col("loss_mean"))
     )
-    keys = config_keys(optima, exclude=(axis,))
+    keys = config_keys(optima, exclude=(axis,), x=x)
     sizes = (
         runs.group_by(*keys, axis).agg(pl.col("n_params").first())
         if "n_params" in runs.columns
@@ -173,21 +193,21 @@ def transferred(
     for key, family in optima.group_by(keys, maintain_order=True):
         base_size = family[axis].min() if base is None else base
         base_row = family.filter(pl.col(axis) == base_size)
-        if base_row.height == 0 or base_row["log2_lr_grid"][0] is None:
+        if base_row.height == 0 or base_row[f"{log2_x}_grid"][0] is None:
             continue
-        x_base = float(base_row["log2_lr_grid"][0])
+        x_base = float(base_row[f"{log2_x}_grid"][0])
         for target in family.iter_rows(named=True):
             curve = curves.filter(*(pl.col(k).eq_missing(target[k]) for k in (*keys, axis)))
-            at = loss_at_lr(curve, x_base)
-            at_row = curve.filter(pl.col("log2_lr") == x_base)
+            at = loss_at_lr(curve, x_base, x=x)
+            at_row = curve.filter(pl.col(log2_x) == x_base)
             se = at_row["loss_se"][0] if at_row.height and math.isfinite(at) else None
-            best = target["log2_lr_grid"]
-            best_loss = loss_at_lr(curve, best) if best is not None else math.nan
+            best = target[f"{log2_x}_grid"]
+            best_loss = loss_at_lr(curve, best, x=x) if best is not None else math.nan
             rows.append(
                 {**dict(zip(keys, key, strict=True)), axis: target[axis],
                  "base": base_size, "base_fit": base_row["fit"][0],
-                 "log2_lr_transferred": x_base, "loss_transferred": at,
-                 "loss_transferred_se": se, "log2_lr_opt": best, "loss_opt": best_loss,
+                 f"{log2_x}_transferred": x_base, "loss_transferred": at,
+                 "loss_transferred_se": se, f"{log2_x}_opt": best, "loss_opt": best_loss,
                  "regret": at - best_loss}
             )  # fmt: skip
     out = pl.DataFrame(
@@ -202,7 +222,7 @@ def transfer_regret(runs: pl.DataFrame, **kwargs) -> pl.DataFrame:
     """:func:`transferred` reduced to the configuration keys and ``regret``."""
     frame = transferred(runs, **kwargs)
     axis = kwargs.get("axis", "width")
-    keys = config_keys(frame, exclude=(axis,))
+    keys = config_keys(frame, exclude=(axis,), x=kwargs.get("x", "lr"))
     return frame.select(*keys, axis, "base", "regret")
 
 

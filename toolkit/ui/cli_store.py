@@ -3,11 +3,17 @@
 Both print one readable line where a store has nothing to analyse, and mark what the
 analysis cannot measure (optima outside the LR grid, drifts with too few measured
 optima) instead of printing a confident number; ``--json`` carries the same.
+
+``report`` finds the optimum of every swept member axis of the sweep schema
+(:mod:`toolkit.studies.schema`: the learning rate, and besides it weight decay and the
+multipliers ``init_sigma``, ``input_alpha``, ``output_alpha``) the same way, at each
+setting of the others, and its drift with width and depth.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import polars as pl
 
@@ -25,13 +31,16 @@ def _store_verb(sub, verb: str, run, help_text: str, description: str):
 
 
 def report_parser(sub) -> None:
-    """``report DIR``: runs, optimal learning rates and their drift."""
+    """``report DIR``: runs, optimal learning rates and their drift, and the same for every
+    other swept member axis (weight decay, init_sigma, input_alpha, output_alpha)."""
     _store_verb(
         sub, "report", run_report, "summarise a results store",
         "Runs and the best learning rate per configuration in a results store, and how it "
-        "drifts with width and depth (with the fit's method). An optimum at the edge of the "
-        "LR grid is a bound and is named as such. A store with no runs, or none that "
-        "finished ok, is explained in one line (exit status 0).",
+        "drifts with width and depth (with the fit's method); the same for every other "
+        "hyperparameter the store sweeps (weight decay, init_sigma, input_alpha, "
+        "output_alpha), at each setting of the others. An optimum at the edge of its grid "
+        "is a bound and is named as such. A store with no runs, or none that finished ok, "
+        "is explained in one line (exit status 0).",
     )  # fmt: skip
 
 
@@ -54,64 +63,141 @@ def _config_name(row: dict) -> str:
             f"depth {row['depth']} steps {row['steps']}")  # fmt: skip
 
 
-def _notes(optima: pl.DataFrame, drifts: pl.DataFrame) -> list[str]:
-    """One line per optimum that left the LR grid and per drift without a line."""
+def _held(row: dict, held: list[str]) -> str:
+    return "".join(f", {k} {row[k]:g}" for k in held)
+
+
+def _notes(optima: pl.DataFrame, drifts: pl.DataFrame, *, x: str = "lr",
+           held: list[str] | None = None) -> list[str]:  # fmt: skip
+    """One line per optimum that left the grid of ``x`` and per drift without a line;
+    ``held`` names the other hyperparameters that vary between configurations."""
     notes = []
+    grid = "the LR grid" if x == "lr" else f"its {x} grid"
+    more = "LRs" if x == "lr" else "values"
     for row in optima.filter(pl.col("censored").is_not_null()).iter_rows(named=True):
         side = "smaller" if row["censored"] == "below" else "larger"
+        what = "the optimum" if x == "lr" else f"the optimal {x}"
         notes.append(
-            f"{_config_name(row)}: the optimum lies {row['censored']} the LR grid (best at "
-            f"its edge, 2^{row['log2_lr_grid']:.2f}); a bound, not a measurement: add {side} LRs"
+            f"{_config_name(row)}{_held(row, held or [])}: {what} lies {row['censored']} "
+            f"{grid} (best at its edge, 2^{row[f'log2_{x}_grid']:.2f}); a bound, not a "
+            f"measurement: add {side} {more}"
         )
     unmeasured = drifts.filter(pl.col("status") != "ok") if drifts.height else drifts
+    of = "" if x == "lr" else f" of log2({x}*)"
     for row in unmeasured.iter_rows(named=True):
         notes.append(
-            f"drift along {row['axis']} of {row['parametrization']} {row['optimizer']}: "
-            f"{row['status']} ({row['points']} measured optima, {row['censored']} censored)"
+            f"drift{of} along {row['axis']} of {row['parametrization']} {row['optimizer']}"
+            f"{_held(row, held or [])}: {row['status']} ({row['points']} measured optima, "
+            f"{row['censored']} censored)"
         )
     return notes
+
+
+def _drifts(optima: pl.DataFrame) -> pl.DataFrame:
+    """:func:`~toolkit.analysis.transfer.drift` along width and depth, where sizes vary."""
+    from toolkit.analysis.transfer import drift
+
+    drifts = [d for d in (drift(optima, axis=axis) for axis in ("width", "depth")) if d.height]
+    return pl.concat(drifts, how="diagonal_relaxed") if drifts else pl.DataFrame()
+
+
+def _swept_axes(runs: pl.DataFrame) -> list[str]:
+    """The member axes of the sweep schema (LR first) that take two values or more."""
+    from toolkit.studies.schema import SCHEMA, Axis
+
+    names = [s.field_name for s in SCHEMA if s.axis is Axis.MEMBER]
+    return [x for x in names if x in runs.columns and runs[x].n_unique() > 1]
+
+
+def _hyperparameter(runs: pl.DataFrame, x: str) -> dict:
+    """Optima of ``x`` where it is swept, their drift and notes; or one note saying why
+    ``x`` has none (a grid holding values that have no log2, such as weight decay 0)."""
+    from toolkit.analysis.optima import optimal_hyperparameter, swept
+
+    if (bad := runs.filter(~(pl.col(x) > 0))).height:
+        return {"optima": pl.DataFrame(), "drift": pl.DataFrame(), "held": [], "notes": [
+            f"{x}: its grid holds {bad[x][0]:g}, which has no log2: no optimum of {x} is "
+            "fitted (sweep positive values to fit one)"]}  # fmt: skip
+    optima = optimal_hyperparameter(swept(runs, x), x)
+    drifts = _drifts(optima)
+    members = [m for m in _swept_axes(runs) if m != x]
+    held = [m for m in members if m in optima.columns and optima[m].n_unique() > 1]
+    return {"optima": optima, "drift": drifts, "held": held,
+            "notes": _notes(optima, drifts, x=x, held=held)}  # fmt: skip
+
+
+def _print_hyperparameter(x: str, found: dict) -> None:
+    optima, drifts = found["optima"], found["drift"]
+    if optima.height == 0:
+        return
+    shown = ["parametrization", "optimizer", "width", "depth", "steps", *found["held"],
+             f"log2_{x}_opt", f"log2_{x}_lo", f"log2_{x}_hi", "loss_opt", "fit",
+             "censored"]  # fmt: skip
+    print(f"\noptimal {x} (log2, 95% interval; grid-edge: a bound), at each setting of the "
+          "other hyperparameters")  # fmt: skip
+    print_table(optima.select(shown))
+    if drifts.height:
+        methods = ", ".join(sorted(m for m in drifts["method"].unique().to_list() if m))
+        print(f"\ndrift of log2({x}*) per doubling (line fit: {methods or 'none'})")
+        print_table(drifts.select("parametrization", "optimizer", "axis", *found["held"],
+                                  "slope", "slope_lo", "slope_hi", "points", "censored",
+                                  "contradicting", "status", "method"))  # fmt: skip
 
 
 def run_report(args: argparse.Namespace) -> None:
     """Print a store's runs, optima, drift and regret (see :func:`report_parser`)."""
     from toolkit import store as results
     from toolkit.analysis.optima import optimal_lr
-    from toolkit.analysis.transfer import drift, transfer_regret
+    from toolkit.analysis.transfer import transfer_regret
 
     runs = results.open(args.store).runs().collect()
     message = _nothing_to_fit(runs, args.store)
     if message is not None:
         if args.json:
             print_json({"runs": runs.to_dicts(), "optima": [], "drift": [], "regret": [],
-                        "notes": [message]})  # fmt: skip
+                        "hyperparameters": {}, "notes": [message]})  # fmt: skip
         else:
             print(message)
         return
-    optima = optimal_lr(runs)
-    drifts = [d for d in (drift(optima, axis=axis) for axis in ("width", "depth")) if d.height]
-    drifts = pl.concat(drifts, how="diagonal_relaxed") if drifts else pl.DataFrame()
-    regrets = [
-        transfer_regret(runs, axis=axis).with_columns(axis=pl.lit(axis))
-        for axis in ("width", "depth")
-        if runs[axis].n_unique() > 1
-    ]
-    regret = pl.concat(regrets, how="diagonal_relaxed") if regrets else pl.DataFrame()
-    notes = _notes(optima, drifts)
+    axes = _swept_axes(runs)
+    others = {x: _hyperparameter(runs, x) for x in axes if x != "lr"}
+    optima = drifts = regret = pl.DataFrame()
+    notes = []
+    if "lr" in axes or not others:
+        optima = optimal_lr(runs)
+        drifts = _drifts(optima)
+        regrets = [
+            transfer_regret(runs, axis=axis).with_columns(axis=pl.lit(axis))
+            for axis in ("width", "depth")
+            if runs[axis].n_unique() > 1
+        ]
+        regret = pl.concat(regrets, how="diagonal_relaxed") if regrets else pl.DataFrame()
+        notes = _notes(optima, drifts)
+    else:
+        notes = [f"learning rate: one value (2^{math.log2(runs['lr'][0]):.2f}) in every run, "
+                 "not swept: no LR optimum"]  # fmt: skip
+    notes += [note for found in others.values() for note in found["notes"]]
     if args.json:
         print_json({"runs": runs.to_dicts(), "optima": optima.to_dicts(), "notes": notes,
-                    "drift": drifts.to_dicts(), "regret": regret.to_dicts()})  # fmt: skip
+                    "drift": drifts.to_dicts(), "regret": regret.to_dicts(),
+                    "hyperparameters": {x: {"optima": found["optima"].to_dicts(),
+                                            "drift": found["drift"].to_dicts()}
+                                        for x, found in others.items()}})  # fmt: skip
         return
     print(f"{runs.height} runs: " + ", ".join(f"{n} {s}" for s, n in _status_counts(runs)))
-    shown = ["parametrization", "optimizer", "width", "depth", "steps", "log2_lr_opt",
-             "log2_lr_lo", "log2_lr_hi", "loss_opt", "fit", "censored"]  # fmt: skip
-    print("\noptimal learning rates (log2, 95% interval; grid-edge: a bound)")
-    print_table(optima.select(shown))
+    if optima.height:
+        shown = ["parametrization", "optimizer", "width", "depth", "steps", "log2_lr_opt",
+                 "log2_lr_lo", "log2_lr_hi", "loss_opt", "fit", "censored"]  # fmt: skip
+        print("\noptimal learning rates (log2, 95% interval; grid-edge: a bound)")
+        print_table(optima.select(shown))
     if drifts.height:
         methods = ", ".join(sorted(m for m in drifts["method"].unique().to_list() if m))
         print(f"\ndrift of log2(lr*) per doubling (line fit: {methods or 'none'})")
         print_table(drifts.select("parametrization", "optimizer", "axis", "slope", "slope_lo",
                                   "slope_hi", "points", "censored", "contradicting", "status",
                                   "method"))  # fmt: skip
+    for x, found in others.items():
+        _print_hyperparameter(x, found)
     if notes:
         print()
         print("\n".join(notes))

@@ -14,6 +14,7 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from toolkit.analysis import transfer as analysis
+from toolkit.analysis.optima import hyperparameter_curves, optimal_hyperparameter
 from toolkit.paths import shipped
 from toolkit.ui import plots
 from toolkit.ui.layout import page
@@ -52,12 +53,23 @@ def horizon(runs: pl.DataFrame) -> Figure:
     )
 
 
+def hyperparameter_transfer(runs: pl.DataFrame, *, x: str = "output_alpha") -> Figure:
+    """SP vs muP with Adam at one LR: final training loss against log2 of the swept
+    hyperparameter ``x`` (where it is swept, the others at 1), one line per width."""
+    mine = analysis.swept(runs, x)
+    return plots.transfer_curves(
+        hyperparameter_curves(mine, x), x=f"log2_{x}", optima=optimal_hyperparameter(mine, x),
+        title=f"MLP, MNIST-1D, Adam: {x}",
+    )  # fmt: skip
+
+
 #: Study name (its store in ``data/``) -> recipe.
 RECIPES: dict[str, Callable[[pl.DataFrame], Figure]] = {
     "width_transfer": width_transfer,
     "depth_transfer": depth_transfer,
     "weight_decay_transfer": weight_decay_transfer,
     "horizon": horizon,
+    "hyperparameter_transfer": hyperparameter_transfer,
 }
 
 

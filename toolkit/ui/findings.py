@@ -12,7 +12,15 @@ import math
 
 import polars as pl
 
-from toolkit.analysis.optima import CONFIG_KEYS, optimal_lr
+from toolkit.analysis.optima import (
+    CONFIG_KEYS,
+    config_keys,
+    grid_disagreement,
+    hyperparameter_curves,
+    optimal_hyperparameter,
+    optimal_lr,
+    swept,
+)
 from toolkit.analysis.transfer import drift, transfer_regret
 from toolkit.engine.rules import LR_CONSTANTS
 from toolkit.errors import InputError
@@ -231,3 +239,105 @@ def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
         verdict += (f" The optimum moves most with **{label}**: {_octaves(shift[0])} at "
                     f"{axis} {smallest}, {share:.0%} of the constant's own octaves.")  # fmt: skip
     return "\n".join(lines) + "\n\n" + verdict
+
+
+#: Tensor Programs V (Yang et al. 2021, Sec. 1 and Figs. 1, 3, 4): whether the optimum of
+#: every hyperparameter stays put across width under each parametrization.
+TRANSFERS = {"mup": True, "sp": False}
+
+
+def _optimum_phrase(row: dict, log2_x: str, lowest: float, highest: float) -> str:
+    """Where one optimum lies: measured with its interval (and a warning where the two
+    disagree, :func:`~toolkit.analysis.optima.grid_disagreement`), or a bound, or
+    unmeasured."""
+    if row["fit"] == "ok":
+        lo, hi, best = row[f"{log2_x}_lo"], row[f"{log2_x}_hi"], row[f"{log2_x}_grid"]
+        text = f"{_power(row[f'{log2_x}_opt'])} (95% interval [{lo:.2f}, {hi:.2f}] in log2"
+        if row["off_grid"]:
+            text += (f"; it disagrees with the best grid value, {_power(best)}: the loss is not "
+                     "locally quadratic there, or noise moved the grid minimum, and the interval "
+                     "understates the uncertainty")  # fmt: skip
+        return text + ")"
+    best = row[f"{log2_x}_grid"]
+    if best is None:
+        return "nowhere (every value diverged)"
+    if row["censored"] is not None or best in (lowest, highest):
+        side = row["censored"] or ("below" if best == lowest else "above")
+        return f"{side} the grid (best at its edge, {_power(best)}: a bound, not a measurement)"
+    return f"unmeasured (fit: {row['fit']}; best grid value {_power(best)})"
+
+
+def _verdict(x: str, rows: list[dict]) -> str:
+    """Whether each series' drift matches what Tensor Programs V predicts for it."""
+    misses, checked = [], []
+    for row in rows:
+        predicted = TRANSFERS.get(row["parametrization"])
+        if predicted is None:
+            continue
+        name = _NAMES.get(row["parametrization"], row["parametrization"])
+        if row["slope"] is None:
+            misses.append(f"{name}'s drift cannot be fitted")
+            continue
+        stays = row["slope_lo"] <= 0 <= row["slope_hi"]
+        checked.append(name)
+        if stays != predicted:
+            moved = (
+                "stays put (its interval contains 0)"
+                if stays
+                else "moves (its interval excludes 0)"
+            )
+            misses.append(f"{name}'s optimum {moved}, {_octaves(row['slope'])} per doubling")
+    if not checked and not misses:
+        return ""
+    if misses:
+        return f"Tensor Programs V's claim does **not** hold here for {x}: {'; '.join(misses)}."
+    return (f"Tensor Programs V's claim **holds** here for {x}: muP's drift interval contains 0 "
+            "and SP's excludes it.")  # fmt: skip
+
+
+def hyperparameter_transfer(
+    runs: pl.DataFrame, hyperparameters: tuple[str, ...], *, axis: str = "width"
+) -> str:
+    """Per swept hyperparameter (where it is swept, the others held) and series: its
+    optimum at the smallest and the largest size (with intervals, or named as a bound),
+    the fitted drift of ``log2`` of the optimum with its interval, what the value tuned
+    at the smallest size costs at the largest, and whether that matches Tensor Programs
+    V's claim (:data:`TRANSFERS`: muP's optimum stays put, SP's moves)."""
+    paragraphs = []
+    for x in hyperparameters:
+        mine = swept(runs, x)
+        if mine.height == 0:
+            paragraphs.append(f"**{x}** is not swept in these runs: it has no optimum to find.")
+            continue
+        log2_x = f"log2_{x}"
+        optima = grid_disagreement(optimal_hyperparameter(mine, x), hyperparameter_curves(mine, x))
+        drifts = drift(optima, axis=axis)
+        regret = transfer_regret(mine, axis=axis, x=x)
+        keys = [k for k in config_keys(drifts, x=x) if k != axis]
+        varying = [k for k in keys if drifts[k].n_unique() > 1] or keys[:1]
+        rank = [pl.col(k).replace_strict({v: i for i, v in enumerate(ordered(drifts, k))},
+                                         default=None) for k in varying]  # fmt: skip
+        lines, rows = [], list(drifts.sort(rank, nulls_last=True).iter_rows(named=True))
+        for row in rows:
+            same = [pl.col(k).eq_missing(row[k]) for k in keys]
+            series = optima.filter(*same).sort(axis)
+            grid = mine.filter(*same)[x].log(2)
+            lowest, highest = float(grid.min()), float(grid.max())
+            first, last = series.row(0, named=True), series.row(-1, named=True)
+            cost = regret.filter(*same, pl.col(axis) == last[axis])["regret"]
+            lines.append(
+                f"- **{_label(row, varying)}**: the optimal {x} is "
+                f"{_optimum_phrase(first, log2_x, lowest, highest)} at {axis} {first[axis]} and "
+                f"{_optimum_phrase(last, log2_x, lowest, highest)} at {axis} {last[axis]}; "
+                f"{_drift_sentence(row)}; the {x} tuned at {axis} {first[axis]} costs "
+                f"{cost[0]:.3f} in loss at {axis} {last[axis]}."
+            )
+        span = mine[x].log(2)
+        head = f"**{x}** (grid 2^{span.min():g} to 2^{span.max():g}):"
+        verdict = _verdict(x, rows)
+        if off := optima.filter(pl.col("off_grid")).height:
+            verdict += (f" {off} of the {optima.height} fitted optima of {x} disagree with their "
+                        "best grid value, so the drift intervals through them may be too "
+                        "narrow.")  # fmt: skip
+        paragraphs.append("\n".join([head, *lines, "", verdict]))
+    return "\n\n".join(paragraphs)

@@ -65,7 +65,10 @@ def transfer_curves(
     ``curves`` is :func:`toolkit.analysis.optima.lr_curves` output (its ``diverged``
     rows are drawn as crosses along the top of the panel, not dropped).
     ``optima`` (:func:`toolkit.analysis.optima.optimal_lr`) adds a star at each
-    optimum with its interval as a horizontal bar, both in the series' colour.
+    optimum with its interval as a horizontal bar, both in the series' colour. Any other
+    hyperparameter draws the same way: ``x="log2_<name>"`` with
+    :func:`~toolkit.analysis.optima.hyperparameter_curves` and
+    :func:`~toolkit.analysis.optima.optimal_hyperparameter` frames of ``<name>``.
     """
     layout = Layout.facets(curves, col=col, hue=hue, width=3.2, height=2.6, fig=fig)
     finite = curves.filter(~pl.col("diverged"))[y]
@@ -83,10 +86,10 @@ def transfer_curves(
                 continue
             where = [pl.col(hue) == value] + ([] if col is None else [pl.col(col) == panel])
             for row in optima.filter(*where).iter_rows(named=True):
-                if row["log2_lr_opt"] is None:
+                if row[f"{x}_opt"] is None:
                     continue
-                stars.append((row["log2_lr_opt"], row["loss_opt"], color))
-                lo, hi = row["log2_lr_lo"], row["log2_lr_hi"]
+                stars.append((row[f"{x}_opt"], row["loss_opt"], color))
+                lo, hi = row[f"{x}_lo"], row[f"{x}_hi"]
                 if lo is not None and hi is not None:
                     bars.append(([(lo, row["loss_opt"]), (hi, row["loss_opt"])], color))
         if bars:  # each optimum's interval, a horizontal bar in its series' colour
@@ -108,6 +111,7 @@ def optimum_vs_size(
     x: str = "width",
     hue: str = "parametrization",
     drift: pl.DataFrame | None = None,
+    y: str = "log2_lr",
     title: str | None = None,
     fig: Figure | None = None,
 ) -> Figure:
@@ -116,24 +120,26 @@ def optimum_vs_size(
     Measured optima (``fit == "ok"``) are dots with intervals; censored ones (grid edge)
     open triangles at the bound, pointing to the optimum's side; unfitted ones open
     circles at the grid minimum. Each ``drift`` line (:func:`~toolkit.analysis.transfer.drift`)
-    is drawn in its series' colour with its slope interval as label and band."""
+    is drawn in its series' colour with its slope interval as label and band. Another
+    hyperparameter's optima (:func:`~toolkit.analysis.optima.optimal_hyperparameter`)
+    draw with ``y="log2_<name>"``."""
     layout = Layout.one_panel(optima, hue=hue, fig=fig)
     ax = layout.ax
     for value, color in layout.colors.items():
-        rows = optima.filter(pl.col(hue) == value, pl.col("log2_lr_opt").is_not_null()).sort(x)
+        rows = optima.filter(pl.col(hue) == value, pl.col(f"{y}_opt").is_not_null()).sort(x)
         measured = rows.filter(pl.col("fit") == "ok")
         sizes = np.log2(measured[x].to_numpy().astype(float))
-        y = measured["log2_lr_opt"].to_numpy()
-        lo = measured["log2_lr_lo"].fill_null(np.nan).to_numpy()
-        hi = measured["log2_lr_hi"].fill_null(np.nan).to_numpy()
-        ax.errorbar(sizes, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="o",
-                    ms=4, capsize=2, color=color, label=str(value))  # fmt: skip
+        optimum = measured[f"{y}_opt"].to_numpy()
+        lo = measured[f"{y}_lo"].fill_null(np.nan).to_numpy()
+        hi = measured[f"{y}_hi"].fill_null(np.nan).to_numpy()
+        ax.errorbar(sizes, optimum, yerr=[np.nan_to_num(optimum - lo), np.nan_to_num(hi - optimum)],
+                    fmt="o", ms=4, capsize=2, color=color, label=str(value))  # fmt: skip
         for side, marker in (("below", "v"), ("above", "^")):
             bounds = rows.filter(pl.col("censored") == side)
-            ax.plot(np.log2(bounds[x].to_numpy().astype(float)), bounds["log2_lr_grid"].to_numpy(),
+            ax.plot(np.log2(bounds[x].to_numpy().astype(float)), bounds[f"{y}_grid"].to_numpy(),
                     marker, ms=6, mfc="none", color=color, ls="none")  # fmt: skip
         unfitted = rows.filter(pl.col("fit") != "ok", pl.col("censored").is_null())
-        ax.plot(np.log2(unfitted[x].to_numpy().astype(float)), unfitted["log2_lr_grid"].to_numpy(),
+        ax.plot(np.log2(unfitted[x].to_numpy().astype(float)), unfitted[f"{y}_grid"].to_numpy(),
                 "o", ms=5, mfc="none", color=color, ls="none")  # fmt: skip
         lines = [] if drift is None else drift.filter(
             pl.col(hue) == value, pl.col("axis") == x, pl.col("slope").is_not_null()
@@ -150,7 +156,8 @@ def optimum_vs_size(
                                 mid + line["slope_hi"] * (grid - pivot),
                                 color=color, alpha=0.15, lw=0)  # fmt: skip
             ax.plot(grid, line["intercept"] + line["slope"] * grid, color=color, lw=1, label=label)
-    ax.set(xlabel=f"log2 {x}", ylabel="log2 optimal LR")
+    name = y.removeprefix("log2_")
+    ax.set(xlabel=f"log2 {x}", ylabel=f"log2 optimal {'LR' if name == 'lr' else name}")
     return layout.finish(title)
 
 

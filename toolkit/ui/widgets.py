@@ -17,7 +17,12 @@ from matplotlib.figure import Figure
 
 from toolkit.analysis import intrinsic as intrinsic_analysis
 from toolkit.analysis import spectra as spectral_analysis
-from toolkit.analysis.optima import lr_curves, optimal_lr
+from toolkit.analysis.optima import (
+    hyperparameter_curves,
+    lr_curves,
+    optimal_hyperparameter,
+    swept,
+)
 from toolkit.analysis.transfer import drift, transfer_regret
 from toolkit.errors import InputError
 from toolkit.ui import plots
@@ -92,36 +97,47 @@ def transfer_explorer(
     fixed: tuple[str, ...] = ("optimizer",),
     name: str = "transfer",
     run_more: RunMore | None = None,
+    hyperparameters: tuple[str, ...] = ("lr",),
 ) -> Explorer:
     """Transfer curves, optima with drift, or regret, for one study store.
 
     ``hue`` is the size axis (``width``, ``depth`` or ``steps``); ``col`` splits
     panels (e.g. SP vs muP); ``fixed`` columns get a dropdown each (e.g. the
-    optimizer). The view toggle switches between loss-vs-LR curves, the optimal
-    LR against size with its fitted drift, and the transfer regret. ``run_more``
-    (over the same ``data``) adds a row that trains more sizes.
+    optimizer). The view toggle switches between loss-vs-hyperparameter curves, the
+    optimal value against size with its fitted drift, and the transfer regret.
+    ``hyperparameters`` are the swept axes to choose from (default the LR; e.g.
+    ``("output_alpha", "init_sigma")``): each is shown where it is swept
+    (:func:`~toolkit.analysis.optima.swept`), the others held. ``run_more`` (over the
+    same ``data``) adds a row that trains more sizes.
     """
     controls = transfer_controls(data, hue=hue, fixed=fixed)
+    if len(hyperparameters) > 1:
+        controls["hyperparameter"] = widgets.ToggleButtons(
+            options=list(hyperparameters), description="swept", style=LABELS
+        )
     controls["view"] = widgets.ToggleButtons(
         options=["curves", "optimum", "regret"], description="view", style=LABELS
     )
 
     def render(fig: Figure, values: dict) -> None:
+        x = values.get("hyperparameter", hyperparameters[0])
         frame = _selected_losses(data, values, hue)
+        frame = swept(frame, x)
+        if frame.height == 0:
+            raise InputError(f"{x} is not swept in this selection")
         title = f"{values['split']} loss at step {values['step']}"
         if values["view"] == "curves":
-            optima = optimal_lr(frame, loss="loss")
+            optima = optimal_hyperparameter(frame, x, loss="loss")
             plots.transfer_curves(
-                lr_curves(frame, loss="loss"), hue=hue, col=col, optima=optima,
-                ylabel=f"{values['split']} loss", title=title, fig=fig,
+                hyperparameter_curves(frame, x, loss="loss"), x=f"log2_{x}", hue=hue, col=col,
+                optima=optima, ylabel=f"{values['split']} loss", title=title, fig=fig,
             )  # fmt: skip
         elif values["view"] == "optimum":
-            optima = optimal_lr(frame, loss="loss")
-            plots.optimum_vs_size(
-                optima, x=hue, hue=col, drift=drift(optima, axis=hue), title=title, fig=fig
-            )
+            optima = optimal_hyperparameter(frame, x, loss="loss")
+            plots.optimum_vs_size(optima, x=hue, hue=col, drift=drift(optima, axis=hue),
+                                  y=f"log2_{x}", title=title, fig=fig)  # fmt: skip
         else:
-            regret = transfer_regret(frame, axis=hue, loss="loss")
+            regret = transfer_regret(frame, axis=hue, loss="loss", x=x)
             plots.regret_vs_size(regret, x=hue, hue=col, title=title, fig=fig)
 
     if run_more is not None:  # before the explorer's own redraw after new runs
