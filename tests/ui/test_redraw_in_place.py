@@ -15,14 +15,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from toolkit.analysis.intrinsic import load_measurements  # noqa: E402
 from toolkit.paths import shipped  # noqa: E402
 from toolkit.ui import widgets as ui  # noqa: E402
-from toolkit.ui.explorer import SCREEN_SCALE, StudyData  # noqa: E402
+from toolkit.ui.explorer import SCREEN_PNG, SCREEN_SCALE, StudyData  # noqa: E402
 
 
 def _fresh_png(explorer) -> bytes:
     figure = Figure()
     explorer.render(figure, explorer.values())
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=explorer.dpi * SCREEN_SCALE)
+    figure.savefig(buffer, format="png", dpi=explorer.dpi * SCREEN_SCALE, pil_kwargs=SCREEN_PNG)
     return buffer.getvalue()
 
 

@@ -251,23 +251,30 @@ def optimal_hyperparameter(
     keys = config_keys(curves, x=x)
     ok = (pl.col("status") == "ok") & pl.col(loss).is_not_null() & pl.col(loss).is_finite()
     points = runs.filter(ok).with_columns(pl.col(x).log(2).alias(log2_x))
-    by_config = points.partition_by(keys, as_dict=True, maintain_order=True)
+    # numpy per configuration: a polars query per group costs more than the fit
+    by_config = {
+        key: (group[log2_x].to_numpy(), group[loss].to_numpy())
+        for key, group in points.partition_by(keys, as_dict=True, maintain_order=True).items()
+    }
     rows = []
     for key, curve in curves.group_by(keys, maintain_order=True):
-        usable = curve.filter(~pl.col("diverged")).sort(log2_x)
+        diverged = curve["diverged"].to_numpy()
+        order = np.argsort(curve[log2_x].to_numpy()[~diverged], kind="stable")
+        grid_x = curve[log2_x].to_numpy()[~diverged][order]
+        means = curve["loss_mean"].to_numpy()[~diverged][order]
         row = dict(zip(keys, key, strict=True))
-        row.update({"points": usable.height, f"diverged_{x}s": int(curve["diverged"].sum())})
-        if usable.height == 0:
+        row.update({"points": len(grid_x), f"diverged_{x}s": int(diverged.sum())})
+        if len(grid_x) == 0:
             rows.append({**row, "fit": FIT_TOO_FEW})
             continue
-        grid_x = usable[log2_x].to_numpy()
-        best = int(np.argmin(usable["loss_mean"].to_numpy()))
+        best = int(np.argmin(means))
         row.update({f"{log2_x}_grid": grid_x[best], f"{log2_x}_opt": grid_x[best]})
-        row["loss_opt"] = float(usable["loss_mean"][best])
+        row["loss_opt"] = float(means[best])
         window_x = grid_x[max(best - window, 0) : best + window + 1]
-        mine = by_config[key].filter(pl.col(log2_x).is_in(window_x.tolist()))
+        seen_x, seen_loss = by_config[key]
+        inside = np.isin(seen_x, window_x)
         x_opt, lo, hi, y_opt, fit, se = fit_quadratic_optimum(
-            mine[log2_x].to_numpy(), mine[loss].to_numpy(), level=level
+            seen_x[inside], seen_loss[inside], level=level
         )
         if fit == FIT_OK and best in (0, len(grid_x) - 1):
             fit = FIT_EDGE
@@ -278,7 +285,7 @@ def optimal_hyperparameter(
                 f"{log2_x}_lo": lo,
                 f"{log2_x}_hi": hi,
                 f"{log2_x}_se": se,
-                f"{log2_x}_df": int(len(mine) - 3),
+                f"{log2_x}_df": int(inside.sum() - 3),
                 "loss_opt": min(y_opt, row["loss_opt"]),
             })  # fmt: skip
         rows.append({**row, "fit": fit})

@@ -55,6 +55,10 @@ LABELS = {"description_width": "initial"}
 SCREEN_SCALE = 2
 """Pixels of the PNG shown per pixel of its size on the page (a 2x, "retina" picture)."""
 
+SCREEN_PNG = {"compress_level": 1}
+"""How the picture on screen is compressed: fast (a tenth of a redraw saved); it is shown,
+never kept, and exports are drawn anew."""
+
 
 def _on_click(button: widgets.Button, action: Callable[[], object], note: widgets.HTML) -> None:
     """Run ``action`` when ``button`` is clicked; if it fails, ``note`` says so in one line
@@ -369,7 +373,8 @@ class Explorer:
         if self.message:
             _message(self.figure, self.message)
         buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=self.dpi * SCREEN_SCALE)
+        self.figure.savefig(buffer, format="png", dpi=self.dpi * SCREEN_SCALE,
+                            pil_kwargs=SCREEN_PNG)  # fmt: skip
         text = self.message or " | ".join(labels(self.figure))
         return buffer.getvalue(), tuple(self.figure.get_size_inches()), text
 
