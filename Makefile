@@ -57,7 +57,7 @@ test: $(VENV)/.installed browser-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Shipped results: one store per spec in studies/, each in data/<name> (about 75 minutes
+# Shipped results: one store per spec in studies/, each in data/<name> (about two hours
 # on 2 CPU cores, most of it intrinsic dimension; TOOLKIT_SMOKE=1 runs tiny grids).
 # A spec's `kind` picks its study; re-running resumes.
 data: $(VENV)/.installed
