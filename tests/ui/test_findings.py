@@ -222,3 +222,23 @@ def test_the_verdict_follows_the_drift_intervals_and_names_a_censored_optimum():
     assert "claim does **not** hold here for output_alpha: muP's optimum moves" in text
     (mup,) = [line for line in text.splitlines() if line.startswith("- **muP**")]
     assert "above the grid (best at its edge, 2^4: a bound, not a measurement) at width 512" in mup
+
+
+def _start(start: str, d: float, lo: float, hi: float) -> dict:
+    return {"start": start, "threshold": 0.9, "confidence": 0.9, "d_int": d, "d_int_lo": lo,
+            "d_int_hi": hi}  # fmt: skip
+
+
+def test_the_finetuning_finding_claims_a_difference_only_when_the_intervals_do_not_overlap():
+    from toolkit.ui.findings import finetuning
+
+    apart = pl.DataFrame([_start("pretrained", 20, 16, 24), _start("scratch", 60, 50, 70)])
+    assert "needs fewer directions" in finetuning(apart)
+    worse = pl.DataFrame([_start("pretrained", 59, 50, 70), _start("scratch", 20, 16, 24)])
+    assert "*more* directions" in finetuning(worse)
+    overlap = pl.DataFrame([_start("pretrained", 59, 40, 80), _start("scratch", 55, 40, 70)])
+    text = finetuning(overlap)
+    assert "cannot tell" in text and "59 [40, 80]" in text and "55 [40, 70]" in text
+    unreached = pl.DataFrame([_start("pretrained", math.inf, math.inf, math.inf),
+                              _start("scratch", 55, 40, math.inf)])  # fmt: skip
+    assert "not reached" in finetuning(unreached) and "55 [40, more]" in finetuning(unreached)

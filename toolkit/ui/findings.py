@@ -341,3 +341,37 @@ def hyperparameter_transfer(
                         "narrow.")  # fmt: skip
         paragraphs.append("\n".join([head, *lines, "", verdict]))
     return "\n\n".join(paragraphs)
+
+
+def finetuning(estimates: pl.DataFrame) -> str:
+    """What a fine-tuning measurement shows: ``estimates`` has one row per start
+    (``start``: ``pretrained`` or ``scratch``) with the columns of
+    :data:`toolkit.analysis.intrinsic.ESTIMATE`. Says which start needs fewer
+    directions only when the two intervals do not overlap; an unreached ``d_int`` is
+    "more than" the largest ``d`` tried."""
+    rows = {row["start"]: row for row in estimates.iter_rows(named=True)}
+    missing = {"pretrained", "scratch"} - set(rows)
+    if missing:
+        raise InputError(f"estimates lack the start(s) {sorted(missing)}; expected "
+                         "'pretrained' and 'scratch'")  # fmt: skip
+
+    def phrase(row: dict) -> str:
+        if not math.isfinite(row["d_int"]):
+            return "not reached in the d tried"
+        hi = "more" if not math.isfinite(row["d_int_hi"]) else f"{row['d_int_hi']:,.0f}"
+        return f"{row['d_int']:,.0f} [{row['d_int_lo']:,.0f}, {hi}]"
+
+    pre, scratch = rows["pretrained"], rows["scratch"]
+    level = f"{pre['confidence']:.0%}"
+    said = (f"`d_int{round(100 * pre['threshold'])}` from the pre-trained weights: "
+            f"{phrase(pre)}; from a random initialisation: {phrase(scratch)} ({level} "
+            "intervals). ")  # fmt: skip
+    if pre["d_int_hi"] < scratch["d_int_lo"]:
+        return said + "Fine-tuning needs fewer directions here, as Aghajanyan et al. found."
+    if scratch["d_int_hi"] < pre["d_int_lo"]:
+        return said + ("Fine-tuning needs *more* directions here: at this scale the "
+                       "pre-trained start does not help, unlike in Aghajanyan et al.")  # fmt: skip
+    return said + (
+        "The intervals overlap: at this scale the measurement cannot tell the two "
+        "starts apart, so it neither confirms nor contradicts Aghajanyan et al."
+    )
