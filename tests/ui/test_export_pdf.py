@@ -27,6 +27,8 @@ from toolkit.ui.style import VENUES, WIDTHS, text_width  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+SWEPT = ("output_alpha", "init_sigma")
+"""The hyperparameters notebook 08's explorer switches between."""
 POINTS_PER_INCH = 72.0
 PAGE_TOLERANCE = 0.5
 """Points a page may differ from the venue's width, and a glyph may reach past the edge."""
@@ -161,6 +163,10 @@ def _explorers():
         ("transformer", lambda: ui.transfer_explorer(
             StudyData(shipped("transformer_transfer")), hue="width", col="parametrization",
             fixed=("optimizer", "depth", "depth_rule")), transfer),
+        ("hyperparameters", lambda: ui.transfer_explorer(
+            StudyData(shipped("hyperparameter_transfer")), hue="width", col="parametrization",
+            hyperparameters=SWEPT), [{"hyperparameter": x, **view} for x in SWEPT
+                                     for view in transfer]),
         ("weight decay", lambda: ui.heatmap_explorer(StudyData(shipped("weight_decay_transfer")),
                                                      row="weight_decay_scaling"), [{}]),
         ("spectra", lambda: ui.spectra_explorer(StudyData(shipped("spectra")), study="spectra"),

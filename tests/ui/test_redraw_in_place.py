@@ -45,6 +45,9 @@ EXPLORERS = {
                                           col="parametrization"),
     "horizon": lambda: ui.transfer_explorer(StudyData(shipped("horizon")), hue="steps",
                                             col="parametrization", fixed=()),
+    "hyperparameters": lambda: ui.transfer_explorer(
+        StudyData(shipped("hyperparameter_transfer")), hue="width", col="parametrization",
+        hyperparameters=("output_alpha", "init_sigma")),
     "spectra": lambda: ui.spectra_explorer(StudyData(shipped("spectra")), study="spectra"),
     "intrinsic": lambda: ui.intrinsic_explorer(load_measurements()),
 }  # fmt: skip
