@@ -294,17 +294,7 @@ def test_run_all_then_drag_the_step_slider_redraws_the_figure(lab):
 
 
 def _exercise(page, lab, ms: _Budget) -> None:
-    page.goto(f"{lab['url']}/lab/tree/{NOTEBOOK}?token={lab['token']}", timeout=ms(PAGE_LOAD))
-    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for(timeout=ms(PAGE_LOAD))
-    page.wait_for_function(KERNEL_IDLE, timeout=ms(KERNEL_READY))
-
-    # Run > Run All Cells, as a person would.
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-
-    page.wait_for_function(CELLS_DONE, timeout=ms(RUN_ALL))
-    page.wait_for_function(KERNEL_IDLE, timeout=ms(RUN_ALL))
-    _assert_no_errors(page)
+    _run_all(page, lab, NOTEBOOK, ms, limit=RUN_ALL)
 
     image = page.locator(".jp-NotebookPanel img.widget-image").first
     image.wait_for(state="attached", timeout=ms(REDRAW))
@@ -411,16 +401,17 @@ def _end_sessions(lab) -> None:
         urllib.request.urlopen(request, timeout=30).close()
 
 
-def _run_all(page, lab, notebook: str, ms: _Budget) -> None:
-    # a fresh workspace (``reset``): only this notebook open, and in front
+def _run_all(page, lab, notebook: str, ms: _Budget, *, limit: float = NOTEBOOK_TOTAL) -> None:
+    """Open ``notebook`` and run all its cells from the Run menu, as a person would; no
+    output may show an error. A fresh workspace (``reset``): only it open, in front."""
     url = f"{lab['url']}/lab/tree/{notebook}?reset&token={lab['token']}"
     page.goto(url, timeout=ms(PAGE_LOAD))
     page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for(timeout=ms(PAGE_LOAD))
     page.wait_for_function(KERNEL_IDLE, timeout=ms(KERNEL_READY))
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    page.wait_for_function(CELLS_DONE, timeout=ms(NOTEBOOK_TOTAL))
-    page.wait_for_function(KERNEL_IDLE, timeout=ms(NOTEBOOK_TOTAL))
+    page.wait_for_function(CELLS_DONE, timeout=ms(limit))
+    page.wait_for_function(KERNEL_IDLE, timeout=ms(limit))
     _assert_no_errors(page)
 
 
