@@ -113,3 +113,19 @@ def test_each_seed_is_read_at_the_lr_the_other_seeds_pick():
                        [-np.inf, 0.60, 0.60]])  # fmt: skip
     assert cross_fitted(values).tolist() == [[0.80, 0.70, 0.90]]
     assert cross_fitted(values[:, :1]).tolist() == [[0.99]]  # one seed: its own best
+
+
+def test_the_jackknife_corrects_the_best_seed_mean_for_its_selection():
+    from toolkit.analysis.intrinsic_interval import jackknifed
+
+    values = np.array([[0.80, 0.90, 0.90],
+                       [0.99, 0.70, 0.85],
+                       [-np.inf, 0.60, 0.60]])  # fmt: skip
+    # Best mean 0.8667 (LR 0); without seed 0 the best is LR 0 (0.90), without seed 1
+    # LR 1 (0.92), without seed 2 LR 0 (0.85): pseudo-values 3 * 0.8667 - 2 * those.
+    pseudo = jackknifed(values)[0]
+    np.testing.assert_allclose(pseudo, [2.6 - 1.8, 2.6 - 1.84, 2.6 - 1.7])
+    assert pseudo.mean() < values.mean(1).max()  # the winner's curse is taken off
+    np.testing.assert_array_equal(jackknifed(values[:1]), values[:1])  # one LR: the seeds
+    assert jackknifed(values[:, :1]).tolist() == [[0.99]]  # one seed: its own best
+    assert jackknifed(np.full((2, 3), -np.inf)).tolist() == [[-np.inf] * 3]
