@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 import toolkit.store
-from toolkit.claims import StoreBusy
+from toolkit.locks import StoreBusy
 from toolkit.io import checksum_path
 from toolkit.store import SCHEMAS, Records, Store, StoreError
 

@@ -9,7 +9,7 @@ Layout::
     DIR/probes/<group_id>.parquet  run_id, step, layer, role, stat, value
     DIR/<table>/<file>.sha256      the SHA-256 of each table file, written with it
     DIR/quarantine/<table>/...     damaged files moved aside by :meth:`Store.quarantine`
-    DIR/claims/<run_id>            runs being trained (see :mod:`toolkit.claims`)
+    DIR/claims/<run_id>            runs being trained (see :mod:`toolkit.locks`)
 
 Files are never appended to in place. Each is written to a hidden temporary
 file (``.<name>.<random>.tmp``) in its table's directory, flushed to disk and
@@ -49,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import __version__
-from toolkit.claims import CLAIMS, Claims, maintenance, writing
+from toolkit.locks import CLAIMS, Claims, maintenance, writing
 from toolkit.errors import InputError, check_choice
 from toolkit.io import (
     CHECKSUM_SUFFIX,
@@ -229,7 +229,7 @@ class Store:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Claims]:
-        """Hold the store for writing; yields this process's :class:`~toolkit.claims.Claims`.
+        """Hold the store for writing; yields this process's :class:`~toolkit.locks.Claims`.
 
         Claim runs before training them (``claims.take(run_ids)``), then check which
         of the claimed ones are still unfinished: only those are trained. Every
@@ -291,7 +291,7 @@ class Store:
         The runs file of a group whose curves or probes file is damaged is
         moved too, so that group is no longer finished and a resumed sweep
         trains it again. Leftover ``.tmp`` files of interrupted writes are
-        deleted. Refused (:class:`~toolkit.claims.StoreBusy`) while a sweep writes.
+        deleted. Refused (:class:`~toolkit.locks.StoreBusy`) while a sweep writes.
         """
         with maintenance(self.path, "quarantine"):
             bad = [path for path, _ in self.check()]
@@ -336,7 +336,7 @@ class Store:
 
         Each affected group's files are rewritten without the removed runs (curves and
         probes first, runs last, each atomically); a group left with no runs loses its
-        files. Refused (:class:`~toolkit.claims.StoreBusy`) while a sweep writes.
+        files. Refused (:class:`~toolkit.locks.StoreBusy`) while a sweep writes.
         """
         with maintenance(self.path, "dedupe"):
             extra = self.duplicates().filter(~pl.col("kept"))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.claims import Claims
+from toolkit.locks import Claims
 from toolkit.engine.config import Member, TrainConfig, run_id
 from toolkit.errors import InputError
 from toolkit.store import RUN_SETTINGS, Store
