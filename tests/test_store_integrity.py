@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 import toolkit.store
-from toolkit.locks import StoreBusy
 from toolkit.io import checksum_path
+from toolkit.locks import StoreBusy
 from toolkit.store import SCHEMAS, Records, Store, StoreError
 
 

@@ -49,7 +49,6 @@ from pathlib import Path
 import polars as pl
 
 from toolkit import __version__
-from toolkit.locks import CLAIMS, Claims, maintenance, writing
 from toolkit.errors import InputError, check_choice
 from toolkit.io import (
     CHECKSUM_SUFFIX,
@@ -60,6 +59,7 @@ from toolkit.io import (
     write_atomically,
     write_checksummed,
 )
+from toolkit.locks import CLAIMS, Claims, maintenance, writing
 
 SCHEMA_VERSION = 2
 """1: tables only; 2: every table file has a checksum sidecar."""

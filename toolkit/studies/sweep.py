@@ -31,9 +31,9 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.locks import Claims
 from toolkit.engine.config import Member, TrainConfig, run_id
 from toolkit.errors import InputError
+from toolkit.locks import Claims
 from toolkit.store import RUN_SETTINGS, Store
 from toolkit.studies.costs import GIB, RunCost, available_memory, group_seconds, run_cost
 from toolkit.studies.schema import SCHEMA, Axis
