@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 from toolkit.engine import data
 from toolkit.engine.catalogue import TASK_SHAPES, TASKS
 from toolkit.engine.data import Task, load_task
+from toolkit.paths import REPOSITORY
 
 EXPECTED = {
     # name: (kind, d_in, d_out, n_train, n_val)
@@ -233,6 +237,26 @@ def test_mnist1d_cache_key_depends_on_arguments(monkeypatch: pytest.MonkeyPatch)
     other = data.mnist1d_cache_path()
     assert other != default
     assert other.parent == default.parent
+
+
+def test_mnist1d_arguments_are_the_packages_defaults():
+    from mnist1d.data import get_dataset_args
+
+    package = dict(get_dataset_args(as_dict=True))
+    package.pop("url")
+    assert data._mnist1d_args() == {**package, "num_samples": data.MNIST1D_NUM_SAMPLES}
+
+
+def test_loading_cached_mnist1d_does_not_import_the_package():
+    load_task("mnist1d")  # make sure the cache exists
+    code = (
+        "import sys; from toolkit.engine.data import load_task; load_task('mnist1d'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mnist1d', 'scipy')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env=env)  # fmt: skip
+    assert done.stdout.strip() == "[]"
 
 
 def test_mnist1d_generation_leaves_global_rngs_alone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -244,14 +244,27 @@ def _classification(
 # ---------------------------------------------------------------------------- MNIST-1D
 
 
-def _mnist1d_args() -> dict:
-    """The package's default generation arguments with our sample count (plain dict)."""
-    from mnist1d.data import get_dataset_args
+MNIST1D_DEFAULTS = {
+    "train_split": 0.8,
+    "template_len": 12,
+    "padding": [36, 60],
+    "scale_coeff": 0.4,
+    "max_translation": 48,
+    "corr_noise_scale": 0.25,
+    "iid_noise_scale": 0.02,
+    "shear_scale": 0.75,
+    "shuffle_seq": False,
+    "final_seq_length": 40,
+    "seed": 42,
+}
+"""The ``mnist1d`` package's default generation arguments (``get_dataset_args`` of
+version 0.0.2.post1), written out so that finding the cached arrays does not import the
+package (which imports matplotlib and SciPy: about a second of every command's start-up)."""
 
-    args = dict(get_dataset_args(as_dict=True))
-    args.pop("url", None)  # only used for downloading, which we never do
-    args["num_samples"] = MNIST1D_NUM_SAMPLES
-    return args
+
+def _mnist1d_args() -> dict:
+    """The generation arguments: the package's defaults with our sample count."""
+    return {**MNIST1D_DEFAULTS, "num_samples": MNIST1D_NUM_SAMPLES}
 
 
 def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
