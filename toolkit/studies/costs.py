@@ -37,6 +37,12 @@ FLOPS_PER_SECOND = 2e10
 """Arithmetic throughput assumed for the time estimate (a few CPU cores)."""
 STEP_OVERHEAD_S = 2e-3
 """Seconds of fixed cost per training step of a group (kernel launches, Python)."""
+OVERHEAD_BOUND_STEP_FLOPS = 5e8
+"""Training FLOPs of one group step below which the step is bound by per-operation
+overhead rather than arithmetic, so that a second thread barely shortens it (measured on 2
+cores: an 18-member MLP group of width 128, 3e8 FLOPs a step, trains 1.1-1.2x faster with
+two threads than with one). Such groups train side by side in single-threaded worker
+processes (:mod:`toolkit.studies.workers`)."""
 DEFAULT_MEMORY_BYTES = 4 * 2**30
 """Memory assumed available where the machine does not say (no ``/proc/meminfo``)."""
 GIB = 2**30
@@ -144,6 +150,12 @@ def available_memory(device: str = "cpu") -> int:
     except (OSError, ValueError, IndexError):
         pass
     return DEFAULT_MEMORY_BYTES
+
+
+def overhead_bound(step_flops: float) -> bool:
+    """Whether a group whose step costs ``step_flops`` training FLOPs (all members) is
+    bound by per-step overhead (:data:`OVERHEAD_BOUND_STEP_FLOPS`)."""
+    return step_flops < OVERHEAD_BOUND_STEP_FLOPS
 
 
 def group_seconds(config: TrainConfig, cost: RunCost, members: int) -> float:

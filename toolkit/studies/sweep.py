@@ -35,9 +35,22 @@ from toolkit.engine.config import Member, TrainConfig, run_id
 from toolkit.errors import InputError
 from toolkit.locks import Claims
 from toolkit.store import RUN_SETTINGS, Store
-from toolkit.studies.costs import GIB, RunCost, available_memory, group_seconds, run_cost
+from toolkit.studies.costs import (
+    GIB,
+    RunCost,
+    available_memory,
+    group_seconds,
+    overhead_bound,
+    run_cost,
+)
 from toolkit.studies.schema import SCHEMA, Axis
 from toolkit.studies.spec import SweepSpec
+from toolkit.studies.workers import (
+    MIN_SIDE_BY_SIDE_S,
+    available_cores,
+    split_for,
+    train_in_workers,
+)
 
 __all__ = [
     "Group",
@@ -72,6 +85,11 @@ class Group:
     @property
     def run_ids(self) -> list[str]:
         return [run_id(self.config, m) for m in self.members]
+
+    @property
+    def step_flops(self) -> float:
+        """Estimated training FLOPs of one step of the whole group."""
+        return self.flops / self.config.steps
 
     @property
     def id(self) -> str:
@@ -347,6 +365,22 @@ def check_outlook(spec: SweepSpec | Sequence[SweepSpec], *, memory: int) -> None
                          "--max-hours) or shrink the grid")  # fmt: skip
 
 
+def _side_by_side(groups: list[Group], workers: int, memory: int) -> tuple[list[Group], int]:
+    """The overhead-bound groups, cut for ``workers`` single-threaded processes
+    (:mod:`toolkit.studies.workers`), and how many processes to use (fewer where memory
+    is short); none if fewer than two parts would run at once or if they are estimated
+    to take less than :data:`~toolkit.studies.workers.MIN_SIDE_BY_SIDE_S`."""
+    small = [g for g in groups if overhead_bound(g.step_flops)]
+    if sum(g.seconds for g in small) < MIN_SIDE_BY_SIDE_S:
+        return [], 1
+    widest = max((g.bytes for g in small), default=1)
+    workers = min(workers, max(1, memory // max(widest, 1)))
+    parts = split_for(small, workers) if workers > 1 else []
+    if len(parts) < 2:
+        return [], 1
+    return parts, min(workers, len(parts))
+
+
 def run_local(
     spec: SweepSpec | Sequence[SweepSpec],
     out: str | Path,
@@ -354,25 +388,42 @@ def run_local(
     device: str = "cpu",
     quiet: bool = False,
     on_plan: Callable[[Plan], None] | None = None,
+    workers: int | None = None,
 ) -> Plan:
-    """Run a sweep in this process into the store at ``out``, skipping finished runs.
+    """Run a sweep on this machine into the store at ``out``, skipping finished runs.
 
-    Refuses a sweep :func:`check_outlook` refuses before anything is allocated. Shows a
-    tqdm progress bar over all training steps (terminal or notebook) unless ``quiet``
-    or there is nothing to train. Returns the plan that was executed.
+    Refuses a sweep :func:`check_outlook` refuses before anything is allocated. On a CPU,
+    the groups bound by per-step overhead (:func:`~toolkit.studies.costs.overhead_bound`),
+    if there is enough of them to pay for starting processes, train first, side by side in
+    ``workers`` single-threaded processes (default: the cores this process may use; ``1``
+    trains everything here), cut into shares of their members when there are fewer groups
+    than workers; then the other groups train here with every thread. Shows a tqdm
+    progress bar over all training steps (terminal or notebook) unless ``quiet`` or there
+    is nothing to train. Returns the plan that was executed (with the groups as they were
+    cut).
     """
     from tqdm.auto import tqdm
 
     memory = available_memory(device)
     check_outlook(spec, memory=memory)
+    if workers is not None and workers < 1:
+        raise InputError(f"workers={workers!r}: allowed is a whole number of at least 1")
+    cores = available_cores() if str(device) == "cpu" else 1
     store = Store(out)
     with store.writing() as claims:
         work = plan(spec, finished=store.finished_run_ids(), memory=memory)
+        parts, workers = _side_by_side(work.groups, workers or cores, memory)
+        if parts:
+            work.groups = parts + [g for g in work.groups if not overhead_bound(g.step_flops)]
         if on_plan is not None:
             on_plan(work)
         if not work.groups:
             return work
         with tqdm(total=work.steps, unit="step", disable=quiet, dynamic_ncols=True) as bar:
+            if parts:
+                bar.set_description(f"{len(parts)} small groups in {workers} processes")
+                train_in_workers(parts, out, workers=workers, device=device,
+                                 on_progress=lambda steps: bar.update(steps - bar.n))  # fmt: skip
             count = 0
             done = 0
 
@@ -392,7 +443,8 @@ def run_local(
                 bar.update(step - done)
                 done = step
 
-            train_claimed(work.groups, store, claims, device=device, on_group=start,
+            large = work.groups[len(parts) :]
+            train_claimed(large, store, claims, device=device, on_group=start,
                           on_step=advance)  # fmt: skip
     return work
 
