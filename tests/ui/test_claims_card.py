@@ -14,7 +14,8 @@ from toolkit.analysis.claims import card
 from toolkit.errors import InputError
 from toolkit.paths import REPOSITORY
 from toolkit.ui import findings, plots
-from toolkit.ui.cli import README_MARKERS, main, replace_block
+from toolkit.ui.cli import main
+from toolkit.ui.cli_claims import README_MARKERS, replace_block
 
 matplotlib.use("Agg")
 

@@ -400,7 +400,11 @@ def claims_summary(card: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def claim_sentences(card: pl.DataFrame) -> str:
+    """One Markdown bullet per claim of the card (:func:`claim_sentence`)."""
+    return "\n".join(f"- {claim_sentence(row)}" for row in card.iter_rows(named=True))
+
+
 def claims_markdown(card: pl.DataFrame) -> str:
-    """:func:`claims_summary`, then one bullet per claim (:func:`claim_sentence`)."""
-    bullets = "\n".join(f"- {claim_sentence(row)}" for row in card.iter_rows(named=True))
-    return f"{claims_summary(card)}\n\n{bullets}"
+    """:func:`claims_summary`, then one bullet per claim (:func:`claim_sentences`)."""
+    return f"{claims_summary(card)}\n\n{claim_sentences(card)}"
