@@ -11,7 +11,13 @@ import polars as pl
 import pytest
 
 from toolkit import store as results
-from toolkit.analysis.claim_measures import SHARPNESS_STORE, Stores, largest, magnitude
+from toolkit.analysis.claim_measures import (
+    SHARPNESS_STORE,
+    Stores,
+    base_width_gap,
+    largest,
+    magnitude,
+)
 from toolkit.analysis.claim_rules import CLAIMS, Claim
 from toolkit.analysis.claims import (
     CARD_COLUMNS,
@@ -90,6 +96,19 @@ def test_sp_drift_recomputed_by_a_direct_least_squares_fit(shipped):
     row = _row(shipped, "sp-optimal-lr-drifts-down")
     assert slope < 0 and row["value"] < 0
     assert abs(row["value"] - slope) < 0.25, (row["value"], slope)
+
+
+def test_a_pair_where_only_one_run_diverged_is_an_unbounded_gap():
+    runs = pl.DataFrame({
+        "parametrization": ["sp", "mup", "sp", "mup"], "optimizer": ["adam"] * 4,
+        "lr": [0.1, 0.1, 0.2, 0.2], "seed": [0] * 4, "width": [32] * 4, "base_width": [32] * 4,
+        "status": ["ok", "ok", "ok", "diverged"], "final_train_loss": [1.0, 1.5, 0.9, None],
+    })  # fmt: skip
+    assert base_width_gap(runs) == (math.inf, 2, 1)
+    assert base_width_gap(runs.head(2)) == (0.5, 1, 0)
+    verdict, _ = judge(math.inf, math.inf, math.inf, expect="near", target=0.0, tolerance=1e-6,
+                       level=1.0)  # fmt: skip
+    assert verdict == FAILS
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,14 @@ from scipy import stats
 from toolkit import store as results
 from toolkit.analysis import coord_check, intrinsic, spectra
 from toolkit.analysis.fits import difference
-from toolkit.analysis.transfer import DRIFT_OK, drift, optimal_lr, predict_loss, transferred
+from toolkit.analysis.transfer import (
+    DRIFT_OK,
+    drift,
+    optimal_lr,
+    predict_loss,
+    transferred,
+    wider_is_better,
+)
 from toolkit.paths import DATA
 
 LEVEL = 0.95
@@ -121,52 +128,66 @@ def _one(frame: pl.DataFrame, where: dict) -> dict | None:
     return rows.row(0, named=True) if rows.height == 1 else None
 
 
-def _series(where: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in where.items())
-
-
 # --- transfer of the optimal learning rate -------------------------------------------------
-
-_DRIFT_UNIT = "octaves of optimal LR per doubling of {axis}"
-
 
 def lr_drift(stores: Stores, store: str, *, axis: str, where: dict) -> Measurement:
     """The slope of ``log2`` optimal LR against ``log2(axis)`` of the series ``where``
     (:func:`~toolkit.analysis.transfer.drift` on :func:`~toolkit.analysis.optima.optimal_lr`:
     measured optima only, censored ones counted as bounds)."""
-    unit = _DRIFT_UNIT.format(axis="steps" if axis == "steps" else axis)
-    method = (f"weighted line through the quadratic-refined optima against log2 {axis} "
-              f"(toolkit.analysis.transfer.drift), {LEVEL:.0%} interval")  # fmt: skip
+    unit = f"octaves of optimal LR per doubling of {axis}"
+    line = (f"line through the quadratic-refined optima against log2 {axis} "
+            f"(toolkit.analysis.transfer.drift), {LEVEL:.0%} interval")  # fmt: skip
     row = _one(drift(optimal_lr(stores.runs(store)), axis=axis, level=LEVEL), where)
     if row is None:
-        return Measurement.absent(f"no single {_series(where)} series in {store}",
-                                  unit=unit, method=method)  # fmt: skip
+        series = ", ".join(f"{k} {v}" for k, v in where.items())
+        return Measurement.absent(f"no single {series} series in {store}", unit=unit,
+                                  method=line)  # fmt: skip
     note = (f"{row['points']} measured optima, {row['censored']} censored at the grid's edge, "
             f"{row['contradicting']} contradicting the line")  # fmt: skip
     if row["status"] != DRIFT_OK:
-        return Measurement.absent(f"no drift can be fitted: {note}", unit=unit, method=method)
-    method = method.replace("weighted line", f"{row['method']} line")
-    return Measurement(row["slope"], row["slope_lo"], row["slope_hi"], LEVEL, unit, method, note)
+        return Measurement.absent(f"no drift can be fitted: {note}", unit=unit, method=line)
+    return Measurement(row["slope"], row["slope_lo"], row["slope_hi"], LEVEL, unit,
+                       f"{row['method']} {line}", note)  # fmt: skip
+
+
+def base_width_gap(runs: pl.DataFrame) -> tuple[float, int, int]:
+    """Largest ``|final_train_loss(muP) - final_train_loss(SP)|`` over the ``runs`` at their
+    base width that share optimizer, LR and seed: ``(gap, pairs, split)``. ``split`` counts
+    the pairs where one run diverged and the other did not; they differ without bound, so
+    the gap is then infinite. NaN without a pair of finished runs."""
+    base = runs.filter(pl.col("width") == pl.col("base_width"))
+    index = ["optimizer", "lr", "seed"]
+    if not {"sp", "mup"} <= set(base["parametrization"]):
+        return math.nan, 0, 0
+    losses = base.pivot(on="parametrization", index=index, values="final_train_loss")
+    statuses = base.pivot(on="parametrization", index=index, values="status")
+    paired = statuses.filter(pl.col("sp").is_not_null(), pl.col("mup").is_not_null())
+    split = paired.filter(pl.col("sp") != pl.col("mup")).height
+    finished = paired.filter(pl.col("sp") == "ok", pl.col("mup") == "ok")
+    both = losses.join(finished, on=index, how="semi")
+    if split:
+        return math.inf, paired.height, split
+    if both.height == 0:
+        return math.nan, paired.height, 0
+    return float((both["mup"] - both["sp"]).abs().max()), paired.height, 0
 
 
 def sp_equals_mup_at_base(stores: Stores) -> Measurement:
-    """Largest ``|final_train_loss(muP) - final_train_loss(SP)|`` over the runs at the base
-    width that share optimizer, LR and seed (``width_transfer``)."""
+    """:func:`base_width_gap` of ``width_transfer``, an exact number (the same seeds and
+    data under both parametrizations)."""
     unit = "final training loss (nats)"
     method = "max over paired runs (same optimizer, LR, seed) at the base width; exact"
     runs = stores.runs("width_transfer")
-    base = runs.filter(pl.col("width") == pl.col("base_width"), pl.col("status") == "ok")
-    pairs = base.pivot(on="parametrization", index=["optimizer", "lr", "seed"],
-                       values="final_train_loss").drop_nulls()  # fmt: skip
-    if pairs.height == 0 or not {"sp", "mup"} <= set(pairs.columns):
-        return Measurement.absent("no SP and muP runs share a setting at the base width",
+    gap, pairs, split = base_width_gap(runs)
+    if math.isnan(gap):
+        return Measurement.absent("no SP and muP run pair finished at the base width",
                                   unit=unit, method=method)  # fmt: skip
-    gap = float((pairs["mup"] - pairs["sp"]).abs().max())
-    note = f"{pairs.height} pairs at width {base['width'][0]}"
+    width = runs.filter(pl.col("width") == pl.col("base_width"))["width"][0]
+    note = f"{pairs} pairs at width {width}, {split} where one run diverged and the other did not"
     return Measurement(gap, gap, gap, EXACT, unit, method, note)
 
 
-def wider_is_better(stores: Stores) -> Measurement:
+def loss_change_with_width(stores: Stores) -> Measurement:
     """The largest change in loss at the LR transferred from the base width between
     neighbouring widths (muP, Adam, ``width_transfer``): negative when every step in width
     lowers the loss (:func:`~toolkit.analysis.transfer.transferred`, the frame
@@ -185,10 +206,13 @@ def wider_is_better(stores: Stores) -> Measurement:
     half = stats.norm.ppf(0.5 + LEVEL / 2) * np.hypot(se[1:], se[:-1])
     value, lo, hi = largest(step, step - half, step + half)
     widths = frame["width"].to_list()
-    seeds = stores.runs("width_transfer").filter(
+    mup = stores.runs("width_transfer").filter(
         pl.col("parametrization") == "mup", pl.col("optimizer") == "adam"
-    )["seed"].n_unique()
-    note = f"widths {widths[0]}-{widths[-1]}, seed standard errors from {seeds} seeds"
+    )
+    falling = wider_is_better(mup)["wider_is_better"][0]
+    note = (f"widths {widths[0]}-{widths[-1]}, seed standard errors from "
+            f"{mup['seed'].n_unique()} seeds; the seed means "
+            f"{'do' if falling else 'do not'} fall at every step (transfer.wider_is_better)")
     return Measurement(value, lo, hi, LEVEL, unit, method, note)
 
 
@@ -225,7 +249,7 @@ _COORD_UNIT = "octaves of activation RMS per doubling of width"
 
 def _coord_verdict(stores: Stores, parametrization: str) -> pl.DataFrame:
     """:func:`toolkit.analysis.coord_check.verdict` on the ``spectra`` study's recorded
-    activation RMS (``act_rms``, Adam at LR 2^-7, at 8 log-spaced steps) of one
+    activation RMS (``act_rms``, recorded at log-spaced steps of full training) of one
     parametrization."""
     probes = stores.probes("spectra").filter(
         pl.col("study") == "spectra",
@@ -237,6 +261,13 @@ def _coord_verdict(stores: Stores, parametrization: str) -> pl.DataFrame:
         diverged=pl.col("status") == "diverged",
     )  # fmt: skip
     return coord_check.verdict(per_seed, stat="act_rms", level=LEVEL)
+
+
+def _coord_setting(stores: Stores) -> str:
+    """The optimizers and LRs of the ``spectra`` study's runs, e.g. ``adam at LR 2^-7``."""
+    runs = stores.runs("spectra").filter(pl.col("study") == "spectra")
+    pairs = runs.select("optimizer", "lr").unique().sort("optimizer", "lr").iter_rows()
+    return ", ".join(f"{optimizer} at LR 2^{math.log2(lr):g}" for optimizer, lr in pairs)
 
 
 def coord_check_flat(stores: Stores) -> Measurement:
@@ -257,8 +288,10 @@ def coord_check_flat(stores: Stores) -> Measurement:
     size_hi = np.where(readout, np.maximum(hi, 0), size_hi)
     value, low, high = largest(size, size_lo, size_hi)
     worst = table.row(int(np.argmax(size)), named=True)
-    note = (f"{table.height} layer-steps, {table['seeds'].max()} seeds; largest at "
-            f"{worst['layer']} step {worst['step']}")  # fmt: skip
+    note = (f"{table.height} layer-steps ({_coord_setting(stores)}, steps "
+            f"0-{table['step'].max()}), "
+            f"{table['seeds'].max()} seeds; largest at {worst['layer']} step "
+            f"{worst['step']}")  # fmt: skip
     return Measurement(value, low, high, LEVEL, _COORD_UNIT, method, note)
 
 
@@ -274,7 +307,8 @@ def coord_check_grows(stores: Stores) -> Measurement:
     slope = table["slope"].to_numpy()
     value, lo, hi = largest(slope, table["slope_lo"].to_numpy(), table["slope_hi"].to_numpy())
     worst = table.row(int(np.argmax(slope)), named=True)
-    note = (f"{table.height} hidden layer-steps, {table['seeds'].max()} seeds; largest at "
+    note = (f"{table.height} hidden layer-steps ({_coord_setting(stores)}), "
+            f"{table['seeds'].max()} seeds; largest at "
             f"{worst['layer']} step {worst['step']}")  # fmt: skip
     return Measurement(value, lo, hi, LEVEL, _COORD_UNIT, method, note)
 

@@ -110,7 +110,7 @@ CLAIMS: tuple[Claim, ...] = (
         "wider-is-better-under-mup",
         "Under muP the loss at the transferred learning rate falls with every increase in "
         "width.",
-        _TP5, "width_transfer", measures.wider_is_better, "below", 0.0, 0.0,
+        _TP5, "width_transfer", measures.loss_change_with_width, "below", 0.0, 0.0,
     ),
     Claim(
         "widest-loss-predicted",
