@@ -12,6 +12,7 @@ import pytest
 
 from toolkit import store as results
 from toolkit.analysis.claim_measures import (
+    SHARPNESS_STAT,
     SHARPNESS_STORE,
     Stores,
     base_width_gap,
@@ -198,3 +199,34 @@ def test_stores_read_each_table_once():
     stores = Stores(DATA)
     assert stores.runs("horizon") is stores.runs("horizon")
     assert not stores.has("no_such_store")
+
+
+def _sharpness_store(path, exponent: float) -> None:
+    """A store of muP runs whose sharpness grows like ``width**exponent`` (times a small
+    seed-to-seed scatter), recorded at one step."""
+    rows, probes = [], []
+    for width in (64, 128, 256, 512):
+        for seed in (0, 1, 2):
+            run_id = f"w{width}s{seed}"
+            rows.append({"run_id": run_id, "study": "sharpness", "model": "mlp",
+                         "task": "mnist1d", "parametrization": "mup", "optimizer": "adam",
+                         "width": width, "depth": 3, "lr": 2.0**-7, "weight_decay": 0.0,
+                         "batch_size": 128, "steps": 100, "seed": seed, "status": "ok",
+                         "final_train_loss": 1.0, "final_val_loss": 1.0, "wall_s": 1.0,
+                         "toolkit_version": "test", "created_at": "now"})  # fmt: skip
+            value = 10.0 * width**exponent * (1 + 0.01 * (seed - 1))
+            probes.append({"run_id": run_id, "step": 100, "layer": "model", "role": "model",
+                           "stat": SHARPNESS_STAT, "value": value})  # fmt: skip
+    curves = pl.DataFrame(schema=results.SCHEMAS["curves"])
+    results.Store(path).write_group("g", results.Records(
+        pl.DataFrame(rows, schema_overrides=results.SCHEMAS["runs"]), curves,
+        pl.DataFrame(probes, schema_overrides=results.SCHEMAS["probes"])))  # fmt: skip
+
+
+@pytest.mark.parametrize(("exponent", "verdict"), [(0.0, HOLDS), (0.5, FAILS)])
+def test_the_sharpness_claim_reads_its_store_once_shipped(tmp_path, exponent, verdict):
+    _sharpness_store(tmp_path / SHARPNESS_STORE, exponent)
+    claim = [c for c in CLAIMS if c.id == "sharpness-width-independent-under-mup"]
+    row = card(tmp_path, claims=claim).row(0, named=True)
+    assert row["verdict"] == verdict, row["reason"]
+    assert row["value"] == pytest.approx(exponent, abs=0.01)
