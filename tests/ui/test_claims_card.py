@@ -102,3 +102,16 @@ def test_the_claim_figure_draws_the_interval_against_the_band(shipped):
     assert row["verdict"] in ax.get_title()
     with pytest.raises(InputError, match="no-such-claim"):
         plots.claim_interval(shipped, claim="no-such-claim")
+
+
+def test_the_claims_explorer_narrows_to_a_verdict_and_redraws(shipped):
+    from toolkit.ui.widgets import claims_explorer
+
+    explorer = claims_explorer(shipped)
+    before = explorer.image.value
+    assert before and not explorer.message
+    explorer.controls["verdict"].value = "does not hold"
+    failing = shipped.filter(pl.col("verdict") == "does not hold")["id"].to_list()
+    assert list(explorer.controls["claim"].options) == failing
+    assert explorer.values()["claim"] == failing[0]
+    assert explorer.image.value != before
