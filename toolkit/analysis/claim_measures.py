@@ -19,6 +19,7 @@ stated level; the envelope's simultaneous coverage can be lower, which the metho
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,12 +80,20 @@ class Measurement:
 
 class Stores:
     """The result stores under ``root`` (default: the shipped ``data/``), each table read
-    once. ``has(name)`` tells whether ``root/name`` is a store."""
+    once, and analyses several claims share computed once (:meth:`shared`).
+    ``has(name)`` tells whether ``root/name`` is a store."""
 
     def __init__(self, root: str | Path = DATA) -> None:
         self.root = Path(root)
         self._runs: dict[str, pl.DataFrame] = {}
         self._probes: dict[str, pl.DataFrame] = {}
+        self._shared: dict[tuple, pl.DataFrame] = {}
+
+    def shared(self, key: tuple, compute: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+        """``compute()``, computed the first time ``key`` is asked for and kept."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     def has(self, name: str) -> bool:
         """Whether ``root/name/store.json`` exists."""
@@ -130,6 +139,19 @@ def _one(frame: pl.DataFrame, where: dict) -> dict | None:
 
 # --- transfer of the optimal learning rate -------------------------------------------------
 
+def _drifts(stores: Stores, store: str, axis: str) -> pl.DataFrame:
+    """:func:`~toolkit.analysis.transfer.drift` of every series of ``store`` along ``axis``."""
+    optima = stores.shared(("optima", store), lambda: optimal_lr(stores.runs(store)))
+    return stores.shared(("drift", store, axis), lambda: drift(optima, axis=axis, level=LEVEL))
+
+
+def _transferred_mup_adam(stores: Stores) -> pl.DataFrame:
+    """:func:`~toolkit.analysis.transfer.transferred` of ``width_transfer``'s muP, Adam runs."""
+    frame = stores.shared(("transferred", "width_transfer"),
+                          lambda: transferred(stores.runs("width_transfer")))  # fmt: skip
+    return frame.filter(pl.col("parametrization") == "mup", pl.col("optimizer") == "adam")
+
+
 def lr_drift(stores: Stores, store: str, *, axis: str, where: dict) -> Measurement:
     """The slope of ``log2`` optimal LR against ``log2(axis)`` of the series ``where``
     (:func:`~toolkit.analysis.transfer.drift` on :func:`~toolkit.analysis.optima.optimal_lr`:
@@ -137,7 +159,7 @@ def lr_drift(stores: Stores, store: str, *, axis: str, where: dict) -> Measureme
     unit = f"octaves of optimal LR per doubling of {axis}"
     line = (f"line through the quadratic-refined optima against log2 {axis} "
             f"(toolkit.analysis.transfer.drift), {LEVEL:.0%} interval")  # fmt: skip
-    row = _one(drift(optimal_lr(stores.runs(store)), axis=axis, level=LEVEL), where)
+    row = _one(_drifts(stores, store, axis), where)
     if row is None:
         series = ", ".join(f"{k} {v}" for k, v in where.items())
         return Measurement.absent(f"no single {series} series in {store}", unit=unit,
@@ -148,6 +170,26 @@ def lr_drift(stores: Stores, store: str, *, axis: str, where: dict) -> Measureme
         return Measurement.absent(f"no drift can be fitted: {note}", unit=unit, method=line)
     return Measurement(row["slope"], row["slope_lo"], row["slope_hi"], LEVEL, unit,
                        f"{row['method']} {line}", note)  # fmt: skip
+
+
+def drift_gap(stores: Stores, store: str, *, axis: str, where: dict, than: dict) -> Measurement:
+    """``|drift(where)| - |drift(than)|``: how much less the optimum of one series moves
+    than another's (:func:`lr_drift` of each), with the two intervals' half-widths in
+    quadrature (:func:`~toolkit.analysis.fits.difference`, on each slope's magnitude)."""
+    unit = f"octaves of optimal LR per doubling of {axis}, |drift| difference"
+    method = (f"difference of the two |drift| values (toolkit.analysis.transfer.drift), "
+              f"{LEVEL:.0%} half-widths in quadrature")  # fmt: skip
+    mine, theirs = (lr_drift(stores, store, axis=axis, where=w) for w in (where, than))
+    for measured in (mine, theirs):
+        if measured.missing is not None:
+            return Measurement.absent(measured.missing, unit=unit, method=method)
+    sizes = [
+        [float(x[0]) for x in magnitude(*(np.array([v]) for v in (m.value, m.lo, m.hi)))]
+        for m in (mine, theirs)
+    ]
+    gap = difference(*sizes[0], *sizes[1])
+    note = f"|drift| {sizes[0][0]:.3f} against {sizes[1][0]:.3f}"
+    return Measurement(*gap, LEVEL, unit, method, note)
 
 
 def base_width_gap(runs: pl.DataFrame) -> tuple[float, int, int]:
@@ -195,9 +237,7 @@ def loss_change_with_width(stores: Stores) -> Measurement:
     unit = "change in final training loss per width step (nats)"
     method = (f"envelope of normal {LEVEL:.0%} intervals of each neighbouring difference of "
               "seed means (seed standard errors in quadrature)")  # fmt: skip
-    frame = transferred(stores.runs("width_transfer")).filter(
-        pl.col("parametrization") == "mup", pl.col("optimizer") == "adam"
-    ).sort("width")
+    frame = _transferred_mup_adam(stores).sort("width")
     if frame.height < 2:
         return Measurement.absent("fewer than two widths under muP with Adam", unit=unit,
                                   method=method)  # fmt: skip
@@ -224,9 +264,7 @@ def loss_prediction(stores: Stores) -> Measurement:
     unit = "final training loss (nats), observed minus predicted"
     method = (f"power law a N^-b + c on the narrower widths, {LEVEL:.0%} prediction interval "
               "(delta method plus seed noise; toolkit.analysis.transfer.predict_loss)")  # fmt: skip
-    frame = transferred(stores.runs("width_transfer")).filter(
-        pl.col("parametrization") == "mup", pl.col("optimizer") == "adam"
-    ).sort("n_params")
+    frame = _transferred_mup_adam(stores).sort("n_params")
     if frame.height < 4:
         return Measurement.absent("fewer than four widths under muP with Adam", unit=unit,
                                   method=method)  # fmt: skip
@@ -413,9 +451,10 @@ def sharpness_width_exponent(stores: Stores) -> Measurement:
 # --- intrinsic dimension -------------------------------------------------------------------
 
 def _d_int(stores: Stores) -> pl.DataFrame:
-    return intrinsic.d_int_table(
+    """:func:`~toolkit.analysis.intrinsic.d_int_table` at 90% of the intrinsic-dimension store."""
+    return stores.shared(("d_int90",), lambda: intrinsic.d_int_table(
         intrinsic.load_measurements(stores.root / "intrinsic_dimension"), threshold=0.9
-    )
+    ))  # fmt: skip
 
 
 def toy_problem(stores: Stores) -> Measurement:

@@ -107,6 +107,16 @@ CLAIMS: tuple[Claim, ...] = (
         "near", 0.0, _WIDTH_STEP,
     ),  # fmt: skip
     Claim(
+        "mup-drifts-less-than-sp",
+        "With Adam the optimal learning rate moves less across width under muP than under "
+        "standard parametrization.",
+        _TP5, "width_transfer",
+        partial(measures.drift_gap, store="width_transfer", axis="width",
+                where={"parametrization": "mup", "optimizer": "adam"},
+                than={"parametrization": "sp", "optimizer": "adam"}),
+        "below", 0.0, 0.0,
+    ),  # fmt: skip
+    Claim(
         "wider-is-better-under-mup",
         "Under muP the loss at the transferred learning rate falls with every increase in "
         "width.",
