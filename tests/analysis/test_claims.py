@@ -11,14 +11,8 @@ import polars as pl
 import pytest
 
 from toolkit import store as results
-from toolkit.analysis.claim_measures import (
-    SHARPNESS_STAT,
-    SHARPNESS_STORE,
-    Stores,
-    base_width_gap,
-    largest,
-    magnitude,
-)
+from toolkit.analysis.claim_data import Stores, largest, magnitude
+from toolkit.analysis.claim_measures import SHARPNESS_STAT, SHARPNESS_STORE, base_width_gap
 from toolkit.analysis.claim_rules import CLAIMS, Claim
 from toolkit.analysis.claims import (
     CARD_COLUMNS,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from toolkit.analysis.claim_measures import Measurement, Stores
+from toolkit.analysis.claim_data import Measurement, Stores
 from toolkit.analysis.claim_rules import CLAIMS, Claim
 from toolkit.errors import InputError
 from toolkit.paths import DATA
