@@ -283,7 +283,8 @@ def sigma_max_lr_over_wd(stores: Stores) -> Measurement:
         return Measurement.absent("no hidden-matrix spectra across (lr, wd) at a fixed decay rule",
                                   unit=unit, method=method)  # fmt: skip
     row = fit.row(0, named=True)
-    note = f"{row['points']} matrices at {row['sizes']} values of lr/wd"
+    note = (f"{row['points']} matrices at {row['sizes']} values of lr/wd, at step {row['step']} "
+            "(the law is for the steady state)")  # fmt: skip
     return Measurement(row["exponent"], row["exponent_lo"], row["exponent_hi"], LEVEL, unit,
                        method, note)  # fmt: skip
 

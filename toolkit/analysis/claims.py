@@ -46,19 +46,24 @@ def band(expect: str, target: float, tolerance: float) -> tuple[float, float]:
 
 
 def rule_text(expect: str, target: float, tolerance: float) -> str:
-    """The rule in words with its numbers, e.g. ``within 0 ± 0.25`` (for ``covers``, the
-    target the interval must contain)."""
+    """The band's edge or edges in words with their numbers: ``0 ± 0.25`` (``near``),
+    ``-0.25 (0 minus the tolerance 0.25)`` (``below``), the target (``covers``)."""
     if expect == "near":
-        return f"within {target:.3g} ± {tolerance:.3g}"
-    if expect == "below":
-        return f"below {target - tolerance:.3g}" + (
-            f" ({target:.3g} minus the tolerance {tolerance:.3g})" if tolerance else ""
-        )
-    if expect == "above":
-        return f"above {target + tolerance:.3g}" + (
-            f" ({target:.3g} plus the tolerance {tolerance:.3g})" if tolerance else ""
-        )
-    return f"{target:.3g}"
+        return f"{target:.3g} ± {tolerance:.3g}"
+    if expect == "covers":
+        return f"{target:.3g}"
+    if not tolerance:
+        return f"{target:.3g} (tolerance 0)"
+    sign, word = (-1, "minus") if expect == "below" else (1, "plus")
+    return f"{target + sign * tolerance:.3g} ({target:.3g} {word} the tolerance {tolerance:.3g})"
+
+
+_SAYS = {  # expect -> (holds, does not hold, cannot tell): how the interval sits
+    "near": ("lies within", "lies outside", "straddles an edge of"),
+    "below": ("lies below", "lies above", "straddles"),
+    "above": ("lies above", "lies below", "straddles"),
+    "covers": ("contains", "does not contain", "straddles"),
+}
 
 
 def number(value: float) -> str:
@@ -77,23 +82,24 @@ def judge(
     target); ``does not hold`` when it lies wholly outside it (misses the target);
     ``cannot tell`` when it straddles an edge of the band, or when the value or interval
     is not a number.
-    """  # fmt: skip
+    """
     rule = rule_text(expect, target, tolerance)
     if any(math.isnan(x) for x in (value, lo, hi)):
-        return UNKNOWN, f"{number(value)} has no interval, so it cannot be judged against {rule}"
+        return UNKNOWN, (f"{number(value)} has no interval, so it cannot be judged against "
+                         f"{expect} {rule}")  # fmt: skip
     low, high = band(expect, target, tolerance)
     where = f"{number(value)} ({level:.0%} interval [{number(lo)}, {number(hi)}])"
     if level == 1.0:
         where = f"{number(value)} (exact)"
+    holds, fails, straddles = _SAYS[expect]
     if expect == "covers":
-        if lo <= target <= hi:
-            return HOLDS, f"{where} contains {rule}"
-        return FAILS, f"{where} does not contain {rule}"
+        inside = lo <= target <= hi
+        return (HOLDS, f"{where} {holds} {rule}") if inside else (FAILS, f"{where} {fails} {rule}")
     if low <= lo and hi <= high:
-        return HOLDS, f"{where} lies {rule}"
+        return HOLDS, f"{where} {holds} {rule}"
     if hi < low or lo > high:
-        return FAILS, f"{where} lies outside {rule}"
-    return UNKNOWN, f"{where} straddles the edge of {rule}"
+        return FAILS, f"{where} {fails} {rule}"
+    return UNKNOWN, f"{where} {straddles} {rule}"
 
 
 def _row(claim: Claim, stores: Stores) -> dict:
