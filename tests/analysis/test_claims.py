@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -25,7 +27,7 @@ from toolkit.analysis.claims import (
     judge,
 )
 from toolkit.errors import InputError
-from toolkit.paths import DATA
+from toolkit.paths import DATA, REPOSITORY
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +226,9 @@ def test_the_sharpness_claim_reads_its_store_once_shipped(tmp_path, exponent, ve
     row = card(tmp_path, claims=claim).row(0, named=True)
     assert row["verdict"] == verdict, row["reason"]
     assert row["value"] == pytest.approx(exponent, abs=0.01)
+
+
+def test_the_card_is_evaluated_without_torch():
+    code = ("import sys; from toolkit.analysis.claims import card; card(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPOSITORY)

@@ -27,7 +27,8 @@ def claims_parser(sub) -> None:
         "level and method) and a verdict: holds, does not hold, or cannot tell (the interval "
         "straddles the claim's tolerance, or no store answers it).",
     )
-    parser.add_argument("--data", default=None, help="directory of result stores (default: data/)")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="directory of result stores (default: data/)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     output.add_argument("--markdown", action="store_true", help="the card as Markdown")
