@@ -80,7 +80,8 @@ def test_data_flows_one_way(module):
 
 @pytest.mark.parametrize(
     "module", ["toolkit.store", "toolkit.analysis.transfer", "toolkit.analysis.intrinsic",
-               "toolkit.analysis.spectra", "toolkit.analysis.coord_check"]
+               "toolkit.analysis.spectra", "toolkit.analysis.coord_check",
+               "toolkit.analysis.claims"]
 )  # fmt: skip
 def test_reading_results_imports_no_torch(module):
     """Analysis reads stores without torch."""

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from toolkit.analysis.claims import card  # noqa: E402
 from toolkit.analysis.intrinsic import load_measurements  # noqa: E402
 from toolkit.paths import shipped  # noqa: E402
 from toolkit.ui import widgets as ui  # noqa: E402
@@ -50,6 +51,7 @@ EXPLORERS = {
         hyperparameters=("output_alpha", "init_sigma")),
     "spectra": lambda: ui.spectra_explorer(StudyData(shipped("spectra")), study="spectra"),
     "intrinsic": lambda: ui.intrinsic_explorer(load_measurements()),
+    "claims": lambda: ui.claims_explorer(card()),
 }  # fmt: skip
 
 

@@ -188,3 +188,22 @@ def fit_power_law(
     else:
         return PowerLawPrediction(predicted, nan, nan, tuple(params), False)
     return PowerLawPrediction(predicted, predicted - half, predicted + half, tuple(params), True)
+
+
+def difference(
+    value: float | None,
+    lo: float | None,
+    hi: float | None,
+    base: float | None,
+    base_lo: float | None,
+    base_hi: float | None,
+) -> tuple[float, float, float] | None:
+    """``value - base`` with an interval at the two intervals' level: each interval's
+    half-width taken as its estimate's error, the two combined in quadrature (independent
+    estimates). Returns ``(difference, lo, hi)``, or ``None`` when either estimate or
+    interval is missing or unbounded."""
+    numbers = (value, lo, hi, base, base_lo, base_hi)
+    if any(x is None or not math.isfinite(x) for x in numbers):
+        return None
+    half = math.hypot((hi - lo) / 2, (base_hi - base_lo) / 2)
+    return value - base, value - base - half, value - base + half

@@ -37,6 +37,7 @@ from toolkit.engine.catalogue import PROJECTIONS
 from toolkit.errors import InputError
 from toolkit.studies.schema import SCHEMA
 from toolkit.studies.spec import SweepSpec
+from toolkit.ui.cli_claims import claims_parser
 from toolkit.ui.cli_store import report_parser, store_parser
 from toolkit.ui.console import print_json as _print_json
 from toolkit.ui.console import print_table as _print_table
@@ -382,6 +383,7 @@ VERBS: Sequence[Callable] = (
     _intrinsic_dim_parser,
     _spectra_parser,
     _figures_parser,
+    claims_parser,
 )
 
 

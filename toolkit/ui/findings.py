@@ -12,6 +12,8 @@ import math
 
 import polars as pl
 
+from toolkit.analysis.claims import FAILS, HOLDS, UNKNOWN, counts, number
+from toolkit.analysis.fits import difference
 from toolkit.analysis.optima import (
     CONFIG_KEYS,
     config_keys,
@@ -128,24 +130,6 @@ def _constant(value: float) -> str:
     return f"{value:g}"
 
 
-def _difference(
-    value: float | None,
-    lo: float | None,
-    hi: float | None,
-    base: float | None,
-    base_lo: float | None,
-    base_hi: float | None,
-) -> tuple[float, float, float] | None:
-    """``value - base`` with a 95% interval: each interval's half-width taken as its
-    estimate's error, the two combined in quadrature (independent runs). ``None`` when
-    either estimate or interval is missing."""
-    numbers = (value, lo, hi, base, base_lo, base_hi)
-    if any(x is None or not math.isfinite(x) for x in numbers):
-        return None
-    half = math.hypot((hi - lo) / 2, (base_hi - base_lo) / 2)
-    return value - base, value - base - half, value - base + half
-
-
 def lr_constant_settings(frame: pl.DataFrame) -> pl.DataFrame:
     """``frame`` (runs, optima or drifts) with its LR-constant columns' nulls (a constant
     left at 1, not recorded) filled with 1 and a ``setting`` column naming the constants
@@ -199,7 +183,7 @@ def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
     ordered_ = sorted(settings, key=lambda row: [(row[c] == 1.0, row[c]) for c in constants])
     for row in ordered_:  # input before hidden before output, smaller constants first
         varied, label = [c for c in constants if row[c] != 1.0], row["setting"]
-        change = _difference(row["slope"], row["slope_lo"], row["slope_hi"],
+        change = difference(row["slope"], row["slope_lo"], row["slope_hi"],
                              base["slope"], base["slope_lo"], base["slope_hi"])  # fmt: skip
         text = f"- **{label}**: {_drift_sentence(row)}"
         if change is None:
@@ -212,7 +196,7 @@ def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
         mine = first.filter(*(pl.col(c) == row[c] for c in constants)).row(0, named=True)
         shift = None
         if mine["measured"] and base_opt["measured"]:
-            shift = _difference(mine["log2_lr_opt"], mine["log2_lr_lo"], mine["log2_lr_hi"],
+            shift = difference(mine["log2_lr_opt"], mine["log2_lr_lo"], mine["log2_lr_hi"],
                                 base_opt["log2_lr_opt"], base_opt["log2_lr_lo"],
                                 base_opt["log2_lr_hi"])  # fmt: skip
         if shift is None:
@@ -375,3 +359,52 @@ def finetuning(estimates: pl.DataFrame) -> str:
         "The intervals overlap: at this scale the measurement cannot tell the two "
         "starts apart, so it neither confirms nor contradicts Aghajanyan et al."
     )
+
+
+def claims_headline(card: pl.DataFrame) -> str:
+    """The card's headline: ``N claims checked: a hold, b do not hold, c cannot tell.``
+    (``card``: :func:`toolkit.analysis.claims.card` output)."""
+    n = counts(card)
+    return (f"{card.height} claims checked: {n[HOLDS]} hold, {n[FAILS]} do not hold, "
+            f"{n[UNKNOWN]} cannot tell.")  # fmt: skip
+
+
+def claim_sentence(row: dict) -> str:
+    """One claim of the card as a sentence: its id, the claim, its verdict and why (the
+    reason quotes the card's number, interval and tolerance), with the source."""
+    return (f"**{row['id']}** ({row['source']}): {row['claim']} *{row['verdict'].capitalize()}*: "
+            f"{row['reason']}")  # fmt: skip
+
+
+def _interval(row: dict) -> str:
+    if row["level"] is None or math.isnan(row["level"]):
+        return "-"
+    if row["level"] == 1.0:
+        return "exact"
+    return f"[{number(row['lo'])}, {number(row['hi'])}] ({row['level']:.0%})"
+
+
+def claims_summary(card: pl.DataFrame) -> str:
+    """The headline and a Markdown table of the card (claim, verdict, value, interval with
+    its level, unit, store, source): the block the README shows."""
+    lines = [
+        claims_headline(card),
+        "",
+        "| claim | verdict | value | interval | unit | store | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in card.iter_rows(named=True):
+        cells = (f"`{row['id']}`", row["verdict"], number(row["value"]), _interval(row),
+                 row["unit"], row["store"] or "-", row["source"])  # fmt: skip
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def claim_sentences(card: pl.DataFrame) -> str:
+    """One Markdown bullet per claim of the card (:func:`claim_sentence`)."""
+    return "\n".join(f"- {claim_sentence(row)}" for row in card.iter_rows(named=True))
+
+
+def claims_markdown(card: pl.DataFrame) -> str:
+    """:func:`claims_summary`, then one bullet per claim (:func:`claim_sentences`)."""
+    return f"{claims_summary(card)}\n\n{claim_sentences(card)}"

@@ -15,6 +15,8 @@ import polars as pl
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from toolkit.analysis.claims import band
+from toolkit.errors import InputError
 from toolkit.ui.layout import CATEGORICAL, Layout
 
 
@@ -387,3 +389,46 @@ def ratio_heatmaps(
         ax.set(title=str(panel), xlabel="width")
     layout.fig.colorbar(image, ax=layout.axes, shrink=0.8, label="log2 ratio to smallest width")
     return layout.finish(title, legend=None)
+
+
+def claim_interval(
+    card: pl.DataFrame,
+    *,
+    claim: str,
+    value: str = "value",
+    lo: str = "lo",
+    hi: str = "hi",
+    unit: str = "unit",
+    title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """One claim of the card: its number with its interval (``value``, ``lo``, ``hi``)
+    against the band the claim expects (shaded; its ``target`` a dashed line), so a
+    verdict reads at a glance: inside the band holds, outside does not, across an edge
+    cannot tell. ``card`` is :func:`toolkit.analysis.claims.card` output; ``claim`` the
+    row's ``id``. A claim without a number shows its reason instead."""
+    rows = card.filter(pl.col("id") == claim)
+    if rows.height != 1:
+        raise InputError(f"claim={claim!r} is not a row of the card; ids: "
+                         f"{', '.join(card['id'])}")  # fmt: skip
+    row = rows.row(0, named=True)
+    layout = Layout.one_panel(rows, fig=fig)
+    ax = layout.ax
+    low, high = band(row["expect"], row["target"], row["tolerance"])
+    numbers = [x for x in (row[value], row[lo], row[hi], low, high, row["target"])
+               if x is not None and np.isfinite(x)]  # fmt: skip
+    span = (max(numbers) - min(numbers)) or 1.0
+    left, right = min(numbers) - 0.3 * span, max(numbers) + 0.3 * span
+    ax.axvspan(max(low, left), min(high, right), color="C2", alpha=0.2, lw=0,
+               label=f"expected ({row['expect']})")  # fmt: skip
+    ax.axvline(row["target"], color="grey", ls="--", lw=1)
+    if np.isfinite(row[value]):
+        ax.errorbar([row[value]], [0], xerr=[[row[value] - row[lo]], [row[hi] - row[value]]],
+                    fmt="o", color="black", capsize=3, label="value, interval")  # fmt: skip
+    else:
+        ax.text(0.5, 0.5, "no number:\n" + row["reason"], transform=ax.transAxes, ha="center",
+                va="center", fontsize="small", wrap=True)  # fmt: skip
+    ax.set(xlim=(left, right), ylim=(-1, 1), yticks=[], xlabel=row[unit])
+    figure = layout.finish(title if title is not None else f"{claim}\n{row['verdict']}")
+    ax.title.set_fontsize("small")
+    return figure

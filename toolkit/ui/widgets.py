@@ -1,6 +1,6 @@
 """Explorers of stored studies: controls wired to :mod:`toolkit.analysis` and
 :mod:`toolkit.ui.plots` over a study's results (transfer curves, weight-decay
-heatmaps, spectra, intrinsic dimension).
+heatmaps, spectra, intrinsic dimension, the claims card).
 
 Each function builds an :class:`~toolkit.ui.explorer.Explorer` from what it is
 given and draws it at once from the stored data (nothing trains). A selection
@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from toolkit.analysis import intrinsic as intrinsic_analysis
 from toolkit.analysis import spectra as spectral_analysis
+from toolkit.analysis.claims import VERDICTS
 from toolkit.analysis.optima import (
     hyperparameter_curves,
     lr_curves,
@@ -330,5 +331,33 @@ def intrinsic_explorer(frame: pl.DataFrame, *, name: str = "intrinsic_dimension"
         return (values["across"],) + (("d",) if values["view"] == "d_int vs D" else ())
 
     explorer = Explorer(controls, render, name=name, inactive=unused, in_place=True)
+    explorer.redraw()
+    return explorer
+
+
+EVERY_VERDICT = "every verdict"
+"""The verdict filter of :func:`claims_explorer` that keeps every claim."""
+
+
+def claims_explorer(card: pl.DataFrame, *, name: str = "claims") -> Explorer:
+    """The claims card (:func:`toolkit.analysis.claims.card`) one claim at a time: its
+    number and interval against the band it expects (:func:`toolkit.ui.plots.claim_interval`).
+    Controls: a verdict (the claim list narrows to the claims with it) and the claim."""
+    verdicts = [EVERY_VERDICT, *(v for v in VERDICTS if v in set(card["verdict"]))]
+    verdict = widgets.ToggleButtons(options=verdicts, description="verdict", style=LABELS)
+    claim = dropdown(card["id"].to_list(), description="claim")
+
+    def narrow(change: dict) -> None:  # runs before the explorer redraws for the verdict
+        chosen = change["new"]
+        rows = card if chosen == EVERY_VERDICT else card.filter(pl.col("verdict") == chosen)
+        claim.options = rows["id"].to_list()
+        claim.value = claim.options[0]
+
+    verdict.observe(narrow, names="value")
+
+    def render(fig: Figure, values: dict) -> None:
+        plots.claim_interval(card, claim=values["claim"], fig=fig)
+
+    explorer = Explorer({"verdict": verdict, "claim": claim}, render, name=name, in_place=True)
     explorer.redraw()
     return explorer

@@ -1,0 +1,72 @@
+"""The ``claims`` verb: the claims card (:mod:`toolkit.analysis.claims`) on the command line.
+
+A table and the headline by default; ``--markdown`` the card with one sentence per claim;
+``--json`` every column; ``--readme PATH`` rewrites the block of a Markdown file between
+:data:`README_MARKERS` with the card's summary (how the README's block is regenerated).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit.errors import InputError
+from toolkit.ui.console import print_json, print_table
+
+README_MARKERS = ("<!-- claims:start -->", "<!-- claims:end -->")
+"""The lines around the README's claims block (what ``claims --readme`` rewrites)."""
+
+
+def claims_parser(sub) -> None:
+    """Add the ``claims`` verb to the subparsers ``sub``."""
+    parser = sub.add_parser(
+        "claims",
+        help="check published claims against the shipped result stores",
+        description="Evaluate every published claim the toolkit can check on the result "
+        "stores (default: the shipped data/) and give each its number, interval (with its "
+        "level and method) and a verdict: holds, does not hold, or cannot tell (the interval "
+        "straddles the claim's tolerance, or no store answers it).",
+    )
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="directory of result stores (default: data/)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    output.add_argument("--markdown", action="store_true", help="the card as Markdown")
+    output.add_argument(
+        "--readme", default=None, metavar="PATH",
+        help="rewrite the claims block of the Markdown file PATH (between "
+        f"'{README_MARKERS[0]}' and '{README_MARKERS[1]}') with the card's summary",
+    )  # fmt: skip
+    parser.set_defaults(run=_run_claims)
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the lines between :data:`README_MARKERS` replaced by ``block``;
+    :class:`InputError` unless each marker occurs exactly once, start before end."""
+    start, end = README_MARKERS
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise InputError(f"the file needs one {start!r} line followed by one {end!r} line")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{block}\n{end}{tail}"
+
+
+def _run_claims(args: argparse.Namespace) -> None:
+    from toolkit.analysis.claims import card
+    from toolkit.io import write_atomically
+    from toolkit.paths import DATA
+    from toolkit.ui import findings
+
+    frame = card(DATA if args.data is None else args.data)
+    if args.json:
+        print_json(frame.to_dicts())
+    elif args.markdown:
+        print(findings.claims_markdown(frame))
+    elif args.readme:
+        path = Path(args.readme)
+        text = replace_block(path.read_text(), findings.claims_summary(frame))
+        write_atomically(path, lambda f: f.write(text.encode()))
+        print(f"{path}: claims block rewritten ({findings.claims_headline(frame)})")
+    else:
+        print_table(frame.select("id", "verdict", "value", "lo", "hi", "level", "unit"))
+        print(findings.claims_headline(frame))
