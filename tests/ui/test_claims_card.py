@@ -51,8 +51,8 @@ def test_the_headline_counts_the_verdicts(shipped):
     n = {v: int((shipped["verdict"] == v).sum()) for v in ("holds", "does not hold",
                                                            "cannot tell")}  # fmt: skip
     assert findings.claims_headline(shipped) == (
-        f"{shipped.height} claims checked: {n['holds']} hold, {n['does not hold']} do not "
-        f"hold, {n['cannot tell']} cannot tell."
+        f"{shipped.height} claims checked: holds {n['holds']}, does not hold "
+        f"{n['does not hold']}, cannot tell {n['cannot tell']}."
     )
 
 

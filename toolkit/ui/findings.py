@@ -362,11 +362,11 @@ def finetuning(estimates: pl.DataFrame) -> str:
 
 
 def claims_headline(card: pl.DataFrame) -> str:
-    """The card's headline: ``N claims checked: a hold, b do not hold, c cannot tell.``
-    (``card``: :func:`toolkit.analysis.claims.card` output)."""
+    """The card's headline, each verdict with its count: ``N claims checked: holds a,
+    does not hold b, cannot tell c.`` (``card``: :func:`toolkit.analysis.claims.card`)."""
     n = counts(card)
-    return (f"{card.height} claims checked: {n[HOLDS]} hold, {n[FAILS]} do not hold, "
-            f"{n[UNKNOWN]} cannot tell.")  # fmt: skip
+    tally = ", ".join(f"{verdict} {n[verdict]}" for verdict in (HOLDS, FAILS, UNKNOWN))
+    return f"{card.height} claims checked: {tally}."
 
 
 def claim_sentence(row: dict) -> str:
