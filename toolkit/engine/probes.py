@@ -3,8 +3,12 @@
 A probe is called by the training loop with a
 :class:`toolkit.engine.probe_runner.ProbeContext` and returns a list of dicts with keys
 ``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBE_FUNCTIONS` names
-them (``activations``, ``spectra``); :func:`log_spaced_steps` is the default
-schedule to record them at.
+them (``activations``, ``spectra``, ``sharpness``, ``alignment``); :func:`log_spaced_steps` is
+the default schedule to record them at.
+
+Roles are those of the model's tensors (``input``, ``hidden``, ``vector``, ``output``,
+``fixed``) for rows about one layer, and :data:`MODEL_ROLE` for rows about a whole
+member (its loss Hessian), whose layer is :data:`MODEL_LAYER`.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import numpy as np
 import torch
 
 from toolkit.engine.catalogue import PROBES, check_registry
+from toolkit.engine.evaluation import per_member_loss
+from toolkit.engine.hessian import MAX_ITERATIONS, TOLERANCE, top_eigenvalue
 from toolkit.engine.parametrization import Kind
 from toolkit.engine.probe_runner import Probe, ProbeContext
 from toolkit.engine.spectra import (
     FULL_UP_TO,
     MIN_EIGENVALUES,
+    alignment,
     cond_ratio,
     fit_power_law,
     log_spaced_ranks,
@@ -31,6 +38,12 @@ from toolkit.errors import InputError, check_positive
 #: (``block{l}``) is a sum of width-sized vectors and counts as ``hidden``.
 _OUTPUT_LAYERS = {"readout"}
 _INPUT_LAYERS = {"input", "embed"}
+
+MODEL_LAYER = "model"
+"""The layer of a row about a whole member rather than one of its layers."""
+
+MODEL_ROLE = "model"
+"""The role of a row about a whole member (all its tensors together)."""
 
 
 def layer_role(layer: str) -> str:
@@ -166,6 +179,99 @@ def spectral_stats(
     return rows
 
 
-PROBE_FUNCTIONS: dict[str, Probe] = {"activations": activation_stats, "spectra": spectral_stats}
+def sharpness_stats(
+    ctx: ProbeContext, *, tol: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS
+) -> list[dict]:
+    """The sharpness of each member: ``lambda_max``, the largest (algebraic) eigenvalue of
+    the Hessian of its training loss on the *probe batch* (the fixed ``batch_size`` training
+    examples of :class:`~toolkit.engine.probe_runner.ProbeRunner`, the same at every step)
+    with respect to all its tensors, as stored (so under a parametrization with forward
+    multipliers it is the Hessian the optimizer's raw parameters see).
+
+    Power iteration on Hessian-vector products of the members' summed loss, whose Hessian
+    is block-diagonal by member (:mod:`toolkit.engine.hessian`). Rows, with layer
+    :data:`MODEL_LAYER` and role :data:`MODEL_ROLE`:
+
+    ======================= ==========================================================
+    ``sharpness``           ``lambda_max`` (NaN for a frozen member or a non-finite loss)
+    ``sharpness_iters``     Hessian-vector products it took
+    ``sharpness_converged`` 1 if the relative residual reached ``tol`` within
+                            ``max_iterations``, else 0: the value is then not trusted
+    ======================= ==========================================================
+
+    The model is left as it was: products come from ``torch.autograd.grad`` (double
+    backward), which writes no ``.grad``, and the start vector has its own generator, so
+    training after the probe is bit-identical to training without it.
+    """
+    if ctx.y is None or ctx.task is None:
+        raise InputError("the sharpness probe needs the probe batch's targets: ProbeContext.y "
+                         "and ProbeContext.task are None")  # fmt: skip
+    params = [p for _, p in ctx.model.named_tensors()]
+    with torch.enable_grad():
+        loss = per_member_loss(ctx.task, ctx.model(ctx.x), ctx.y)
+        live = torch.isfinite(loss.detach()).cpu()
+        if ctx.active is not None:
+            live &= ctx.active.cpu()
+        total = torch.where(live.to(loss.device), loss, torch.zeros_like(loss)).sum()
+        grads = torch.autograd.grad(total, params, create_graph=True)
+
+        def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+            return list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
+
+        top = top_eigenvalue(hvp, params, tol=tol, max_iterations=max_iterations)
+    sharpness = torch.where(live, top.eigenvalue, torch.nan).tolist()
+    iterations, converged = top.iterations.tolist(), (top.converged & live).tolist()
+    rows = []
+    for member in range(ctx.model.members):
+        row = {"member": member, "layer": MODEL_LAYER, "role": MODEL_ROLE}
+        rows.append({**row, "stat": "sharpness", "value": sharpness[member]})
+        rows.append({**row, "stat": "sharpness_iters", "value": float(iterations[member])})
+        rows.append({**row, "stat": "sharpness_converged", "value": float(converged[member])})
+    return rows
+
+
+def alignment_stats(ctx: ProbeContext) -> list[dict]:
+    """Per member and weight matrix, how well its update aligns with its input.
+
+    With ``x`` the layer's input on the probe batch (:meth:`ProbeContext.inputs`) and
+    :func:`toolkit.engine.spectra.alignment` the mean over the batch of
+    ``||x dW|| / (||dW||_2 ||x||)`` (in [0, 1]; Everett et al. 2024's alignment):
+
+    ===================== ==================================================
+    ``update_alignment``  ``dW = W - W_prev``, the last step's update
+    ``delta_alignment``   ``dW = W - W_0``, the change since initialisation
+    ===================== ==================================================
+
+    Both from step 1 (at step 1 they coincide); NaN where ``dW = 0`` (a frozen member).
+    Forward multipliers scale ``dW`` per member and cancel in the ratio. ``x`` is the
+    current input, from the probe batch, not the batch the update was computed on.
+    Embedding lookups (their input is token ids) have no rows.
+    """
+    if ctx.step == 0:
+        return []
+    inputs = ctx.inputs()
+    rows: list[dict] = []
+    for spec, param in ctx.model.named_tensors():
+        layer = spec.name.removesuffix(".weight")
+        if spec.kind is not Kind.WEIGHT or layer not in inputs:
+            continue
+        weight, x = param.detach(), inputs[layer]
+        stats = {
+            "update_alignment": alignment(weight - ctx.previous[spec.name], x).tolist(),
+            "delta_alignment": alignment(weight - ctx.initial[spec.name], x).tolist(),
+        }
+        for member in range(ctx.model.members):
+            row = {"member": member, "layer": layer, "role": spec.role.value}
+            for stat, values in stats.items():
+                rows.append({**row, "stat": stat, "value": values[member]})
+    return rows
+
+
+PROBE_FUNCTIONS: dict[str, Probe] = {
+    "activations": activation_stats,
+    "spectra": spectral_stats,
+    "sharpness": sharpness_stats,
+    "alignment": alignment_stats,
+}
 """Probes by their name in :data:`toolkit.engine.catalogue.PROBES`."""
 check_registry("probes", PROBE_FUNCTIONS, PROBES)
