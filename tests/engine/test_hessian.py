@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from toolkit.engine.data import load_task
 from toolkit.engine.evaluation import per_member_loss
-from toolkit.engine.hessian import top_eigenvalue
+from toolkit.engine.hessian import flushing_denormals, top_eigenvalue
 from toolkit.engine.parametrization import Parametrization
 from toolkit.engine.probe_runner import ProbeContext, ProbeRunner
 from toolkit.engine.probes import PROBE_FUNCTIONS, sharpness_stats
@@ -108,7 +108,9 @@ def test_a_nan_or_frozen_member_reads_nan_and_leaves_the_others_alone(task):
 def test_the_probe_changes_no_tensor_and_leaves_no_gradient(task):
     ctx = _context(task)
     before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+    assert not flushing_denormals()
     sharpness_stats(ctx)
+    assert not flushing_denormals()  # the probe flushes denormals and restores the setting
     for name, param in ctx.model.named_parameters():
         assert param.grad is None
         assert torch.equal(param, before[name])

@@ -28,7 +28,8 @@ member stopped by the iteration cap is reported as not converged, never silently
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,34 @@ class TopEigenvalue:
     eigenvalue: torch.Tensor
     iterations: torch.Tensor
     converged: torch.Tensor
+
+
+_DENORMAL = 1e-39
+"""A float32 denormal: it reads back as 0 after arithmetic when denormals are flushed."""
+
+
+def flushing_denormals() -> bool:
+    """Whether the CPU flushes float32 denormals to zero (``torch.set_flush_denormal``, which
+    has no getter): a denormal times 1 is then 0."""
+    return float(torch.tensor([_DENORMAL], dtype=torch.float32).mul(1.0).item()) == 0.0
+
+
+@contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """Flush denormals to zero inside the block, then restore the previous setting.
+
+    Second derivatives of a network whose readout starts at zero pass through values
+    below float32's normal range; on a CPU, arithmetic on such denormals is about ten
+    times slower (measured: one HVP of a width-512 MLP, 0.18 s against 0.017 s). Flushing
+    changes values only below ``1.2e-38``; the setting is restored, so the training
+    around a probe runs as it would without it.
+    """
+    before = flushing_denormals()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def member_dot(a: Vector, b: Vector) -> torch.Tensor:
