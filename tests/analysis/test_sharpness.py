@@ -43,6 +43,7 @@ def test_the_exponent_recovers_a_known_slope_per_parametrization():
     fits = width_exponent(_frame({"mup": 0.0, "sp": 0.5}, noise=0.01))
     by = {row["parametrization"]: row for row in fits.iter_rows(named=True)}
     assert by["mup"]["exponent"] == pytest.approx(0.0, abs=0.02)
+    assert by["mup"]["intercept"] == pytest.approx(math.log2(3.0), abs=0.1)
     assert by["sp"]["exponent"] == pytest.approx(0.5, abs=0.02)
     for row in by.values():
         assert row["status"] == FIT_OK and row["widths"] == 5 and row["seeds"] == 10
@@ -71,7 +72,8 @@ def test_unconverged_and_diverged_runs_are_left_out_and_counted():
     means = seed_means(frame)
     assert means["seeds"].to_list() == [1, 1, 1, 1, 2]
     assert means["excluded"].to_list() == [1, 1, 1, 1, 0]
-    assert means["sharpness"].to_list() == pytest.approx([3.0] * 5)
+    assert means["value"].to_list() == pytest.approx([3.0] * 5)
+    assert means["lo"].to_list() == pytest.approx([3.0] * 5)
     fit = width_exponent(frame).row(0, named=True)
     assert fit["excluded"] == 4 and fit["seeds"] == 6 and fit["status"] == FIT_OK
     few = width_exponent(frame.filter(pl.col("width") <= 64)).row(0, named=True)

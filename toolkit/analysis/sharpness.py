@@ -56,9 +56,11 @@ def seed_means(frame: pl.DataFrame, by: tuple[str, ...] = RULE) -> pl.DataFrame:
     """Seed means of ``log2 lambda_max`` per ``by``, ``step`` and ``width``.
 
     Only converged, finite, positive values count; columns ``by``, ``step``, ``width``,
-    ``log2_sharpness`` (mean), ``sharpness`` (``2**`` the mean: the geometric mean),
-    ``seeds`` (values averaged) and ``excluded`` (the group's other runs: diverged,
-    frozen, not converged or not positive).
+    ``log2_sharpness`` (mean), ``value`` (``2**`` the mean: the geometric mean of
+    ``lambda_max``), ``lo`` and ``hi`` (its smallest and largest seed), ``seeds`` (values
+    averaged) and ``excluded`` (the group's other runs: diverged, frozen, not converged or
+    not positive). ``value``, ``lo``, ``hi`` are what :func:`toolkit.ui.plots.exponent_plot`
+    draws.
     """
     keys = [*(c for c in by if c in frame.columns), "step", "width"]
     usable = pl.col("converged") & pl.col("sharpness").is_finite() & (pl.col("sharpness") > 0)
@@ -66,10 +68,12 @@ def seed_means(frame: pl.DataFrame, by: tuple[str, ...] = RULE) -> pl.DataFrame:
         frame.group_by(keys)
         .agg(
             pl.col("sharpness").filter(usable).log(2).mean().alias("log2_sharpness"),
+            pl.col("sharpness").filter(usable).min().alias("lo"),
+            pl.col("sharpness").filter(usable).max().alias("hi"),
             usable.sum().cast(pl.Int64).alias("seeds"),
             (~usable).sum().cast(pl.Int64).alias("excluded"),
         )
-        .with_columns(sharpness=2.0 ** pl.col("log2_sharpness"))
+        .with_columns(value=2.0 ** pl.col("log2_sharpness"))
         .sort(keys)
     )
 
@@ -81,7 +85,8 @@ def width_exponent(
 
     ``frame`` is :func:`sharpness_frame` output. The fit is OLS of the seed means of
     ``log2 lambda_max`` on ``log2 width`` (module docstring) with a ``level`` interval.
-    Columns: ``by``, ``step``, ``exponent``, ``exponent_lo``, ``exponent_hi``, ``widths``
+    Columns: ``by``, ``step``, ``exponent``, ``exponent_lo``, ``exponent_hi``, ``intercept``
+    (``log2 lambda_max`` at width 1, to draw the line), ``widths``
     (with at least one usable seed), ``seeds`` (usable values in all), ``excluded``,
     ``method`` (``ols``) and ``status``: ``ok``, or ``too-few-widths`` (fewer than
     :data:`MIN_WIDTHS`; the exponent and bounds are then NaN).
@@ -98,6 +103,7 @@ def width_exponent(
             "exponent": math.nan,
             "exponent_lo": math.nan,
             "exponent_hi": math.nan,
+            "intercept": math.nan,
             "widths": widths,
             "seeds": int(group["seeds"].sum()),
             "excluded": int(group["excluded"].sum()),
@@ -107,9 +113,9 @@ def width_exponent(
         if widths >= MIN_WIDTHS:
             fit = fit_line(x, usable["log2_sharpness"].to_numpy(), level=level)
             row.update(exponent=fit.slope, exponent_lo=fit.slope_lo, exponent_hi=fit.slope_hi,
-                       status=FIT_OK)  # fmt: skip
+                       intercept=fit.intercept, status=FIT_OK)  # fmt: skip
         out.append(row)
-    floats = dict.fromkeys(("exponent", "exponent_lo", "exponent_hi"), pl.Float64)
+    floats = dict.fromkeys(("exponent", "exponent_lo", "exponent_hi", "intercept"), pl.Float64)
     return pl.DataFrame(out, schema_overrides=floats, infer_schema_length=None).sort(
         [*keys, "step"]
     )
