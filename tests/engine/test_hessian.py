@@ -33,8 +33,9 @@ def _context(task, seeds=(0, 1, 2), width=8, depth=2) -> ProbeContext:
     return runner.context
 
 
-def _exact_top_eigenvalue(ctx: ProbeContext, member: int) -> float:
-    """``lambda_max`` of the member's exact Hessian (``torch.func.hessian``, every tensor)."""
+def _exact_top_eigenvalue(ctx: ProbeContext, member: int, *, lr_scaled: bool = False) -> float:
+    """``lambda_max`` of the member's exact Hessian (``torch.func.hessian``, every tensor),
+    or with ``lr_scaled`` of ``D**0.5 H D**0.5``, ``D`` the member's per-tensor LRs."""
     params = {n: p.detach() for n, p in ctx.model.named_parameters()}
     names = list(params)
     shapes = [params[n][member].shape for n in names]
@@ -49,8 +50,13 @@ def _exact_top_eigenvalue(ctx: ProbeContext, member: int) -> float:
         out = functional_call(ctx.model, tensors, (ctx.x,))
         return per_member_loss(ctx.task, out, ctx.y)[member]
 
-    hessian = torch.func.hessian(loss)(flat)
-    return float(torch.linalg.eigvalsh(hessian.double())[-1])
+    hessian = torch.func.hessian(loss)(flat).double()
+    if lr_scaled:
+        assert names == [spec.name for spec, _ in ctx.model.named_tensors()]
+        root = torch.cat([lr[member].double().sqrt().expand(shape).flatten()
+                          for lr, shape in zip(ctx.lrs, shapes, strict=True)])  # fmt: skip
+        hessian = root[:, None] * hessian * root[None, :]
+    return float(torch.linalg.eigvalsh(hessian)[-1])
 
 
 def _values(rows: list[dict], stat: str) -> list[float]:
@@ -67,6 +73,22 @@ def test_each_members_sharpness_is_the_top_eigenvalue_of_its_exact_hessian(task)
     for member, value in enumerate(sharpness):
         assert value == pytest.approx(_exact_top_eigenvalue(ctx, member), rel=1e-3)
     assert len({round(v, 6) for v in sharpness}) == 3  # seeds give different values
+    assert not any(r["stat"].startswith("lr_") for r in rows)  # the context has no LRs
+
+
+def test_the_lr_scaled_sharpness_is_that_of_the_exact_lr_scaled_hessian(task):
+    ctx = _context(task)
+    base = torch.tensor([0.1, 0.02, 0.5])
+    ctx.lrs = [(base * (4.0 if spec.role.value == "hidden" else 0.5 if spec.kind.value ==
+                        "bias" else 1.0)).view(-1, *([1] * (p.dim() - 1)))
+               for spec, p in ctx.model.named_tensors()]  # fmt: skip
+    rows = sharpness_stats(ctx)
+    assert _values(rows, "lr_sharpness_converged") == [1.0, 1.0, 1.0]
+    for member, value in enumerate(_values(rows, "lr_sharpness")):
+        exact = _exact_top_eigenvalue(ctx, member, lr_scaled=True)
+        assert value == pytest.approx(exact, rel=1e-3)
+        assert value != pytest.approx(base[member].item() * _values(rows, "sharpness")[member],
+                                      rel=1e-2)  # fmt: skip
 
 
 def test_lanczos_returns_the_largest_algebraic_eigenvalue_per_block():
@@ -124,12 +146,31 @@ def _train(task, probes):
     return train(config, members, task=task, probes=probes, probe_steps=[0, 5, 12])
 
 
+def test_under_sp_with_sgd_the_lr_scaled_sharpness_is_lr_times_the_sharpness(task):
+    """SP gives every tensor the member's LR, so ``D`` is the LR times the identity."""
+    config = TrainConfig(task="mnist1d", parametrization=Parametrization("sp"), width=16,
+                         depth=2, steps=6, batch_size=32, eval_every=3,
+                         optimizer="sgd")  # fmt: skip
+    members = [Member(lr=0.05, seed=0), Member(lr=0.2, seed=1)]
+    records = train(config, members, task=task, probes=[sharpness_stats], probe_steps=[0, 6])
+    wide = records.probes.pivot(on="stat", index=["run_id", "step"], values="value")
+    lrs = dict(zip(records.runs["run_id"], records.runs["lr"], strict=True))
+    for row in wide.iter_rows(named=True):
+        assert row["lr_sharpness"] == pytest.approx(lrs[row["run_id"]] * row["sharpness"],
+                                                    rel=1e-3)  # fmt: skip
+
+
 def test_training_with_the_probe_is_bit_identical_and_lrs_separate_members(task):
     plain = _train(task, [])
     probed = _train(task, [sharpness_stats])
     assert probed.curves.equals(plain.curves)
     sharp = probed.probes.filter(pl.col("stat") == "sharpness").sort("step", "run_id")
     assert sharp.height == 9 and sharp["value"].is_finite().all()
+    assert set(probed.probes["stat"]) == {
+        f"{name}{suffix}"
+        for name in ("sharpness", "lr_sharpness")
+        for suffix in ("", "_iters", "_converged")
+    }
     ids = plain.runs["run_id"].to_list()
     at = {(row["step"], row["run_id"]): row["value"] for row in sharp.iter_rows(named=True)}
     assert at[(0, ids[0])] == pytest.approx(at[(0, ids[1])], rel=1e-3)  # same seed, same start

@@ -34,7 +34,10 @@ class ProbeContext:
     ``y`` and ``task`` (the probe batch's targets and the task whose loss they give) are
     there for probes of the loss (:func:`toolkit.engine.probes.sharpness_stats`); ``active``
     is the members still training, a ``(members,)`` bool tensor the training loop updates
-    in place (``None``: every member).
+    in place (``None``: every member); ``lrs`` the optimizer's learning rate of each tensor
+    (in :meth:`~toolkit.engine.layers.EnsembleModel.named_tensors` order), the member's LR
+    times the tensor's multiplier, shaped ``(members, 1, ...)`` to broadcast over it (the
+    schedule's factor not included; ``None``: unknown).
     """
 
     model: EnsembleModel
@@ -45,6 +48,7 @@ class ProbeContext:
     y: torch.Tensor | None = None  # (members, batch, ...) targets of x
     task: Task | None = None
     active: torch.Tensor | None = None  # (members,) bool, on the CPU
+    lrs: list[torch.Tensor] | None = None  # per tensor, (members, 1, ...)
 
     @torch.no_grad()
     def activations(self) -> dict[str, torch.Tensor]:
@@ -87,7 +91,8 @@ class ProbeRunner:
 
     The probe batch is ``batch_size`` training examples drawn once (seed 0), the same for
     every member and step. ``run_ids`` name the members in the rows; ``active`` (``(members,)``
-    bool, updated in place by the caller) says which members still train.
+    bool, updated in place by the caller) says which members still train; ``lrs`` are the
+    optimizer's per-tensor learning rates (:class:`ProbeContext`).
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class ProbeRunner:
         last_step: int,
         run_ids: Sequence[str],
         active: torch.Tensor | None = None,
+        lrs: list[torch.Tensor] | None = None,
     ) -> None:
         self.probes = list(probes)
         self.steps = {s for s in steps if 0 <= s <= last_step}
@@ -113,7 +119,7 @@ class ProbeRunner:
             x, y = task.x_train[picked], task.y_train[picked]
             initial = _snapshot(model)
             x, y = x.expand(model.members, *x.shape), y.expand(model.members, *y.shape)
-            self.context = ProbeContext(model, 0, x, initial, initial, y, task, active)
+            self.context = ProbeContext(model, 0, x, initial, initial, y, task, active, lrs)
 
     def before_update(self, step: int) -> None:
         """Keep the tensors before update ``step`` when a probe runs right after it."""

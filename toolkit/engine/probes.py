@@ -183,26 +183,40 @@ def sharpness_stats(
     ctx: ProbeContext, *, tol: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS
 ) -> list[dict]:
     """The sharpness of each member: ``lambda_max``, the largest (algebraic) eigenvalue of
-    the Hessian of its training loss on the *probe batch* (the fixed ``batch_size`` training
-    examples of :class:`~toolkit.engine.probe_runner.ProbeRunner`, the same at every step)
-    with respect to all its tensors, as stored (so under a parametrization with forward
-    multipliers it is the Hessian the optimizer's raw parameters see).
+    the Hessian ``H`` of its training loss on the *probe batch* (the fixed ``batch_size``
+    training examples of :class:`~toolkit.engine.probe_runner.ProbeRunner`, the same at
+    every step) with respect to all its tensors as stored.
 
-    Power iteration on Hessian-vector products of the members' summed loss, whose Hessian
-    is block-diagonal by member (:mod:`toolkit.engine.hessian`). Rows, with layer
+    ``H`` itself depends on how a parametrization splits a weight into a stored tensor and
+    a multiplier, which leaves training unchanged (the abc-symmetry of Yang & Hu 2021 and
+    Everett et al. 2024), so its eigenvalues can differ between two parametrizations that
+    train identically. The LR-scaled Hessian ``D**0.5 H D**0.5``, ``D`` the diagonal of
+    per-tensor learning rates (the member's LR times the tensor's multiplier, without the
+    schedule's factor), is invariant under that symmetry: it is what plain gradient descent
+    sees, stable while its top eigenvalue is below 2 (below ``2 (1 + beta)`` with heavy-ball
+    momentum ``beta``; Cohen et al. 2021), and the sharpness whose width-independence
+    under muP super consistency is about (Noci et al. 2024). Under Adam it leaves out
+    Adam's preconditioner (the optimizer's second moments), so it is not the preconditioned
+    sharpness of Cohen et al. 2022.
+
+    Both by Lanczos on Hessian-vector products of the members' summed loss, whose Hessian is
+    block-diagonal by member (:mod:`toolkit.engine.hessian`). Rows, with layer
     :data:`MODEL_LAYER` and role :data:`MODEL_ROLE`:
 
-    ======================= ==========================================================
-    ``sharpness``           ``lambda_max`` (NaN for a frozen member or a non-finite loss)
-    ``sharpness_iters``     Hessian-vector products it took
-    ``sharpness_converged`` 1 if the relative residual reached ``tol`` within
-                            ``max_iterations``, else 0: the value is then not trusted
-    ======================= ==========================================================
+    ========================== =======================================================
+    ``sharpness``              ``lambda_max(H)``
+    ``lr_sharpness``           ``lambda_max(D**0.5 H D**0.5)`` (dimensionless; only when
+                               the context knows the LRs, ``ProbeContext.lrs``)
+    ``<stat>_iters``           Hessian-vector products it took
+    ``<stat>_converged``       1 if the relative residual reached ``tol`` within
+                               ``max_iterations``, else 0: the value is then not trusted
+    ========================== =======================================================
 
-    The model is left as it was: products come from ``torch.autograd.grad`` (double
-    backward), which writes no ``.grad``, the start vector has its own generator and the
-    denormal setting is restored (:func:`toolkit.engine.hessian.flushed_denormals`), so
-    training after the probe is bit-identical to training without it.
+    A frozen member or one whose loss is not finite reads NaN (and not converged). The model
+    is left as it was: products come from ``torch.autograd.grad`` (double backward), which
+    writes no ``.grad``, the start vector has its own generator and the denormal setting is
+    restored (:func:`toolkit.engine.hessian.flushed_denormals`), so training after the probe
+    is bit-identical to training without it.
     """
     if ctx.y is None or ctx.task is None:
         raise InputError("the sharpness probe needs the probe batch's targets: ProbeContext.y "
@@ -219,15 +233,27 @@ def sharpness_stats(
         def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
             return list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
 
-        top = top_eigenvalue(hvp, params, tol=tol, max_iterations=max_iterations)
-    sharpness = torch.where(live, top.eigenvalue, torch.nan).tolist()
-    iterations, converged = top.iterations.tolist(), (top.converged & live).tolist()
+        results = {"sharpness": top_eigenvalue(hvp, params, tol=tol,
+                                               max_iterations=max_iterations)}  # fmt: skip
+        if ctx.lrs is not None:
+            roots = [lr.sqrt() for lr in ctx.lrs]
+
+            def scaled_hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+                products = hvp([a * r for a, r in zip(v, roots, strict=True)])
+                return [a * r for a, r in zip(products, roots, strict=True)]
+
+            results["lr_sharpness"] = top_eigenvalue(scaled_hvp, params, tol=tol,
+                                                     max_iterations=max_iterations)  # fmt: skip
     rows = []
-    for member in range(ctx.model.members):
-        row = {"member": member, "layer": MODEL_LAYER, "role": MODEL_ROLE}
-        rows.append({**row, "stat": "sharpness", "value": sharpness[member]})
-        rows.append({**row, "stat": "sharpness_iters", "value": float(iterations[member])})
-        rows.append({**row, "stat": "sharpness_converged", "value": float(converged[member])})
+    for stat, top in results.items():
+        value = torch.where(live, top.eigenvalue, torch.nan).tolist()
+        iterations, converged = top.iterations.tolist(), (top.converged & live).tolist()
+        for member in range(ctx.model.members):
+            row = {"member": member, "layer": MODEL_LAYER, "role": MODEL_ROLE}
+            rows.append({**row, "stat": stat, "value": value[member]})
+            rows.append({**row, "stat": f"{stat}_iters", "value": float(iterations[member])})
+            rows.append({**row, "stat": f"{stat}_converged",
+                         "value": float(converged[member])})  # fmt: skip
     return rows
 
 
