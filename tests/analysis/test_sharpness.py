@@ -15,6 +15,7 @@ from toolkit.analysis.sharpness import (
     sharpness_frame,
     width_exponent,
 )
+from toolkit.errors import InputError
 
 WIDTHS = (32, 64, 128, 256, 512)
 
@@ -81,16 +82,23 @@ def test_unconverged_and_diverged_runs_are_left_out_and_counted():
 
 
 def test_the_frame_is_read_from_probe_rows_and_runs():
+    stats = ["sharpness", "sharpness_iters", "sharpness_converged"]
     probes = pl.DataFrame({
-        "run_id": ["a"] * 3 + ["b"] * 3, "step": [5] * 6, "layer": ["model"] * 6,
-        "role": ["model"] * 6, "stat": ["sharpness", "sharpness_iters", "sharpness_converged"] * 2,
-        "value": [2.0, 12.0, 1.0, 4.0, 64.0, 0.0],
+        "run_id": ["a"] * 6 + ["b"] * 6, "step": [5] * 12, "layer": ["model"] * 12,
+        "role": ["model"] * 12, "stat": (stats + [f"lr_{s}" for s in stats]) * 2,
+        "value": [2.0, 12.0, 1.0, 0.02, 11.0, 1.0, 4.0, 64.0, 0.0, 0.04, 9.0, 1.0],
     })  # fmt: skip
     runs = pl.DataFrame({"run_id": ["a", "b"], "parametrization": ["mup", "sp"],
                          "optimizer": ["adam"] * 2, "lr": [0.01] * 2, "width": [32, 64],
                          "seed": [0, 0]})  # fmt: skip
-    frame = sharpness_frame(probes, runs)
+    frame = sharpness_frame(probes, runs, stat="sharpness")
     assert frame["sharpness"].to_list() == [2.0, 4.0]
     assert frame["converged"].to_list() == [True, False]
     assert frame["iterations"].to_list() == [12, 64]
     assert frame["width"].to_list() == [32, 64]
+    scaled = sharpness_frame(probes, runs)
+    assert scaled["sharpness"].to_list() == [0.02, 0.04]
+    assert scaled["iterations"].to_list() == [11, 9]
+    assert set(scaled["stat"]) == {"lr_sharpness"}
+    with pytest.raises(InputError, match="stat='hessian'"):
+        sharpness_frame(probes, runs, stat="hessian")

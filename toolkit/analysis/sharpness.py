@@ -1,12 +1,18 @@
 """Sharpness across width, from :func:`toolkit.engine.probes.sharpness_stats`.
 
-Polars frames in, polars frames out; no torch. The sharpness is ``lambda_max``, the largest
-eigenvalue of the Hessian of a run's loss on the probe batch. The question is *super
-consistency* (Noci et al. 2024, "Super consistency of neural network landscapes and
-learning rate transfer"): under muP the sharpness along training is nearly
-width-independent, so the exponent ``k`` of ``lambda_max ~ width**k`` at each step is
-expected near 0; under SP (and NTK) it is not, and the same LR sits at a different
-distance from the edge of stability ``2 / lr`` at each width (Cohen et al. 2021).
+Polars frames in, polars frames out; no torch. The probe records two sharpnesses
+(:data:`STATS`): ``sharpness``, ``lambda_max`` of the Hessian ``H`` of a run's loss on the
+probe batch with respect to its stored tensors, and ``lr_sharpness``, ``lambda_max`` of the
+LR-scaled Hessian ``D**0.5 H D**0.5`` (``D`` the per-tensor learning rates). Only the second
+is unchanged when a parametrization moves a constant between a weight's multiplier, its
+initialisation and its LR (the abc-symmetry), so it is the default here: the raw
+``sharpness`` carries the parametrization's multipliers (a weight used as ``m * W`` has its
+Hessian block scaled by ``m**2``). The question is *super consistency* (Noci et al. 2024,
+"Super consistency of neural network landscapes and learning rate transfer"): under muP
+the sharpness along training is nearly width-independent, so the exponent ``k`` of
+``lambda_max ~ width**k`` at each step is expected near 0; under SP (and NTK) it is not,
+and the same LR sits at a different distance from the edge of stability (``lr_sharpness``
+= 2 for gradient descent, Cohen et al. 2021) at each width.
 
 :func:`width_exponent` fits, per rule (parametrization, optimizer, LR) and probe step, the
 slope of ``log2 lambda_max`` against ``log2 width`` through the seed means, by ordinary
@@ -29,9 +35,13 @@ import polars as pl
 
 from toolkit.analysis.fits import OLS, fit_line
 from toolkit.analysis.spectra import with_settings
+from toolkit.errors import check_choice
 
-RULE = ("parametrization", "optimizer", "lr")
-"""Columns that name one training rule of a sharpness study (seeds and width aside)."""
+STATS = ("lr_sharpness", "sharpness")
+"""The sharpness stats of :func:`toolkit.engine.probes.sharpness_stats`, the default first."""
+
+RULE = ("stat", "parametrization", "optimizer", "lr")
+"""Columns that name one sharpness of one training rule (seeds and width aside)."""
 
 MIN_WIDTHS = 3
 """Fewest widths with a seed mean for an exponent with an interval (OLS, one residual dof)."""
@@ -40,15 +50,20 @@ MIN_WIDTHS = 3
 FIT_OK, FIT_TOO_FEW = "ok", "too-few-widths"
 
 
-def sharpness_frame(probes: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
+def sharpness_frame(
+    probes: pl.DataFrame, runs: pl.DataFrame, *, stat: str = STATS[0]
+) -> pl.DataFrame:
     """One row per run and probe step: the run's settings (:func:`with_settings`),
-    ``sharpness`` (``lambda_max``), ``iterations`` (Hessian-vector products) and
-    ``converged`` (bool; a value with ``converged`` false is not trusted)."""
-    rows = probes.filter(pl.col("stat").is_in(["sharpness", "sharpness_iters",
-                                               "sharpness_converged"]))  # fmt: skip
-    wide = rows.pivot(on="stat", index=["run_id", "step"], values="value")
-    wide = wide.rename({"sharpness_iters": "iterations", "sharpness_converged": "converged"})
-    wide = wide.with_columns(pl.col("converged") == 1.0, pl.col("iterations").cast(pl.Int64))
+    ``sharpness`` (the value of ``stat``, one of :data:`STATS`), ``iterations``
+    (Hessian-vector products), ``converged`` (bool; a value with ``converged`` false is not
+    trusted) and ``stat``."""
+    check_choice("stat", stat, STATS)
+    names = {stat: "sharpness", f"{stat}_iters": "iterations",
+             f"{stat}_converged": "converged"}  # fmt: skip
+    rows = probes.filter(pl.col("stat").is_in(list(names)))
+    wide = rows.pivot(on="stat", index=["run_id", "step"], values="value").rename(names)
+    wide = wide.with_columns(pl.col("converged") == 1.0, pl.col("iterations").cast(pl.Int64),
+                             stat=pl.lit(stat))  # fmt: skip
     return with_settings(wide, runs).sort("run_id", "step")
 
 

@@ -413,8 +413,9 @@ def sharpness(fits: pl.DataFrame) -> str:
         excluded = int(rows["excluded"].sum())
         note = f" ({excluded} probe values left out: not converged or diverged)" if excluded else ""
         lr = rows["lr"][0]
-        sentences.append(f"**{optimizer}** (LR {_power(math.log2(lr))}), exponent of the "
-                         f"sharpness in width {'; '.join(parts)}{note}.")  # fmt: skip
+        stat = f"`{rows['stat'][0]}`" if "stat" in rows.columns else "the sharpness"
+        sentences.append(f"**{optimizer}** (LR {_power(math.log2(lr))}), exponent of "
+                         f"{stat} in width {'; '.join(parts)}{note}.")  # fmt: skip
     return "\n\n".join(sentences) + (
         "\n\nSuper consistency (Noci et al. 2024) predicts `k` near 0 under muP at every "
         "step; a `k` away from 0 under SP means the same LR meets a different curvature at "
