@@ -85,7 +85,7 @@ def test_the_frame_is_read_from_probe_rows_and_runs():
     stats = ["sharpness", "sharpness_iters", "sharpness_converged"]
     probes = pl.DataFrame({
         "run_id": ["a"] * 6 + ["b"] * 6, "step": [5] * 12, "layer": ["model"] * 12,
-        "role": ["model"] * 12, "stat": (stats + [f"lr_{s}" for s in stats]) * 2,
+        "role": ["model"] * 12, "stat": (stats + [f"preconditioned_{s}" for s in stats]) * 2,
         "value": [2.0, 12.0, 1.0, 0.02, 11.0, 1.0, 4.0, 64.0, 0.0, 0.04, 9.0, 1.0],
     })  # fmt: skip
     runs = pl.DataFrame({"run_id": ["a", "b"], "parametrization": ["mup", "sp"],
@@ -99,6 +99,6 @@ def test_the_frame_is_read_from_probe_rows_and_runs():
     scaled = sharpness_frame(probes, runs)
     assert scaled["sharpness"].to_list() == [0.02, 0.04]
     assert scaled["iterations"].to_list() == [11, 9]
-    assert set(scaled["stat"]) == {"lr_sharpness"}
+    assert set(scaled["stat"]) == {"preconditioned_sharpness"}
     with pytest.raises(InputError, match="stat='hessian'"):
         sharpness_frame(probes, runs, stat="hessian")

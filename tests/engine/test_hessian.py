@@ -35,7 +35,7 @@ def _context(task, seeds=(0, 1, 2), width=8, depth=2) -> ProbeContext:
 
 def _exact_top_eigenvalue(ctx: ProbeContext, member: int, *, lr_scaled: bool = False) -> float:
     """``lambda_max`` of the member's exact Hessian (``torch.func.hessian``, every tensor),
-    or with ``lr_scaled`` of ``D**0.5 H D**0.5``, ``D`` the member's per-tensor LRs."""
+    or with ``lr_scaled`` of ``D**0.5 H D**0.5``, ``D`` the member's step sizes."""
     params = {n: p.detach() for n, p in ctx.model.named_parameters()}
     names = list(params)
     shapes = [params[n][member].shape for n in names]
@@ -53,8 +53,9 @@ def _exact_top_eigenvalue(ctx: ProbeContext, member: int, *, lr_scaled: bool = F
     hessian = torch.func.hessian(loss)(flat).double()
     if lr_scaled:
         assert names == [spec.name for spec, _ in ctx.model.named_tensors()]
-        root = torch.cat([lr[member].double().sqrt().expand(shape).flatten()
-                          for lr, shape in zip(ctx.lrs, shapes, strict=True)])  # fmt: skip
+        sizes = ctx.step_sizes()
+        root = torch.cat([size[member].double().sqrt().expand(shape).flatten()
+                          for size, shape in zip(sizes, shapes, strict=True)])  # fmt: skip
         hessian = root[:, None] * hessian * root[None, :]
     return float(torch.linalg.eigvalsh(hessian)[-1])
 
@@ -73,18 +74,20 @@ def test_each_members_sharpness_is_the_top_eigenvalue_of_its_exact_hessian(task)
     for member, value in enumerate(sharpness):
         assert value == pytest.approx(_exact_top_eigenvalue(ctx, member), rel=1e-3)
     assert len({round(v, 6) for v in sharpness}) == 3  # seeds give different values
-    assert not any(r["stat"].startswith("lr_") for r in rows)  # the context has no LRs
+    assert not any(r["stat"].startswith("precond") for r in rows)  # no optimizer to ask
 
 
-def test_the_lr_scaled_sharpness_is_that_of_the_exact_lr_scaled_hessian(task):
+def test_the_preconditioned_sharpness_is_that_of_the_exact_scaled_hessian(task):
+    """Per-coordinate step sizes, as Adam's: ``D`` positive and different everywhere."""
     ctx = _context(task)
     base = torch.tensor([0.1, 0.02, 0.5])
-    ctx.lrs = [(base * (4.0 if spec.role.value == "hidden" else 0.5 if spec.kind.value ==
-                        "bias" else 1.0)).view(-1, *([1] * (p.dim() - 1)))
-               for spec, p in ctx.model.named_tensors()]  # fmt: skip
+    generator = torch.Generator().manual_seed(4)
+    sizes = [base.view(-1, *([1] * (p.dim() - 1))) * torch.rand(p.shape, generator=generator)
+             .add(0.1) for _, p in ctx.model.named_tensors()]  # fmt: skip
+    ctx.step_sizes = lambda: sizes
     rows = sharpness_stats(ctx)
-    assert _values(rows, "lr_sharpness_converged") == [1.0, 1.0, 1.0]
-    for member, value in enumerate(_values(rows, "lr_sharpness")):
+    assert _values(rows, "preconditioned_sharpness_converged") == [1.0, 1.0, 1.0]
+    for member, value in enumerate(_values(rows, "preconditioned_sharpness")):
         exact = _exact_top_eigenvalue(ctx, member, lr_scaled=True)
         assert value == pytest.approx(exact, rel=1e-3)
         assert value != pytest.approx(base[member].item() * _values(rows, "sharpness")[member],
@@ -146,7 +149,7 @@ def _train(task, probes):
     return train(config, members, task=task, probes=probes, probe_steps=[0, 5, 12])
 
 
-def test_under_sp_with_sgd_the_lr_scaled_sharpness_is_lr_times_the_sharpness(task):
+def test_under_sp_with_sgd_the_preconditioned_sharpness_is_lr_times_the_sharpness(task):
     """SP gives every tensor the member's LR, so ``D`` is the LR times the identity."""
     config = TrainConfig(task="mnist1d", parametrization=Parametrization("sp"), width=16,
                          depth=2, steps=6, batch_size=32, eval_every=3,
@@ -156,8 +159,8 @@ def test_under_sp_with_sgd_the_lr_scaled_sharpness_is_lr_times_the_sharpness(tas
     wide = records.probes.pivot(on="stat", index=["run_id", "step"], values="value")
     lrs = dict(zip(records.runs["run_id"], records.runs["lr"], strict=True))
     for row in wide.iter_rows(named=True):
-        assert row["lr_sharpness"] == pytest.approx(lrs[row["run_id"]] * row["sharpness"],
-                                                    rel=1e-3)  # fmt: skip
+        scaled = lrs[row["run_id"]] * row["sharpness"]
+        assert row["preconditioned_sharpness"] == pytest.approx(scaled, rel=1e-3)
 
 
 def test_training_with_the_probe_is_bit_identical_and_lrs_separate_members(task):
@@ -166,11 +169,12 @@ def test_training_with_the_probe_is_bit_identical_and_lrs_separate_members(task)
     assert probed.curves.equals(plain.curves)
     sharp = probed.probes.filter(pl.col("stat") == "sharpness").sort("step", "run_id")
     assert sharp.height == 9 and sharp["value"].is_finite().all()
-    assert set(probed.probes["stat"]) == {
-        f"{name}{suffix}"
-        for name in ("sharpness", "lr_sharpness")
-        for suffix in ("", "_iters", "_converged")
-    }
+    stats = probed.probes.group_by("step").agg(pl.col("stat").unique().sort())
+    names = dict(zip(stats["step"], stats["stat"].to_list(), strict=True))
+    suffixes = ("", "_iters", "_converged")
+    assert names[0] == sorted(f"sharpness{suffix}" for suffix in suffixes)  # Adam: no moments
+    assert names[12] == sorted(f"{name}{suffix}" for name in ("sharpness",
+                               "preconditioned_sharpness") for suffix in suffixes)  # fmt: skip
     ids = plain.runs["run_id"].to_list()
     at = {(row["step"], row["run_id"]): row["value"] for row in sharp.iter_rows(named=True)}
     assert at[(0, ids[0])] == pytest.approx(at[(0, ids[1])], rel=1e-3)  # same seed, same start

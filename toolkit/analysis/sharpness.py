@@ -2,17 +2,19 @@
 
 Polars frames in, polars frames out; no torch. The probe records two sharpnesses
 (:data:`STATS`): ``sharpness``, ``lambda_max`` of the Hessian ``H`` of a run's loss on the
-probe batch with respect to its stored tensors, and ``lr_sharpness``, ``lambda_max`` of the
-LR-scaled Hessian ``D**0.5 H D**0.5`` (``D`` the per-tensor learning rates). Only the second
-is unchanged when a parametrization moves a constant between a weight's multiplier, its
-initialisation and its LR (the abc-symmetry), so it is the default here: the raw
+probe batch with respect to its stored tensors, and ``preconditioned_sharpness``,
+``lambda_max`` of ``D**0.5 H D**0.5`` with ``D`` the optimizer's per-coordinate step size
+(SGD: each tensor's LR; Adam: the LR over its preconditioner, from step 1 on). Only the
+second is unchanged when a parametrization moves a constant between a weight's multiplier,
+its initialisation and its LR (the abc-symmetry), so it is the default here: the raw
 ``sharpness`` carries the parametrization's multipliers (a weight used as ``m * W`` has its
 Hessian block scaled by ``m**2``). The question is *super consistency* (Noci et al. 2024,
 "Super consistency of neural network landscapes and learning rate transfer"): under muP
 the sharpness along training is nearly width-independent, so the exponent ``k`` of
 ``lambda_max ~ width**k`` at each step is expected near 0; under SP (and NTK) it is not,
-and the same LR sits at a different distance from the edge of stability (``lr_sharpness``
-= 2 for gradient descent, Cohen et al. 2021) at each width.
+and the same LR sits at a different distance from the edge of stability at each width
+(``preconditioned_sharpness`` = 2 (1 + beta) for heavy-ball SGD, Cohen et al. 2021; about 38
+for Adam with beta1 = 0.9, Cohen et al. 2022).
 
 :func:`width_exponent` fits, per rule (parametrization, optimizer, LR) and probe step, the
 slope of ``log2 lambda_max`` against ``log2 width`` through the seed means, by ordinary
@@ -37,7 +39,7 @@ from toolkit.analysis.fits import OLS, fit_line
 from toolkit.analysis.spectra import with_settings
 from toolkit.errors import check_choice
 
-STATS = ("lr_sharpness", "sharpness")
+STATS = ("preconditioned_sharpness", "sharpness")
 """The sharpness stats of :func:`toolkit.engine.probes.sharpness_stats`, the default first."""
 
 RULE = ("stat", "parametrization", "optimizer", "lr")

@@ -34,10 +34,10 @@ class ProbeContext:
     ``y`` and ``task`` (the probe batch's targets and the task whose loss they give) are
     there for probes of the loss (:func:`toolkit.engine.probes.sharpness_stats`); ``active``
     is the members still training, a ``(members,)`` bool tensor the training loop updates
-    in place (``None``: every member); ``lrs`` the optimizer's learning rate of each tensor
-    (in :meth:`~toolkit.engine.layers.EnsembleModel.named_tensors` order), the member's LR
-    times the tensor's multiplier, shaped ``(members, 1, ...)`` to broadcast over it (the
-    schedule's factor not included; ``None``: unknown).
+    in place (``None``: every member); ``step_sizes`` the optimizer's
+    :meth:`~toolkit.engine.optim.EnsembleOptimizer.step_sizes`, its diagonal preconditioner
+    now, one tensor per model tensor in
+    :meth:`~toolkit.engine.layers.EnsembleModel.named_tensors` order (``None``: unknown).
     """
 
     model: EnsembleModel
@@ -48,7 +48,7 @@ class ProbeContext:
     y: torch.Tensor | None = None  # (members, batch, ...) targets of x
     task: Task | None = None
     active: torch.Tensor | None = None  # (members,) bool, on the CPU
-    lrs: list[torch.Tensor] | None = None  # per tensor, (members, 1, ...)
+    step_sizes: Callable[[], list[torch.Tensor] | None] | None = None
 
     @torch.no_grad()
     def activations(self) -> dict[str, torch.Tensor]:
@@ -91,8 +91,8 @@ class ProbeRunner:
 
     The probe batch is ``batch_size`` training examples drawn once (seed 0), the same for
     every member and step. ``run_ids`` name the members in the rows; ``active`` (``(members,)``
-    bool, updated in place by the caller) says which members still train; ``lrs`` are the
-    optimizer's per-tensor learning rates (:class:`ProbeContext`).
+    bool, updated in place by the caller) says which members still train; ``step_sizes``
+    reads the optimizer's preconditioner (:class:`ProbeContext`).
     """
 
     def __init__(
@@ -106,7 +106,7 @@ class ProbeRunner:
         last_step: int,
         run_ids: Sequence[str],
         active: torch.Tensor | None = None,
-        lrs: list[torch.Tensor] | None = None,
+        step_sizes: Callable[[], list[torch.Tensor] | None] | None = None,
     ) -> None:
         self.probes = list(probes)
         self.steps = {s for s in steps if 0 <= s <= last_step}
@@ -119,7 +119,8 @@ class ProbeRunner:
             x, y = task.x_train[picked], task.y_train[picked]
             initial = _snapshot(model)
             x, y = x.expand(model.members, *x.shape), y.expand(model.members, *y.shape)
-            self.context = ProbeContext(model, 0, x, initial, initial, y, task, active, lrs)
+            self.context = ProbeContext(model, 0, x, initial, initial, y, task, active,
+                                        step_sizes)
 
     def before_update(self, step: int) -> None:
         """Keep the tensors before update ``step`` when a probe runs right after it."""

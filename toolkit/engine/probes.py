@@ -190,27 +190,30 @@ def sharpness_stats(
     ``H`` itself depends on how a parametrization splits a weight into a stored tensor and
     a multiplier, which leaves training unchanged (the abc-symmetry of Yang & Hu 2021 and
     Everett et al. 2024), so its eigenvalues can differ between two parametrizations that
-    train identically. The LR-scaled Hessian ``D**0.5 H D**0.5``, ``D`` the diagonal of
-    per-tensor learning rates (the member's LR times the tensor's multiplier, without the
-    schedule's factor), is invariant under that symmetry: it is what plain gradient descent
-    sees, stable while its top eigenvalue is below 2 (below ``2 (1 + beta)`` with heavy-ball
-    momentum ``beta``; Cohen et al. 2021), and the sharpness whose width-independence
-    under muP super consistency is about (Noci et al. 2024). Under Adam it leaves out
-    Adam's preconditioner (the optimizer's second moments), so it is not the preconditioned
-    sharpness of Cohen et al. 2022.
+    train identically. The *preconditioned* sharpness, the top eigenvalue of
+    ``D**0.5 H D**0.5`` with ``D`` the optimizer's per-coordinate step size
+    (:meth:`~toolkit.engine.optim.EnsembleOptimizer.step_sizes`: the LR of each tensor
+    under SGD, the LR over Adam's preconditioner under Adam), is invariant under that
+    symmetry and is what decides stability: for a quadratic, heavy-ball SGD with momentum
+    ``beta`` is stable while it is below ``2 (1 + beta)`` (2 without momentum; Cohen et al.
+    2021) and Adam near ``(2 + 2 beta1) / (1 - beta1)``, 38 for ``beta1 = 0.9`` (Cohen et
+    al. 2022, "Adaptive gradient methods at the edge of stability"). It is the sharpness
+    whose width-independence under muP super consistency is about (Noci et al. 2024).
 
     Both by Lanczos on Hessian-vector products of the members' summed loss, whose Hessian is
     block-diagonal by member (:mod:`toolkit.engine.hessian`). Rows, with layer
     :data:`MODEL_LAYER` and role :data:`MODEL_ROLE`:
 
-    ========================== =======================================================
-    ``sharpness``              ``lambda_max(H)``
-    ``lr_sharpness``           ``lambda_max(D**0.5 H D**0.5)`` (dimensionless; only when
-                               the context knows the LRs, ``ProbeContext.lrs``)
-    ``<stat>_iters``           Hessian-vector products it took
-    ``<stat>_converged``       1 if the relative residual reached ``tol`` within
-                               ``max_iterations``, else 0: the value is then not trusted
-    ========================== =======================================================
+    ============================ =====================================================
+    ``sharpness``                ``lambda_max(H)``
+    ``preconditioned_sharpness`` ``lambda_max(D**0.5 H D**0.5)`` (dimensionless), where
+                                 the optimizer has a diagonal preconditioner now
+                                 (``ProbeContext.step_sizes``; not Adam's at step 0, before
+                                 it has moments, nor Adam-atan2's or Muon's)
+    ``<stat>_iters``             Hessian-vector products it took
+    ``<stat>_converged``         1 if the relative residual reached ``tol`` within
+                                 ``max_iterations``, else 0: the value is then not trusted
+    ============================ =====================================================
 
     A frozen member or one whose loss is not finite reads NaN (and not converged). The model
     is left as it was: products come from ``torch.autograd.grad`` (double backward), which
@@ -235,15 +238,17 @@ def sharpness_stats(
 
         results = {"sharpness": top_eigenvalue(hvp, params, tol=tol,
                                                max_iterations=max_iterations)}  # fmt: skip
-        if ctx.lrs is not None:
-            roots = [lr.sqrt() for lr in ctx.lrs]
+        sizes = None if ctx.step_sizes is None else ctx.step_sizes()
+        if sizes is not None:
+            roots = [size.sqrt() for size in sizes]
 
             def scaled_hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
                 products = hvp([a * r for a, r in zip(v, roots, strict=True)])
                 return [a * r for a, r in zip(products, roots, strict=True)]
 
-            results["lr_sharpness"] = top_eigenvalue(scaled_hvp, params, tol=tol,
-                                                     max_iterations=max_iterations)  # fmt: skip
+            results["preconditioned_sharpness"] = top_eigenvalue(
+                scaled_hvp, params, tol=tol, max_iterations=max_iterations
+            )
     rows = []
     for stat, top in results.items():
         value = torch.where(live, top.eigenvalue, torch.nan).tolist()
