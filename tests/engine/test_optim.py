@@ -62,3 +62,34 @@ def test_a_frozen_member_stays_cleared_and_its_siblings_are_unchanged():
     for p, r in zip(params, reference, strict=True):
         assert (p[1] == 0).all()
         assert torch.equal(p[0], r[0]) and torch.equal(p[2], r[2])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adams_step_sizes_are_the_next_updates_scaling_of_the_gradient(optimizer):
+    """With ``beta1 = 0`` and a constant gradient the next update is exactly ``-D * g``."""
+    params, opt = _setup(optimizer, 4)
+    opt.beta1, opt.wd = 0.0, [torch.zeros_like(w) for w in opt.wd]
+    assert opt.step_sizes() is None  # no moments before the first update
+    generator = torch.Generator().manual_seed(2)
+    grads = [torch.randn(p.shape, generator=generator) for p in params]
+    for _ in range(3):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+    sizes = opt.step_sizes()
+    before = [p.clone() for p in params]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    opt.step()
+    for p, b, g, d in zip(params, before, grads, sizes, strict=True):
+        torch.testing.assert_close(p - b, -d * g, rtol=1e-4, atol=1e-7)
+
+
+def test_sgds_step_sizes_are_its_lrs_and_adam_atan2_has_none():
+    _, sgd = _setup("sgd", 4)
+    sizes = sgd.step_sizes()
+    got = [value for s in sizes for value in s.flatten().tolist()]
+    assert got == pytest.approx([m * lr for m in (0.5, 1.0, 2.0) for lr in (1e-3, 3e-2, 1e-2)])
+    params, atan2 = _setup("adam-atan2", 4)
+    _train(params, atan2, steps=1)
+    assert atan2.step_sizes() is None

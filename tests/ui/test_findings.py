@@ -242,3 +242,29 @@ def test_the_finetuning_finding_claims_a_difference_only_when_the_intervals_do_n
     unreached = pl.DataFrame([_start("pretrained", math.inf, math.inf, math.inf),
                               _start("scratch", 55, 40, math.inf)])  # fmt: skip
     assert "not reached" in finetuning(unreached) and "55 [40, more]" in finetuning(unreached)
+
+
+def test_the_sharpness_finding_quotes_each_exponent_and_what_its_interval_says():
+    from toolkit.analysis.sharpness import width_exponent
+
+    rows = []
+    for parametrization, k in (("mup", 0.0), ("sp", 0.6)):
+        for step in (0, 25, 500):
+            for width in (32, 64, 128, 256):
+                for seed, wobble in enumerate((-0.02, 0.03)):
+                    log2_value = k * np.log2(width) + wobble * (1 + (width == 64))
+                    rows.append({"run_id": f"{parametrization}{step}{width}{seed}",
+                                 "step": step, "parametrization": parametrization,
+                                 "optimizer": "adam", "lr": 2.0**-7, "width": width,
+                                 "seed": seed, "iterations": 9,
+                                 "converged": seed == 0 or width > 32,
+                                 "sharpness": 2.0**log2_value})  # fmt: skip
+    fits = width_exponent(pl.DataFrame(rows))
+    text = findings.sharpness(fits)
+    for row in fits.filter(pl.col("step") == 500).rows(named=True):
+        lo, hi = row["exponent_lo"], row["exponent_hi"]
+        assert f"{row['exponent']:+.2f} [{lo:+.2f}, {hi:+.2f}]" in text
+    assert "at step 25" in text and "at step 500" in text and "at step 0:" not in text
+    assert "muP k = " in text and "consistent with no change in width" in text
+    assert "SP k = +0.6" in text and "growing with width" in text
+    assert "LR 2^-7" in text and "(6 probe values left out" in text

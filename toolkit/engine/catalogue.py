@@ -51,7 +51,7 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "adam-atan2", "muon")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
 """Learning-rate schedules (:func:`toolkit.engine.config.lr_factor`)."""
 
-PROBES: tuple[str, ...] = ("activations", "spectra")
+PROBES: tuple[str, ...] = ("activations", "spectra", "sharpness", "alignment")
 """Probes a run can record while it trains (:mod:`toolkit.engine.probes`)."""
 
 PROJECTIONS: tuple[str, ...] = ("dense", "sparse", "fastfood")

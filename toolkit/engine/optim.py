@@ -130,6 +130,14 @@ class EnsembleOptimizer:
     def _update(self, grads: list[torch.Tensor], lr_scale: float) -> None:
         raise NotImplementedError
 
+    def step_sizes(self) -> list[torch.Tensor] | None:
+        """The diagonal preconditioner ``D`` of the next update, one tensor per parameter
+        broadcasting over it (``(members, 1, ...)`` or the parameter's shape): the update
+        is ``-D * g`` to first order in the gradient ``g`` (momentum aside, the schedule's
+        factor left out), or ``None`` when it is not a diagonal scaling of the gradient.
+        The base class says ``None``."""
+        return None
+
 
 class SGD(EnsembleOptimizer):
     """SGD with heavy-ball momentum (PyTorch's form: ``buf = mu * buf + g``)."""
@@ -151,6 +159,10 @@ class SGD(EnsembleOptimizer):
                 torch._foreach_add_(buffers, grads)
             grads = buffers
         self._apply([g.clone() for g in grads] if self.momentum else list(grads), lr_scale)
+
+    def step_sizes(self) -> list[torch.Tensor]:
+        """Each tensor's LR, ``(members, 1, ...)``: SGD's update is ``-lr * g``."""
+        return list(self.lr)
 
 
 FUSED_ADAM_MIN_PARAMETERS = 2**15
@@ -211,6 +223,22 @@ class Adam(EnsembleOptimizer):
         torch._foreach_add_(denom, [eps * root_bc2 for eps in self.eps])
         scaled = torch._foreach_mul(m, self.lr)
         torch._foreach_addcdiv_(self.params, scaled, denom, value=-lr_scale * root_bc2 / bc1)
+
+    def step_sizes(self) -> list[torch.Tensor] | None:
+        """``lr / (bc1 (sqrt(v / bc2) + eps))`` per coordinate after ``t`` updates, with
+        ``bc2 = 1 - beta2**t`` and the next update's ``bc1 = 1 - beta1**(t + 1)``: the LR
+        over Adam's preconditioner ``P_t = (1 - beta1**(t+1)) (sqrt(v_hat_t) + eps)`` of
+        Cohen et al. 2022 ("Adaptive gradient methods at the edge of stability", section
+        2), from the current second moments. The update's ``1 - beta1`` share of the new
+        gradient is left out, as there. ``None`` before the first update (no moments yet)
+        and for Adam-atan2 (no diagonal preconditioner)."""
+        t = self.step_count
+        if t == 0 or type(self)._update is not Adam._update:
+            return None
+        bc1, root_bc2 = 1.0 - self.beta1 ** (t + 1), math.sqrt(1.0 - self.beta2**t)
+        v = self.state["exp_avg_sq"]
+        return [lr / (bc1 * (second.sqrt() / root_bc2 + eps))
+                for lr, second, eps in zip(self.lr, v, self.eps, strict=True)]  # fmt: skip
 
     def _fused_update(self, grads, lr_scale) -> None:
         """The same update by PyTorch's fused kernel, one call per member and tensor."""

@@ -15,7 +15,7 @@ import polars as pl
 import torch
 
 from toolkit.engine.data import Task
-from toolkit.engine.layers import EnsembleModel
+from toolkit.engine.layers import EnsembleLinear, EnsembleModel
 
 PROBE_SCHEMA = {
     "run_id": pl.String,
@@ -29,19 +29,53 @@ PROBE_SCHEMA = {
 
 @dataclass
 class ProbeContext:
-    """What a probe may look at: the model, the step and a fixed probe batch."""
+    """What a probe may look at: the model, the step and a fixed probe batch.
+
+    ``y`` and ``task`` (the probe batch's targets and the task whose loss they give) are
+    there for probes of the loss (:func:`toolkit.engine.probes.sharpness_stats`); ``active``
+    is the members still training, a ``(members,)`` bool tensor the training loop updates
+    in place (``None``: every member); ``step_sizes`` the optimizer's
+    :meth:`~toolkit.engine.optim.EnsembleOptimizer.step_sizes`, its diagonal preconditioner
+    now, one tensor per model tensor in
+    :meth:`~toolkit.engine.layers.EnsembleModel.named_tensors` order (``None``: unknown).
+    """
 
     model: EnsembleModel
     step: int
     x: torch.Tensor  # (members, batch, d_in), the same at every step
     initial: dict[str, torch.Tensor]  # tensor name -> value at init, (members, ...)
     previous: dict[str, torch.Tensor]  # tensor name -> value before the last update
+    y: torch.Tensor | None = None  # (members, batch, ...) targets of x
+    task: Task | None = None
+    active: torch.Tensor | None = None  # (members,) bool, on the CPU
+    step_sizes: Callable[[], list[torch.Tensor] | None] | None = None
 
     @torch.no_grad()
     def activations(self) -> dict[str, torch.Tensor]:
         """Every layer's output on the probe batch, ``(members, batch, features)``."""
         captured: dict[str, torch.Tensor] = {}
         self.model(self.x, capture=captured)
+        return captured
+
+    @torch.no_grad()
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """Every weight matrix's input on the probe batch, by layer (the tensor name less
+        ``.weight``), ``(members, rows, fan_in)``: what ``h @ W`` multiplies."""
+        captured: dict[str, torch.Tensor] = {}
+        hooks = []
+        for module in self.model.modules():
+            if isinstance(module, EnsembleLinear) and module.weight is not None:
+                layer = module.specs["weight"].name.removesuffix(".weight")
+
+                def keep(_module, args, layer=layer):
+                    captured[layer] = args[0]
+
+                hooks.append(module.register_forward_pre_hook(keep))
+        try:
+            self.model(self.x)
+        finally:
+            for hook in hooks:
+                hook.remove()
         return captured
 
 
@@ -56,7 +90,9 @@ class ProbeRunner:
     """Runs ``probes`` at ``steps`` (those in ``0..last_step``) and collects their rows.
 
     The probe batch is ``batch_size`` training examples drawn once (seed 0), the same for
-    every member and step. ``run_ids`` name the members in the rows.
+    every member and step. ``run_ids`` name the members in the rows; ``active`` (``(members,)``
+    bool, updated in place by the caller) says which members still train; ``step_sizes``
+    reads the optimizer's preconditioner (:class:`ProbeContext`).
     """
 
     def __init__(
@@ -69,6 +105,8 @@ class ProbeRunner:
         batch_size: int,
         last_step: int,
         run_ids: Sequence[str],
+        active: torch.Tensor | None = None,
+        step_sizes: Callable[[], list[torch.Tensor] | None] | None = None,
     ) -> None:
         self.probes = list(probes)
         self.steps = {s for s in steps if 0 <= s <= last_step}
@@ -77,10 +115,12 @@ class ProbeRunner:
         self.context: ProbeContext | None = None
         if self.probes and self.steps:
             index = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(0))
-            x = task.x_train[index[:batch_size].to(task.x_train.device)]
+            picked = index[:batch_size].to(task.x_train.device)
+            x, y = task.x_train[picked], task.y_train[picked]
             initial = _snapshot(model)
-            x = x.expand(model.members, *x.shape)
-            self.context = ProbeContext(model, 0, x, initial, initial)
+            x, y = x.expand(model.members, *x.shape), y.expand(model.members, *y.shape)
+            self.context = ProbeContext(model, 0, x, initial, initial, y, task, active,
+                                        step_sizes)
 
     def before_update(self, step: int) -> None:
         """Keep the tensors before update ``step`` when a probe runs right after it."""

@@ -3,8 +3,12 @@
 A probe is called by the training loop with a
 :class:`toolkit.engine.probe_runner.ProbeContext` and returns a list of dicts with keys
 ``member``, ``layer``, ``role``, ``stat`` and ``value``. :data:`PROBE_FUNCTIONS` names
-them (``activations``, ``spectra``); :func:`log_spaced_steps` is the default
-schedule to record them at.
+them (``activations``, ``spectra``, ``sharpness``, ``alignment``); :func:`log_spaced_steps` is
+the default schedule to record them at.
+
+Roles are those of the model's tensors (``input``, ``hidden``, ``vector``, ``output``,
+``fixed``) for rows about one layer, and :data:`MODEL_ROLE` for rows about a whole
+member (its loss Hessian), whose layer is :data:`MODEL_LAYER`.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import numpy as np
 import torch
 
 from toolkit.engine.catalogue import PROBES, check_registry
+from toolkit.engine.evaluation import per_member_loss
+from toolkit.engine.hessian import MAX_ITERATIONS, TOLERANCE, flushed_denormals, top_eigenvalue
 from toolkit.engine.parametrization import Kind
 from toolkit.engine.probe_runner import Probe, ProbeContext
 from toolkit.engine.spectra import (
     FULL_UP_TO,
     MIN_EIGENVALUES,
+    alignment,
     cond_ratio,
     fit_power_law,
     log_spaced_ranks,
@@ -31,6 +38,12 @@ from toolkit.errors import InputError, check_positive
 #: (``block{l}``) is a sum of width-sized vectors and counts as ``hidden``.
 _OUTPUT_LAYERS = {"readout"}
 _INPUT_LAYERS = {"input", "embed"}
+
+MODEL_LAYER = "model"
+"""The layer of a row about a whole member rather than one of its layers."""
+
+MODEL_ROLE = "model"
+"""The role of a row about a whole member (all its tensors together)."""
 
 
 def layer_role(layer: str) -> str:
@@ -166,6 +179,131 @@ def spectral_stats(
     return rows
 
 
-PROBE_FUNCTIONS: dict[str, Probe] = {"activations": activation_stats, "spectra": spectral_stats}
+def sharpness_stats(
+    ctx: ProbeContext, *, tol: float = TOLERANCE, max_iterations: int = MAX_ITERATIONS
+) -> list[dict]:
+    """The sharpness of each member: ``lambda_max``, the largest (algebraic) eigenvalue of
+    the Hessian ``H`` of its training loss on the *probe batch* (the fixed ``batch_size``
+    training examples of :class:`~toolkit.engine.probe_runner.ProbeRunner`, the same at
+    every step) with respect to all its tensors as stored.
+
+    ``H`` itself depends on how a parametrization splits a weight into a stored tensor and
+    a multiplier, which leaves training unchanged (the abc-symmetry of Yang & Hu 2021 and
+    Everett et al. 2024), so its eigenvalues can differ between two parametrizations that
+    train identically. The *preconditioned* sharpness, the top eigenvalue of
+    ``D**0.5 H D**0.5`` with ``D`` the optimizer's per-coordinate step size
+    (:meth:`~toolkit.engine.optim.EnsembleOptimizer.step_sizes`: the LR of each tensor
+    under SGD, the LR over Adam's preconditioner under Adam), is invariant under that
+    symmetry and is what decides stability: for a quadratic, heavy-ball SGD with momentum
+    ``beta`` is stable while it is below ``2 (1 + beta)`` (2 without momentum; Cohen et al.
+    2021) and Adam near ``(2 + 2 beta1) / (1 - beta1)``, 38 for ``beta1 = 0.9`` (Cohen et
+    al. 2022, "Adaptive gradient methods at the edge of stability"). It is the sharpness
+    whose width-independence under muP super consistency is about (Noci et al. 2024).
+
+    Both by Lanczos on Hessian-vector products of the members' summed loss, whose Hessian is
+    block-diagonal by member (:mod:`toolkit.engine.hessian`). Rows, with layer
+    :data:`MODEL_LAYER` and role :data:`MODEL_ROLE`:
+
+    ============================ =====================================================
+    ``sharpness``                ``lambda_max(H)``
+    ``preconditioned_sharpness`` ``lambda_max(D**0.5 H D**0.5)`` (dimensionless), where
+                                 the optimizer has a diagonal preconditioner now
+                                 (``ProbeContext.step_sizes``; not Adam's at step 0, before
+                                 it has moments, nor Adam-atan2's or Muon's)
+    ``<stat>_iters``             Hessian-vector products it took
+    ``<stat>_converged``         1 if the relative residual reached ``tol`` within
+                                 ``max_iterations``, else 0: the value is then not trusted
+    ============================ =====================================================
+
+    A frozen member or one whose loss is not finite reads NaN (and not converged). The model
+    is left as it was: products come from ``torch.autograd.grad`` (double backward), which
+    writes no ``.grad``, the start vector has its own generator and the denormal setting is
+    restored (:func:`toolkit.engine.hessian.flushed_denormals`), so training after the probe
+    is bit-identical to training without it.
+    """
+    if ctx.y is None or ctx.task is None:
+        raise InputError("the sharpness probe needs the probe batch's targets: ProbeContext.y "
+                         "and ProbeContext.task are None")  # fmt: skip
+    params = [p for _, p in ctx.model.named_tensors()]
+    with torch.enable_grad(), flushed_denormals():
+        loss = per_member_loss(ctx.task, ctx.model(ctx.x), ctx.y)
+        live = torch.isfinite(loss.detach()).cpu()
+        if ctx.active is not None:
+            live &= ctx.active.cpu()
+        total = torch.where(live.to(loss.device), loss, torch.zeros_like(loss)).sum()
+        grads = torch.autograd.grad(total, params, create_graph=True)
+
+        def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+            return list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
+
+        results = {"sharpness": top_eigenvalue(hvp, params, tol=tol,
+                                               max_iterations=max_iterations)}  # fmt: skip
+        sizes = None if ctx.step_sizes is None else ctx.step_sizes()
+        if sizes is not None:
+            roots = [size.sqrt() for size in sizes]
+
+            def scaled_hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+                products = hvp([a * r for a, r in zip(v, roots, strict=True)])
+                return [a * r for a, r in zip(products, roots, strict=True)]
+
+            results["preconditioned_sharpness"] = top_eigenvalue(
+                scaled_hvp, params, tol=tol, max_iterations=max_iterations
+            )
+    rows = []
+    for stat, top in results.items():
+        value = torch.where(live, top.eigenvalue, torch.nan).tolist()
+        iterations, converged = top.iterations.tolist(), (top.converged & live).tolist()
+        for member in range(ctx.model.members):
+            row = {"member": member, "layer": MODEL_LAYER, "role": MODEL_ROLE}
+            rows.append({**row, "stat": stat, "value": value[member]})
+            rows.append({**row, "stat": f"{stat}_iters", "value": float(iterations[member])})
+            rows.append({**row, "stat": f"{stat}_converged",
+                         "value": float(converged[member])})  # fmt: skip
+    return rows
+
+
+def alignment_stats(ctx: ProbeContext) -> list[dict]:
+    """Per member and weight matrix, how well its update aligns with its input.
+
+    With ``x`` the layer's input on the probe batch (:meth:`ProbeContext.inputs`) and
+    :func:`toolkit.engine.spectra.alignment` the mean over the batch of
+    ``||x dW|| / (||dW||_2 ||x||)`` (in [0, 1]; Everett et al. 2024's alignment):
+
+    ===================== ==================================================
+    ``update_alignment``  ``dW = W - W_prev``, the last step's update
+    ``delta_alignment``   ``dW = W - W_0``, the change since initialisation
+    ===================== ==================================================
+
+    Both from step 1 (at step 1 they coincide); NaN where ``dW = 0`` (a frozen member).
+    Forward multipliers scale ``dW`` per member and cancel in the ratio. ``x`` is the
+    current input, from the probe batch, not the batch the update was computed on.
+    Embedding lookups (their input is token ids) have no rows.
+    """
+    if ctx.step == 0:
+        return []
+    inputs = ctx.inputs()
+    rows: list[dict] = []
+    for spec, param in ctx.model.named_tensors():
+        layer = spec.name.removesuffix(".weight")
+        if spec.kind is not Kind.WEIGHT or layer not in inputs:
+            continue
+        weight, x = param.detach(), inputs[layer]
+        stats = {
+            "update_alignment": alignment(weight - ctx.previous[spec.name], x).tolist(),
+            "delta_alignment": alignment(weight - ctx.initial[spec.name], x).tolist(),
+        }
+        for member in range(ctx.model.members):
+            row = {"member": member, "layer": layer, "role": spec.role.value}
+            for stat, values in stats.items():
+                rows.append({**row, "stat": stat, "value": values[member]})
+    return rows
+
+
+PROBE_FUNCTIONS: dict[str, Probe] = {
+    "activations": activation_stats,
+    "spectra": spectral_stats,
+    "sharpness": sharpness_stats,
+    "alignment": alignment_stats,
+}
 """Probes by their name in :data:`toolkit.engine.catalogue.PROBES`."""
 check_registry("probes", PROBE_FUNCTIONS, PROBES)

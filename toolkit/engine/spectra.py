@@ -220,6 +220,35 @@ def stable_rank(fro_norm: torch.Tensor, sigma_max: torch.Tensor) -> torch.Tensor
     return fro_norm.pow(2) / sigma_max.pow(2)
 
 
+def alignment(update: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """How much of ``||dW||_2`` an update uses on its inputs: per member, the mean over the
+    rows ``x_b`` of ``x`` of ``||x_b dW|| / (||dW||_2 ||x_b||)``, between 0 and 1.
+
+    1 when every input lies along the top singular direction of ``dW`` on the input side,
+    0 when every input is in ``dW``'s null space. This is the alignment Everett et al. 2024
+    ("Scaling exponents across parameterizations and optimizers", section 3) write as
+    ``||dW z|| = Theta(||dW||_2 ||z|| n**-a)``: an exponent ``a = 0`` (full alignment)
+    is this ratio staying of order 1 as the width ``n`` grows.
+
+    Args:
+        update: ``dW``, ``(members, fan_in, fan_out)`` as the layers store weights (a layer
+            computes ``h @ W``).
+        x: the layer's inputs, ``(members, rows, fan_in)``.
+
+    Returns:
+        ``(members,)`` float64. All-zero rows of ``x`` are left out; NaN for ``dW = 0`` or
+        no non-zero row. ``||dW||_2`` is :func:`spectral_norm`'s estimate, which is
+        exact for small matrices and below the truth by at most its tolerance otherwise.
+    """
+    update, x = update.double(), x.double()
+    norm = spectral_norm(update)
+    image = torch.bmm(x, update).norm(dim=-1)
+    length = x.norm(dim=-1)
+    nonzero = length > 0
+    ratio = torch.where(nonzero, image / (norm.unsqueeze(1) * length), 0.0)
+    return ratio.sum(1) / nonzero.sum(1)
+
+
 @dataclass(frozen=True)
 class PowerLawFit:
     """A power law ``p(lambda) ~ lambda**-alpha`` fitted to the tail of an ESD.

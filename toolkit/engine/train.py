@@ -223,9 +223,11 @@ def train(
     )
     ids = [run_id(config, m) for m in members]
     sampler = BatchSampler(task.n_train, config.batch_size, seeds)
-    runner = ProbeRunner(probes, probe_steps, model=model, task=task, run_ids=ids,
-                         batch_size=config.batch_size, last_step=config.steps)  # fmt: skip
     guard = DivergenceGuard(len(members), config.divergence_factor, freeze=freeze_diverged)
+    runner = ProbeRunner(probes, probe_steps, model=model, task=task, run_ids=ids,
+                         batch_size=config.batch_size, last_step=config.steps,
+                         active=guard.active,
+                         step_sizes=optimizer.step_sizes)  # fmt: skip
     evaluator = Evaluator(task, config.eval_examples)
     start = None if init is not None else _start_model(config, task, members, device)
     if start is None:

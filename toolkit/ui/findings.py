@@ -408,3 +408,49 @@ def claim_sentences(card: pl.DataFrame) -> str:
 def claims_markdown(card: pl.DataFrame) -> str:
     """:func:`claims_summary`, then one bullet per claim (:func:`claim_sentences`)."""
     return f"{claims_summary(card)}\n\n{claim_sentences(card)}"
+
+
+def _exponent_phrase(row: dict) -> str:
+    """``k = +0.12 [-0.03, +0.27]`` and what it says about width-independence."""
+    if row["status"] != "ok":
+        return f"no exponent ({row['widths']} widths with a converged value)"
+    text = f"k = {row['exponent']:+.2f} [{row['exponent_lo']:+.2f}, {row['exponent_hi']:+.2f}]"
+    if row["exponent_lo"] <= 0.0 <= row["exponent_hi"]:
+        return text + ", consistent with no change in width"
+    return text + (", growing with width" if row["exponent_lo"] > 0 else ", falling with width")
+
+
+def sharpness(fits: pl.DataFrame) -> str:
+    """What a sharpness study shows: ``fits`` is
+    :func:`toolkit.analysis.sharpness.width_exponent` output. Per optimizer, the exponent
+    ``k`` of ``lambda_max ~ width**k`` of each parametrization at the last probe step and
+    at the first step after initialisation, with 95% intervals; the runs left out (not
+    converged, diverged) are counted."""
+    if fits.height == 0:
+        raise InputError("fits is empty: no sharpness values to describe")
+    sentences = []
+    for optimizer in ordered(fits, "optimizer"):
+        rows = fits.filter(pl.col("optimizer") == optimizer)
+        steps = sorted(rows["step"].unique().to_list())
+        later = [s for s in steps if s > 0]
+        shown = [later[0], steps[-1]] if len(later) > 1 else steps[-1:]
+        parts = []
+        for step in shown:
+            at = rows.filter(pl.col("step") == step).sort("parametrization")
+            said = "; ".join(
+                f"{_NAMES.get(r['parametrization'], r['parametrization'])} "
+                f"{_exponent_phrase(r)}"
+                for r in at.iter_rows(named=True)
+            )
+            parts.append(f"at step {step}: {said}")
+        excluded = int(rows["excluded"].sum())
+        note = f" ({excluded} probe values left out: not converged or diverged)" if excluded else ""
+        lr = rows["lr"][0]
+        stat = f"`{rows['stat'][0]}`" if "stat" in rows.columns else "the sharpness"
+        sentences.append(f"**{optimizer}** (LR {_power(math.log2(lr))}), exponent of "
+                         f"{stat} in width {'; '.join(parts)}{note}.")  # fmt: skip
+    return "\n\n".join(sentences) + (
+        "\n\nSuper consistency (Noci et al. 2024) predicts `k` near 0 under muP at every "
+        "step; a `k` away from 0 under SP means the same LR meets a different curvature at "
+        "each width."
+    )
