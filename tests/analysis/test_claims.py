@@ -211,8 +211,10 @@ def _sharpness_store(path, exponent: float) -> None:
                          "final_train_loss": 1.0, "final_val_loss": 1.0, "wall_s": 1.0,
                          "toolkit_version": "test", "created_at": "now"})  # fmt: skip
             value = 10.0 * width**exponent * (1 + 0.01 * (seed - 1))
-            probes.append({"run_id": run_id, "step": 100, "layer": "model", "role": "model",
-                           "stat": SHARPNESS_STAT, "value": value})  # fmt: skip
+            recorded = {SHARPNESS_STAT: value, f"{SHARPNESS_STAT}_iters": 20.0,
+                        f"{SHARPNESS_STAT}_converged": 1.0}  # fmt: skip
+            probes += [{"run_id": run_id, "step": 100, "layer": "model", "role": "model",
+                        "stat": stat, "value": v} for stat, v in recorded.items()]  # fmt: skip
     curves = pl.DataFrame(schema=results.SCHEMAS["curves"])
     results.Store(path).write_group("g", results.Records(
         pl.DataFrame(rows, schema_overrides=results.SCHEMAS["runs"]), curves,

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from toolkit.analysis import coord_check, intrinsic, spectra
+from toolkit.analysis import coord_check, intrinsic, sharpness, spectra
 from toolkit.analysis.claim_data import EXACT, LEVEL, Measurement, Stores, largest, magnitude
 from toolkit.analysis.fits import difference
 from toolkit.analysis.transfer import (
@@ -36,8 +36,10 @@ SHARPNESS_STORE = "sharpness"
 """The store of top-Hessian-eigenvalue probes (``data/sharpness``); the one place the
 sharpness claim reads."""
 
-SHARPNESS_STAT = "sharpness"
-"""The probe statistic that store records: the top eigenvalue of the loss Hessian."""
+SHARPNESS_STAT = "preconditioned_sharpness"
+"""The statistic the claim reads: the top eigenvalue of the loss Hessian preconditioned by the
+optimizer's step sizes, unchanged by the abc-symmetry of parametrizations
+(:mod:`toolkit.analysis.sharpness`)."""
 
 
 def _one(frame: pl.DataFrame, where: dict) -> dict | None:
@@ -337,25 +339,32 @@ def spectral_condition(stores: Stores) -> Measurement:
 
 
 def sharpness_width_exponent(stores: Stores) -> Measurement:
-    """Under muP, the width exponent of the sharpness (top Hessian eigenvalue) at the last
-    recorded step, from the :data:`SHARPNESS_STORE` store's :data:`SHARPNESS_STAT` probes
-    (:func:`~toolkit.analysis.spectra.fit_exponent`, every seed a point). Without that
-    store the card says "no sharpness store shipped" (:func:`toolkit.analysis.claims.card`
-    checks each claim's store before measuring)."""
-    unit = "exponent of the top Hessian eigenvalue in width"
-    method = f"OLS of log sharpness on log width at the last step, t {LEVEL:.0%} interval"
-    rows = stores.probes(SHARPNESS_STORE).filter(
-        pl.col("parametrization") == "mup", pl.col("stat") == SHARPNESS_STAT
-    )
-    last = rows.filter(pl.col("step") == pl.col("step").max())
-    fit = spectra.fit_exponent(last, stat=SHARPNESS_STAT, by=("step",), level=LEVEL)
-    if fit.height != 1 or fit["fit"][0] != spectra.FIT_OK:
+    """Under muP, the largest ``|k|`` over optimizers of ``lambda_max ~ width**k`` for the
+    preconditioned sharpness at the last probe step, from the :data:`SHARPNESS_STORE`
+    store (:func:`toolkit.analysis.sharpness.width_exponent`: OLS through the seed means),
+    with the envelope of the rows' intervals. Without that store the card says "no
+    sharpness store shipped" (:func:`toolkit.analysis.claims.card` checks each claim's
+    store before measuring)."""
+    unit = "|exponent| of the preconditioned top Hessian eigenvalue in width"
+    method = (f"OLS of log2 seed-mean sharpness on log2 width at the last probe step, t "
+              f"{LEVEL:.0%} interval; largest |exponent| over optimizers, envelope "
+              "interval")  # fmt: skip
+    frame = sharpness.sharpness_frame(stores.probes(SHARPNESS_STORE), stores.runs(SHARPNESS_STORE),
+                                      stat=SHARPNESS_STAT)  # fmt: skip
+    fits = sharpness.width_exponent(frame.filter(pl.col("parametrization") == "mup"),
+                                    level=LEVEL)  # fmt: skip
+    fits = fits.filter(pl.col("step") == pl.col("step").max().over("optimizer"),
+                       pl.col("status") == sharpness.FIT_OK)  # fmt: skip
+    if fits.is_empty():
         return Measurement.absent(f"the {SHARPNESS_STORE} store has no muP {SHARPNESS_STAT} "
                                   "probes across widths", unit=unit, method=method)  # fmt: skip
-    row = fit.row(0, named=True)
-    note = f"{row['points']} runs at {row['sizes']} widths, step {row['step']}"
-    return Measurement(row["exponent"], row["exponent_lo"], row["exponent_hi"], LEVEL, unit,
-                       method, note)  # fmt: skip
+    k, k_lo, k_hi = magnitude(*(fits[c].to_numpy() for c in ("exponent", "exponent_lo",
+                                                            "exponent_hi")))  # fmt: skip
+    value, lo, hi = largest(k, k_lo, k_hi)
+    each = ", ".join(f"{r['optimizer']} {r['exponent']:+.2f} [{r['exponent_lo']:+.2f}, "
+                     f"{r['exponent_hi']:+.2f}]" for r in fits.iter_rows(named=True))  # fmt: skip
+    note = f"step {fits['step'].max()}, {fits['widths'].max()} widths: {each}"
+    return Measurement(value, lo, hi, LEVEL, unit, method, note)
 
 
 # --- intrinsic dimension -------------------------------------------------------------------
