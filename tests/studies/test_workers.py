@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import polars as pl
 import pytest
 
 from toolkit import store as results
-from toolkit.studies import sweep
 from toolkit.studies.costs import OVERHEAD_BOUND_STEP_FLOPS, overhead_bound
 from toolkit.studies.sweep import SweepSpec, plan, run_local
-from toolkit.studies.workers import MIN_SIDE_BY_SIDE_S, split_for, train_in_workers
+from toolkit.studies.workers import split_for, train_in_workers
 
 SPEC = SweepSpec(task="digits", parametrizations=("sp", "mup"), widths=(16, 32), depths=(1,),
                  lrs=(1e-2, 1e-1), seeds=2, steps=(30,), eval_every=10)  # fmt: skip
@@ -25,8 +26,7 @@ def _tables(out) -> tuple[pl.DataFrame, pl.DataFrame]:
     return runs, curves
 
 
-def test_runs_trained_in_workers_equal_runs_trained_in_one_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep, "MIN_SIDE_BY_SIDE_S", 0.0)  # worth it whatever the estimate
+def test_runs_trained_in_workers_equal_runs_trained_in_one_process(tmp_path):
     assert all(overhead_bound(g.step_flops) for g in plan(SPEC).groups)
     side_by_side = run_local(SPEC, tmp_path / "workers", quiet=True, workers=2)
     assert len(side_by_side.groups) == 4  # trained in workers: the plan is as it was cut
@@ -67,12 +67,15 @@ def test_a_workers_error_reaches_the_caller_and_the_other_groups_are_written(tmp
     assert written == set(good.run_ids)
 
 
-def test_a_sweep_too_small_to_pay_for_workers_trains_in_this_process(tmp_path):
-    work = run_local(SPEC.with_(steps=(5,)), tmp_path, quiet=True, workers=2)
-    assert sum(g.seconds for g in work.groups) < MIN_SIDE_BY_SIDE_S
-    assert work.runs == SPEC.size
-
-
 def test_workers_below_one_are_refused(tmp_path):
     with pytest.raises(ValueError, match="workers=0"):
         run_local(SPEC, tmp_path, quiet=True, workers=0)
+
+
+def test_the_sweep_command_refuses_workers_below_one(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "toolkit", "sweep", "--task", "digits",
+                           "--widths", "16", "--depths", "1", "--lrs", "0.01", "--steps", "2",
+                           "--out", str(tmp_path), "--workers", "0"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "workers=0" in done.stderr

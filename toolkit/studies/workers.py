@@ -3,9 +3,10 @@
 A group whose step is a few small matrix products is bound by per-operation overhead
 (Python, dispatch, kernel set-up), which a second thread does not shorten: on 2 cores a
 width-32 MLP group trains barely faster with two threads than with one, and the second
-core idles. Such groups (:func:`~toolkit.studies.costs.overhead_bound`) train instead in
-single-threaded worker processes, one group per worker at a time, while large groups
-keep every thread in the calling process (:func:`toolkit.studies.sweep.run_local`).
+core idles. Asked to (``run_local(..., workers=N)``, ``sweep --workers N``), such groups
+(:func:`~toolkit.studies.costs.overhead_bound`) train instead in single-threaded worker
+processes, one group per worker at a time, while large groups keep every thread in the
+calling process (:func:`toolkit.studies.sweep.run_local`).
 
 Each worker writes its groups into the store itself, under claims like any other writer
 (:mod:`toolkit.locks`), so a worker that dies loses at most its group in flight and a
@@ -14,8 +15,8 @@ ensemble never mix, and each run's numbers are those of its own slice.
 
 Workers are spawned, not forked: polars' thread pool does not survive a fork (a forked
 child that reads or writes a frame waits forever for threads it does not have). A spawned
-worker pays the interpreter's start and the imports (about 2 s on 2 cores), which is why
-only sweeps with enough small-group work use them (:data:`MIN_SIDE_BY_SIDE_S`).
+worker pays the interpreter's start and the imports (about 2 s on 2 cores), and imports
+the caller's main script, which must therefore guard its entry point.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ from toolkit.store import Store
 if TYPE_CHECKING:
     from toolkit.studies.sweep import Group
 
-MIN_SIDE_BY_SIDE_S = 20.0
-"""Estimated seconds of overhead-bound groups (:func:`toolkit.studies.costs.group_seconds`)
-from which they train in workers: about ten times a worker's start."""
 POLL_S = 0.1
 """Seconds between updates of the caller's progress while workers train."""
 
@@ -45,13 +43,6 @@ PR_SET_PDEATHSIG = 1
 """Linux's ``prctl`` option: the signal a process gets when its parent dies."""
 
 _steps_done = None  # a worker's shared step counter, set by _start_worker
-
-
-def available_cores() -> int:
-    """Cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def split_for(groups: Sequence[Group], workers: int) -> list[Group]:

@@ -76,6 +76,10 @@ def _sweep_parser(sub) -> None:
     parser.add_argument("--address", default=None, help="Ray cluster address (ray executor)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes that train the small (overhead-bound) groups side by "
+                             "side, one thread each (default: 1, all groups in this "
+                             "process; local executor)")  # fmt: skip
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
@@ -108,7 +112,8 @@ def _run_sweep(args: argparse.Namespace) -> None:
 
         work = run_ray(specs, args.out, address=args.address, quiet=args.quiet, on_plan=announce)
     else:
-        work = run_local(specs, args.out, device=args.device, quiet=args.quiet, on_plan=announce)
+        work = run_local(specs, args.out, device=args.device, quiet=args.quiet, on_plan=announce,
+                         workers=args.workers)  # fmt: skip
     if args.json:
         _print_json({"summary": work.summary(), "groups": work.records()})
 
