@@ -341,8 +341,9 @@ EVERY_VERDICT = "every verdict"
 
 def claims_explorer(card: pl.DataFrame, *, name: str = "claims") -> Explorer:
     """The claims card (:func:`toolkit.analysis.claims.card`) one claim at a time: its
-    number and interval against the band it expects (:func:`toolkit.ui.plots.claim_interval`).
-    Controls: a verdict (the claim list narrows to the claims with it) and the claim."""
+    number and interval against the band it expects (:func:`toolkit.ui.plots.claim_interval`),
+    titled with its place among the claims shown. Controls: a verdict (the claim list
+    narrows to the claims with it) and the claim."""
     verdicts = [EVERY_VERDICT, *(v for v in VERDICTS if v in set(card["verdict"]))]
     verdict = widgets.ToggleButtons(options=verdicts, description="verdict", style=LABELS)
     claim = dropdown(card["id"].to_list(), description="claim")
@@ -356,7 +357,11 @@ def claims_explorer(card: pl.DataFrame, *, name: str = "claims") -> Explorer:
     verdict.observe(narrow, names="value")
 
     def render(fig: Figure, values: dict) -> None:
-        plots.claim_interval(card, claim=values["claim"], fig=fig)
+        shown = list(claim.options)  # the claims the verdict leaves, in the card's order
+        row = card.row(card["id"].to_list().index(values["claim"]), named=True)
+        title = (f"{values['claim']}\n{row['verdict']} "
+                 f"({shown.index(values['claim']) + 1} of {len(shown)} shown)")  # fmt: skip
+        plots.claim_interval(card, claim=values["claim"], fig=fig, title=title)
 
     explorer = Explorer({"verdict": verdict, "claim": claim}, render, name=name, in_place=True)
     explorer.redraw()
