@@ -39,10 +39,11 @@ STEP_OVERHEAD_S = 2e-3
 """Seconds of fixed cost per training step of a group (kernel launches, Python)."""
 OVERHEAD_BOUND_STEP_FLOPS = 5e8
 """Training FLOPs of one group step below which the step is bound by per-operation
-overhead rather than arithmetic, so that a second thread barely shortens it (measured on 2
-cores: an 18-member MLP group of width 128, 3e8 FLOPs a step, trains 1.1-1.2x faster with
-two threads than with one). Such groups train side by side in single-threaded worker
-processes (:mod:`toolkit.studies.workers`)."""
+overhead rather than arithmetic: on 2 idle cores an 18-member MLP group of width 32
+(4e7 FLOPs a step) runs at about 10% of the matmul peak and one of width 128 (3e8) at about
+30%, where width 512 (4e9) reaches 60%; two threads shorten them only 1.3x and 1.6x.
+Such groups may train side by side in single-threaded worker processes
+(:mod:`toolkit.studies.workers`)."""
 DEFAULT_MEMORY_BYTES = 4 * 2**30
 """Memory assumed available where the machine does not say (no ``/proc/meminfo``)."""
 GIB = 2**30
