@@ -79,7 +79,7 @@ BAD_INPUTS = [
     (SWEEP + ["--base-width", "0"], "base_width=0"),
     (SWEEP + ["--base-depth", "0"], "base_depth=0"),
     (SWEEP + ["--eval-every", "0"], "eval_every=0"),
-    (SWEEP + ["--probes", "sharpness"], "'sharpness'"),
+    (SWEEP + ["--probes", "curvature"], "'curvature'"),
     (SWEEP + ["--probe-points", "0"], "probe_points=0"),
     (SWEEP + ["--probe-steps", "-1"], "probe_steps=-1"),
     (SWEEP + ["--max-members", "0"], "max_members=0"),
