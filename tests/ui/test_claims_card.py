@@ -15,7 +15,7 @@ from toolkit.errors import InputError
 from toolkit.paths import REPOSITORY
 from toolkit.ui import findings, plots
 from toolkit.ui.cli import main
-from toolkit.ui.cli_claims import README_MARKERS, replace_block
+from toolkit.ui.cli_claims import QUOTE, README_MARKERS, replace_block, replace_quotes
 
 matplotlib.use("Agg")
 
@@ -115,3 +115,22 @@ def test_the_claims_explorer_narrows_to_a_verdict_and_redraws(shipped):
     assert list(explorer.controls["claim"].options) == failing
     assert explorer.values()["claim"] == failing[0]
     assert explorer.image.value != before
+
+
+def test_the_readme_tour_quotes_the_cards_numbers(shipped):
+    text = (REPOSITORY / "README.md").read_text()
+    quoted = QUOTE.findall(text)
+    assert len(quoted) >= 5, "the tour quotes its numbers from the card"
+    assert replace_quotes(text, shipped) == text, (
+        f"README.md quotes numbers the card no longer gives; regenerate them with: {REGENERATE}"
+    )
+
+
+def test_a_quote_is_filled_with_its_claims_number_and_an_unknown_id_is_refused(shipped):
+    row = shipped.filter(pl.col("id") == "sp-optimal-lr-drifts-down").row(0, named=True)
+    text = "SP drifts <!-- claim:sp-optimal-lr-drifts-down -->stale text<!-- /claim -->."
+    filled = replace_quotes(text, shipped)
+    assert findings.claim_quote(row) in filled and "stale text" not in filled
+    assert f"{row['value']:+.3g}" in filled and row["verdict"] in filled
+    with pytest.raises(InputError, match="claim:no-such-claim"):
+        replace_quotes("<!-- claim:no-such-claim -->x<!-- /claim -->", shipped)

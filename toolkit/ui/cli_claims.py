@@ -2,19 +2,27 @@
 
 A table and the headline by default; ``--markdown`` the card with one sentence per claim;
 ``--json`` every column; ``--readme PATH`` rewrites the block of a Markdown file between
-:data:`README_MARKERS` with the card's summary (how the README's block is regenerated).
+:data:`README_MARKERS` with the card's summary, and every inline quote
+``<!-- claim:ID -->...<!-- /claim -->`` with that claim's number (how the README's tour and
+block are regenerated).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+
+import polars as pl
 
 from toolkit.errors import InputError
 from toolkit.ui.console import print_json, print_table
 
 README_MARKERS = ("<!-- claims:start -->", "<!-- claims:end -->")
 """The lines around the README's claims block (what ``claims --readme`` rewrites)."""
+
+QUOTE = re.compile(r"<!-- claim:(?P<id>[a-z0-9-]+) -->(?P<text>.*?)<!-- /claim -->")
+"""An inline quote of one claim's number in running text (``claims --readme`` fills it)."""
 
 
 def claims_parser(sub) -> None:
@@ -35,7 +43,8 @@ def claims_parser(sub) -> None:
     output.add_argument(
         "--readme", default=None, metavar="PATH",
         help="rewrite the claims block of the Markdown file PATH (between "
-        f"'{README_MARKERS[0]}' and '{README_MARKERS[1]}') with the card's summary",
+        f"'{README_MARKERS[0]}' and '{README_MARKERS[1]}') with the card's summary, and "
+        "each inline '<!-- claim:ID -->...<!-- /claim -->' with that claim's number",
     )  # fmt: skip
     parser.set_defaults(run=_run_claims)
 
@@ -49,6 +58,23 @@ def replace_block(text: str, block: str) -> str:
     head, rest = text.split(start)
     _, tail = rest.split(end)
     return f"{head}{start}\n{block}\n{end}{tail}"
+
+
+def replace_quotes(text: str, card: pl.DataFrame) -> str:
+    """``text`` with every :data:`QUOTE` filled with its claim's number
+    (:func:`toolkit.ui.findings.claim_quote`); :class:`InputError` for an id not on the card."""
+    from toolkit.ui.findings import claim_quote
+
+    rows = {row["id"]: row for row in card.iter_rows(named=True)}
+
+    def fill(match: re.Match) -> str:
+        claim = match["id"]
+        if claim not in rows:
+            raise InputError(f"claim:{claim} is quoted but not on the card; ids: "
+                             f"{', '.join(rows)}")  # fmt: skip
+        return f"<!-- claim:{claim} -->{claim_quote(rows[claim])}<!-- /claim -->"
+
+    return QUOTE.sub(fill, text)
 
 
 def _run_claims(args: argparse.Namespace) -> None:
@@ -65,6 +91,7 @@ def _run_claims(args: argparse.Namespace) -> None:
     elif args.readme:
         path = Path(args.readme)
         text = replace_block(path.read_text(), findings.claims_summary(frame))
+        text = replace_quotes(text, frame)
         write_atomically(path, lambda f: f.write(text.encode()))
         print(f"{path}: claims block rewritten ({findings.claims_headline(frame)})")
     else:

@@ -384,6 +384,22 @@ def _interval(row: dict) -> str:
     return f"[{number(row['lo'])}, {number(row['hi'])}] ({row['level']:.0%})"
 
 
+def claim_quote(row: dict) -> str:
+    """One claim's number for running text: value, unit, interval and verdict, e.g.
+    ``-0.554 octaves of optimal LR per doubling of width (95% interval [-0.667, -0.44];
+    holds)``."""
+    if row["value"] is None or math.isnan(row["value"]):
+        return f"no number ({row['verdict']})"
+    level = row["level"]
+    if level is None or math.isnan(level):
+        interval = "no interval"
+    elif level == 1.0:
+        interval = "exact"
+    else:
+        interval = f"{level:.0%} interval [{number(row['lo'])}, {number(row['hi'])}]"
+    return f"{number(row['value'])} {row['unit']} ({interval}; {row['verdict']})"
+
+
 def claims_summary(card: pl.DataFrame) -> str:
     """The headline and a Markdown table of the card (claim, verdict, value, interval with
     its level, unit, store, source): the block the README shows."""
