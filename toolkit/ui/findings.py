@@ -339,7 +339,8 @@ def _power_law_sentence(row: dict) -> str:
     """The fitted ``lr* ∝ steps**-alpha`` of one series, with its interval, how it was
     fitted and how many optima were left out of the fit as bounds."""
     if row["alpha"] is None:
-        return (f"No power law can be fitted: only {row['points']} optima are measured "
+        measured = "1 optimum is" if row["points"] == 1 else f"{row['points']} optima are"
+        return (f"No power law can be fitted: only {measured} measured "
                 f"({row['censored']} censored at the grid's edge).")  # fmt: skip
     weights = ("each weighted by its own standard error plus any scatter between them "
                "(random-effects meta-regression)" if row["method"] == META_REGRESSION
