@@ -26,6 +26,7 @@ from toolkit.analysis.claims import (
     counts,
     judge,
 )
+from toolkit.analysis.optima import FIT_OK, optimal_lr
 from toolkit.errors import InputError
 from toolkit.paths import DATA, REPOSITORY
 
@@ -175,6 +176,19 @@ def test_a_data_directory_without_a_store_makes_its_claims_cannot_tell(tmp_path)
     width = _row(frame, "mup-optimal-lr-stays")
     assert width["verdict"] == UNKNOWN
     assert f"no width_transfer store in {tmp_path}" in width["reason"]
+
+
+def test_every_horizon_of_the_shipped_horizon_store_has_an_interior_optimum():
+    """The horizon claim rests on measured optima only: at least 6 horizons spanning 8x or
+    more, at least 2 seeds each, and every horizon's optimum inside its LR grid."""
+    runs = results.open(DATA / "horizon").runs().collect()
+    horizons = sorted(runs["steps"].unique())
+    assert len(horizons) >= 6 and horizons[-1] >= 8 * horizons[0], horizons
+    assert runs.group_by("steps", "lr").agg(pl.col("seed").n_unique())["seed"].min() >= 2
+    optima = optimal_lr(runs)
+    assert optima.height == len(horizons)
+    assert optima.filter(pl.col("fit") != FIT_OK).height == 0, optima.select("steps", "fit")
+    assert optima["censored"].null_count() == optima.height
 
 
 def test_a_data_path_that_is_not_a_directory_is_an_input_error(tmp_path):

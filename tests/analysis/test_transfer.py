@@ -12,6 +12,7 @@ from toolkit.analysis.fits import fit_slope
 from toolkit.analysis.optima import FIT_EDGE, FIT_OK, FIT_TOO_FEW, lr_curves, optimal_lr
 from toolkit.analysis.transfer import (
     drift,
+    power_law_exponent,
     predict_loss,
     transfer_regret,
     transferred,
@@ -214,6 +215,32 @@ def test_drift_refuses_with_too_few_measured_optima():
     assert row["status"] == "too-few-measured"
     assert row["slope"] is None and row["slope_lo"] is None
     assert row["points"] == 2 and row["censored"] == 2
+
+
+def test_the_horizon_power_law_recovers_its_exponent_and_counts_censored_optima():
+    """lr* = 2^-4 * (steps / 100)^-0.4 over 125-2000 steps; the longest horizon's optimum
+    is pushed below the grid, so it is a bound: counted (and, lying far below the line,
+    counted as contradicting it), not fitted."""
+    rng = np.random.default_rng(24)
+    steps = [125, 177, 250, 354, 500, 707, 1000, 1414, 2000]
+    truth = {t: -4.0 - 0.4 * math.log2(t / 100) - (7.0 if t == 2000 else 0.0) for t in steps}
+    runs = synthetic_runs(truth, rng).rename({"width": "steps"})
+    optima = optimal_lr(runs)
+    row = power_law_exponent(optima).row(0, named=True)
+    line = drift(optima, axis="steps").row(0, named=True)
+    assert row["alpha_lo"] <= 0.4 <= row["alpha_hi"] and abs(row["alpha"] - 0.4) < 0.05, row
+    assert (row["alpha"], row["alpha_lo"], row["alpha_hi"]) == (
+        -line["slope"], -line["slope_hi"], -line["slope_lo"]
+    )
+    assert row["points"] == 8 and row["censored"] == 1 and row["contradicting"] == 1
+
+
+def test_a_horizon_power_law_through_too_few_optima_has_no_exponent():
+    rng = np.random.default_rng(25)
+    runs = synthetic_runs({125: -5.0, 250: -13.0, 500: -14.0}, rng).rename({"width": "steps"})
+    row = power_law_exponent(optimal_lr(runs)).row(0, named=True)
+    assert row["status"] == "too-few-measured" and row["alpha"] is None
+    assert row["censored"] == 2
 
 
 def test_a_lucky_survivor_cannot_make_an_unstable_lr_the_optimum():

@@ -268,3 +268,35 @@ def test_the_sharpness_finding_quotes_each_exponent_and_what_its_interval_says()
     assert "muP k = " in text and "consistent with no change in width" in text
     assert "SP k = +0.6" in text and "growing with width" in text
     assert "LR 2^-7" in text and "(6 probe values left out" in text
+
+
+def test_horizon_findings_quote_each_optimum_the_exponent_and_its_censored_count():
+    from toolkit.analysis.transfer import power_law_exponent
+
+    runs = toolkit.store.open(shipped("horizon")).runs().collect()
+    text = findings.horizon(runs)
+    optima = optimal_lr(runs)
+    law = power_law_exponent(optima).row(0, named=True)
+    bullets = [line for line in text.splitlines() if line.startswith("- ")]
+    assert len(bullets) == optima.height
+    for line, row in zip(bullets, optima.sort("steps").iter_rows(named=True), strict=True):
+        assert line.startswith(f"- {row['steps']} steps: ")
+        assert f"[{row['log2_lr_lo']:.2f}, {row['log2_lr_hi']:.2f}] in log2" in line
+    assert f"**alpha = {law['alpha']:.2f}**" in text
+    assert f"[{law['alpha_lo']:.2f}, {law['alpha_hi']:.2f}]" in text
+    assert f"through the {law['points']} measured optima" in text
+    assert f"{law['censored']} optima censored at the grid's edge" in text
+    assert ("optimal LR **falls**" in text) == (law["alpha_lo"] > 0)
+    assert "Bjorck et al. 2024" in text
+
+
+def test_horizon_findings_without_enough_measured_optima_fit_no_power_law():
+    runs = pl.DataFrame(
+        {"parametrization": "mup", "optimizer": "adam", "steps": t, "lr": 2.0**x, "seed": 0,
+         "status": "ok", "final_train_loss": 1.0 + 0.1 * (x - opt) ** 2}
+        for t, opt in ((125, -6.0), (250, -20.0), (500, -20.0)) for x in range(-12, -1)
+    )  # fmt: skip
+    text = findings.horizon(runs)
+    assert "No power law can be fitted: only 1 optimum is measured (2 censored" in text
+    assert "below the grid" in text and "alpha =" not in text
+    assert "cannot say whether the optimal LR falls" in text

@@ -12,6 +12,8 @@ The functions follow how transfer is judged in the literature:
   (:func:`toolkit.analysis.fits.fit_line`), with an interval, the number of
   censored optima and how many of their bounds contradict the line.
   SP + Adam: about -1 at large width; muP: about 0.
+* :func:`power_law_exponent`: the same line read as ``lr* ∝ size**-alpha`` (along
+  ``steps``, the token-horizon law of Bjorck et al. 2024).
 * :func:`transfer_regret`: loss at the LR transferred from a base size minus
   the loss at the target's own optimum (Ghosh et al. 2025).
 * :func:`wider_is_better`: training loss at the transferred LR should fall
@@ -130,6 +132,27 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
         if column not in out.columns:
             out = out.with_columns(pl.lit(None, dtype=dtype).alias(column))
     return out
+
+
+def power_law_exponent(
+    optima: pl.DataFrame, *, axis: str = "steps", level: float = 0.95
+) -> pl.DataFrame:
+    """The optimum's power law in ``axis``, ``x* ∝ axis**-alpha``, per configuration.
+
+    A line of ``log2(x*)`` against ``log2(axis)`` is that power law, so ``alpha`` is
+    minus :func:`drift`'s slope and its interval is the slope's, negated: the same fit
+    through the measured optima only, weighted by their own standard errors, with
+    censored optima counted, not fitted. Along ``steps`` this is the token-horizon law
+    of Bjorck et al. 2024 (*Scaling Optimal LR Across Token Horizons*, ICLR 2025): the
+    optimal LR falls as a power law in the number of training tokens, which at a fixed
+    batch size is proportional to the number of steps; ``alpha > 0`` means it falls.
+
+    Columns: those of :func:`drift`, plus ``alpha``, ``alpha_lo`` and ``alpha_hi`` (the
+    ``level`` interval; null where the drift has no line).
+    """
+    return drift(optima, axis=axis, level=level).with_columns(
+        alpha=-pl.col("slope"), alpha_lo=-pl.col("slope_hi"), alpha_hi=-pl.col("slope_lo")
+    )
 
 
 def loss_at_lr(curve: pl.DataFrame, log2_lr: float, *, x: str = "lr") -> float:

@@ -13,17 +13,18 @@ import math
 import polars as pl
 
 from toolkit.analysis.claims import FAILS, HOLDS, UNKNOWN, counts, number
-from toolkit.analysis.fits import difference
+from toolkit.analysis.fits import META_REGRESSION, difference
 from toolkit.analysis.optima import (
     CONFIG_KEYS,
     config_keys,
     grid_disagreement,
     hyperparameter_curves,
+    lr_curves,
     optimal_hyperparameter,
     optimal_lr,
     swept,
 )
-from toolkit.analysis.transfer import drift, transfer_regret
+from toolkit.analysis.transfer import drift, power_law_exponent, transfer_regret
 from toolkit.engine.rules import LR_CONSTANTS
 from toolkit.errors import InputError
 from toolkit.ui.style import ordered
@@ -324,6 +325,82 @@ def hyperparameter_transfer(
                         "best grid value, so the drift intervals through them may be too "
                         "narrow.")  # fmt: skip
         paragraphs.append("\n".join([head, *lines, "", verdict]))
+    return "\n\n".join(paragraphs)
+
+
+#: Bjorck et al. 2024, *Scaling Optimal LR Across Token Horizons* (ICLR 2025; abstract and
+#: Fig. 1): the optimal LR of an LLM falls as the token horizon grows, as a power law in the
+#: number of training tokens. At a fixed batch size the tokens are proportional to the
+#: steps, so the same law in steps has the same exponent.
+HORIZON_SOURCE = "Bjorck et al. 2024"
+
+
+def _power_law_sentence(row: dict) -> str:
+    """The fitted ``lr* ∝ steps**-alpha`` of one series, with its interval, how it was
+    fitted and how many optima were left out of the fit as bounds."""
+    if row["alpha"] is None:
+        measured = "1 optimum is" if row["points"] == 1 else f"{row['points']} optima are"
+        return (f"No power law can be fitted: only {measured} measured "
+                f"({row['censored']} censored at the grid's edge).")  # fmt: skip
+    weights = ("each weighted by its own standard error plus any scatter between them "
+               "(random-effects meta-regression)" if row["method"] == META_REGRESSION
+               else "unweighted least squares")  # fmt: skip
+    text = (f"Fitted power law `lr* ∝ steps^-alpha`: **alpha = {row['alpha']:.2f}** (95% "
+            f"interval [{row['alpha_lo']:.2f}, {row['alpha_hi']:.2f}]; a line of log2 lr* "
+            f"against log2 steps through the {row['points']} measured optima, {weights}); "
+            f"{row['censored']} optima censored at the grid's edge")  # fmt: skip
+    if row["contradicting"]:
+        text += f", {row['contradicting']} of them contradicting the line"
+    return text + "."
+
+
+def _horizon_verdict(row: dict) -> str:
+    """How one series' ``alpha`` compares with the published token-horizon law."""
+    if row["alpha"] is None:
+        return f"The data cannot say whether the optimal LR falls, as {HORIZON_SOURCE} find."
+    if row["alpha_lo"] > 0:
+        return (f"The optimal LR **falls** with the horizon, each doubling of the steps "
+                f"dividing it by about {2 ** row['alpha']:.2f}, as {HORIZON_SOURCE} find for "
+                "language models (a power law in the number of training tokens). Their "
+                "exponents are fitted to LLMs trained on billions of tokens, so this small "
+                "MLP's alpha is compared with the law's form, not with their value.")  # fmt: skip
+    if row["alpha_hi"] < 0:
+        return (f"The optimal LR **rises** with the horizon here, unlike the fall "
+                f"{HORIZON_SOURCE} find.")  # fmt: skip
+    return (f"The interval contains 0: these horizons cannot tell whether the optimal LR "
+            f"falls, as {HORIZON_SOURCE} find.")  # fmt: skip
+
+
+def horizon(runs: pl.DataFrame) -> str:
+    """What a horizon study shows, per series (the settings that differ between series name
+    it): each horizon's optimal learning rate (measured, with its 95% interval, or named as
+    a bound), the power law ``lr* ∝ steps**-alpha`` through the measured optima
+    (:func:`~toolkit.analysis.transfer.power_law_exponent`) with its interval, method and
+    censored optima, what the LR tuned at the shortest horizon costs in loss at the longest,
+    and how that compares with the token-horizon law (:data:`HORIZON_SOURCE`)."""
+    optima = grid_disagreement(optimal_lr(runs), lr_curves(runs))
+    laws = power_law_exponent(optima, axis="steps")
+    regret = transfer_regret(runs, axis="steps")
+    keys = [k for k in CONFIG_KEYS if k in laws.columns and k != "steps"]
+    named = [k for k in ("parametrization", "optimizer") if k in keys] or keys[:1]
+    varying = [k for k in keys if laws[k].n_unique() > 1] or named
+    paragraphs = []
+    for row in laws.iter_rows(named=True):
+        same = [pl.col(k).eq_missing(row[k]) for k in keys]
+        series = optima.filter(*same).sort("steps")
+        grid = runs.filter(*same)["lr"].log(2)
+        lowest, highest = float(grid.min()), float(grid.max())
+        bullets = [
+            f"- {at['steps']} steps: {_optimum_phrase(at, 'log2_lr', lowest, highest)}"
+            for at in series.iter_rows(named=True)
+        ]
+        first, last = series["steps"][0], series["steps"][-1]
+        cost = regret.filter(*same, pl.col("steps") == last)["regret"][0]
+        closing = (f"{_power_law_sentence(row)} {_horizon_verdict(row)} The LR tuned at {first} "
+                   f"steps costs {cost:.3f} in training loss at {last} steps.")  # fmt: skip
+        head = (f"**{_label(row, varying)}**, optimal learning rate by horizon "
+                f"(grid 2^{lowest:g} to 2^{highest:g}):")  # fmt: skip
+        paragraphs.append("\n".join([head, *bullets, "", closing]))
     return "\n\n".join(paragraphs)
 
 
