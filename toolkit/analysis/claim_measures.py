@@ -292,8 +292,10 @@ def sigma_max_lr_over_wd(stores: Stores) -> Measurement:
         pl.col("weight_decay_scaling") == "coupled",
         pl.col("timescales") >= spectra.STEADY_TIMESCALES,
     )
-    fits = spectra.lr_wd_exponent(last, by=("width", "step", "role"), level=LEVEL).filter(
-        pl.col("fit") == spectra.FIT_OK
+    fits = (
+        spectra.lr_wd_exponent(last, by=("width", "step", "role"), level=LEVEL)
+        .filter(pl.col("fit") == spectra.FIT_OK)
+        .sort("width")
     )
     if fits.height == 0:
         return Measurement.absent("no steady-state hidden-matrix spectra across (lr, wd) under "
