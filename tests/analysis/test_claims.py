@@ -14,7 +14,12 @@ import pytest
 
 from toolkit import store as results
 from toolkit.analysis.claim_data import Stores, largest, magnitude
-from toolkit.analysis.claim_measures import SHARPNESS_STAT, SHARPNESS_STORE, base_width_gap
+from toolkit.analysis.claim_measures import (
+    SHARPNESS_STAT,
+    SHARPNESS_STORE,
+    WEIGHT_DECAY_STORE,
+    base_width_gap,
+)
 from toolkit.analysis.claim_rules import CLAIMS, Claim
 from toolkit.analysis.claims import (
     CARD_COLUMNS,
@@ -248,3 +253,67 @@ def test_the_card_is_evaluated_without_torch():
     code = ("import sys; from toolkit.analysis.claims import card; card(); "
             "assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPOSITORY)
+
+
+def _decay_store(path, *, lr_wd_exponent: float, width_exponent: float) -> None:
+    """A 2000-step AdamW store (coupled and sqrt(width) rules, widths 64-256, a 4 x 5 LR x WD
+    grid, 2 seeds) whose hidden matrix ends with ``sigma_max = 3 (lr/wd)**(k/2) (width/64)**e``
+    (``k = lr_wd_exponent``, ``e = width_exponent``, times a 1% seed scatter) and whose
+    validation loss is lowest at LR 2^-6, WD 1/8 at every width."""
+    rows, probes = [], []
+    for rule in ("coupled", "sqrt_width"):
+        for width in (64, 128, 256):
+            for a in range(-8, -4):
+                for b in range(-5, 0):
+                    for seed in (0, 1):
+                        run_id = f"{rule}w{width}a{a}b{b}s{seed}"
+                        lr, wd = 2.0**a, 2.0**b
+                        rows.append({"run_id": run_id, "study": WEIGHT_DECAY_STORE,
+                                     "model": "mlp", "task": "mnist1d", "parametrization": "mup",
+                                     "optimizer": "adamw", "weight_decay_scaling": rule,
+                                     "width": width, "depth": 2, "lr": lr, "weight_decay": wd,
+                                     "batch_size": 128, "steps": 2000, "seed": seed,
+                                     "status": "ok", "final_train_loss": 0.5,
+                                     "final_val_loss": 0.7 + 0.01 * ((a + 6) ** 2 + (b + 3) ** 2),
+                                     "wall_s": 1.0, "toolkit_version": "test",
+                                     "created_at": "now"})  # fmt: skip
+                        sigma = (3.0 * (lr / wd) ** (lr_wd_exponent / 2)
+                                 * (width / 64) ** width_exponent * (1 + 0.01 * (seed - 0.5)))
+                        probes.append({"run_id": run_id, "step": 2000, "layer": "hidden1",
+                                       "role": "hidden", "stat": "sigma_max",
+                                       "value": sigma})  # fmt: skip
+    results.Store(path).write_group("g", results.Records(
+        pl.DataFrame(rows, schema_overrides=results.SCHEMAS["runs"]),
+        pl.DataFrame(schema=results.SCHEMAS["curves"]),
+        pl.DataFrame(probes, schema_overrides=results.SCHEMAS["probes"])))  # fmt: skip
+
+
+@pytest.mark.parametrize(("claim", "exponents", "value", "verdict"), [
+    ("sigma-max-sqrt-lr-over-wd", (1.0, 0.0), 1.0, HOLDS),
+    ("sigma-max-sqrt-lr-over-wd", (0.3, 0.0), 0.3, FAILS),
+    ("sqrt-width-decay-flattens-sigma-max", (1.0, 0.0), 0.0, HOLDS),
+    ("sqrt-width-decay-flattens-sigma-max", (1.0, 0.25), 0.25, FAILS),
+])  # fmt: skip
+def test_the_weight_decay_spectra_claims_read_the_steady_state_store(tmp_path, claim, exponents,
+                                                                     value, verdict):
+    _decay_store(tmp_path / WEIGHT_DECAY_STORE, lr_wd_exponent=exponents[0],
+                 width_exponent=exponents[1])  # fmt: skip
+    row = card(tmp_path, claims=[c for c in CLAIMS if c.id == claim]).row(0, named=True)
+    assert row["verdict"] == verdict, row["reason"]
+    assert row["value"] == pytest.approx(value, abs=0.02)
+
+
+def test_the_sqrt_lr_over_wd_claim_counts_only_runs_in_steady_state(tmp_path):
+    _decay_store(tmp_path / WEIGHT_DECAY_STORE, lr_wd_exponent=1.0, width_exponent=0.0)
+    claim = [c for c in CLAIMS if c.id == "sigma-max-sqrt-lr-over-wd"]
+    row = card(tmp_path, claims=claim).row(0, named=True)
+    # lr * wd * 2000 >= 4 keeps 6 of the 20 (lr, wd) pairs (5 values of lr / wd): 12 runs
+    # per width, 3 widths; every run would be 120
+    assert "36 matrices, 5 values of lr/wd per width" in row["reason"], row["reason"]
+
+
+def test_the_shipped_weight_decay_spectra_claims_have_numbers(shipped):
+    for claim in ("sigma-max-sqrt-lr-over-wd", "sqrt-width-decay-flattens-sigma-max"):
+        row = _row(shipped, claim)
+        assert row["store"] == WEIGHT_DECAY_STORE
+        assert row["lo"] <= row["value"] <= row["hi"], row["reason"]  # a number, not absent

@@ -16,6 +16,7 @@ from toolkit.analysis.optima import (
     FIT_TOO_FEW,
     grid_disagreement,
     hyperparameter_curves,
+    joint_optimum,
     optimal_hyperparameter,
     optimal_lr,
     swept,
@@ -194,3 +195,56 @@ def test_an_interval_nearer_another_grid_value_than_its_grid_minimum_is_flagged(
     assert flagged["fit"].to_list() == [FIT_OK, FIT_OK]
     assert flagged["off_grid"].to_list() == [False, True]
     assert flagged["log2_init_sigma_hi"][1] < 1.75  # the refinement left the grid minimum
+
+
+def lr_wd_runs(optima: dict[int, tuple[float, float]], rng: np.random.Generator, *,
+               noise: float = 0.005) -> pl.DataFrame:
+    """AdamW runs on a 5 x 5 (log2 lr, log2 wd) grid per width whose validation loss is a
+    tilted bowl ``0.6 + 0.05 (u**2 + v**2 + u v)``, ``u``, ``v`` the distances of log2 lr and
+    log2 wd from the width's optimum, plus noise; two seeds."""
+    rows = []
+    for width, (lr_opt, wd_opt) in optima.items():
+        for log2_lr in np.arange(-8.0, -3.0):
+            for log2_wd in np.arange(-5.0, 0.0):
+                u, v = log2_lr - lr_opt, log2_wd - wd_opt
+                for seed in range(2):
+                    rows.append({"parametrization": "mup", "optimizer": "adamw", "width": width,
+                                 "weight_decay_scaling": "sqrt_width", "lr": 2.0**log2_lr,
+                                 "weight_decay": 2.0**log2_wd, "seed": seed, "status": "ok",
+                                 "final_val_loss": 0.6 + 0.05 * (u * u + v * v + u * v)
+                                 + rng.normal(0, noise)})  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_the_joint_lr_wd_optimum_is_found_on_both_axes_and_its_drift_fitted():
+    truth = {64: (-6.2, -3.0), 128: (-6.2, -2.5), 256: (-6.2, -2.0)}  # wd* grows 0.5/doubling
+    runs = lr_wd_runs(truth, np.random.default_rng(1))
+    lr = joint_optimum(runs, "lr", "weight_decay", loss="final_val_loss")
+    wd = joint_optimum(runs, "weight_decay", "lr", loss="final_val_loss")
+    assert lr.height == wd.height == 3 and "weight_decay" not in lr.columns
+    for row in lr.iter_rows(named=True):
+        assert row["fit"] == FIT_OK
+        # the line through the best cell: the bowl's minimum along lr at the held wd
+        held = np.log2(row["weight_decay_at_best"])
+        lr_true, wd_true = truth[row["width"]]
+        assert row["log2_lr_opt"] == pytest.approx(lr_true - (held - wd_true) / 2, abs=0.15)
+    for row in wd.iter_rows(named=True):
+        assert row["fit"] == FIT_OK
+        assert row["log2_weight_decay_lo"] < row["log2_weight_decay_opt"]
+    slope = drift(wd, axis="width").row(0, named=True)
+    assert slope["points"] == 3 and slope["slope_lo"] < 0.5 < slope["slope_hi"]
+    assert drift(lr, axis="width").height == 1  # one series although wd* differs by width
+
+
+def test_a_joint_optimum_in_a_grid_corner_is_censored_on_that_axis():
+    runs = lr_wd_runs({64: (-6.0, -6.0)}, np.random.default_rng(2))  # wd* below the grid
+    wd = joint_optimum(runs, "weight_decay", "lr", loss="final_val_loss").row(0, named=True)
+    assert wd["fit"] == FIT_EDGE and wd["censored"] == "below"
+    lr = joint_optimum(runs, "lr", "weight_decay", loss="final_val_loss").row(0, named=True)
+    assert lr["weight_decay_at_best"] == 2.0**-5
+
+
+def test_a_joint_optimum_needs_two_different_hyperparameters():
+    runs = lr_wd_runs({64: (-6.0, -3.0)}, np.random.default_rng(3))
+    with pytest.raises(InputError, match="held='lr'"):
+        joint_optimum(runs, "lr", "lr")

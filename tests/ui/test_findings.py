@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import polars as pl
+import pytest
 
 import toolkit.store
 from toolkit.analysis.optima import optimal_lr
@@ -300,3 +301,43 @@ def test_horizon_findings_without_enough_measured_optima_fit_no_power_law():
     assert "No power law can be fitted: only 1 optimum is measured (2 censored" in text
     assert "below the grid" in text and "alpha =" not in text
     assert "cannot say whether the optimal LR falls" in text
+
+
+def _decay_grid_runs(wd_drift: dict[str, float], rng: np.random.Generator) -> pl.DataFrame:
+    """AdamW runs of three widths on a 4 x 5 (LR, WD) grid per rule: validation loss a bowl in
+    (log2 lr, log2 wd) around LR 2^-6.2 and a WD optimum 2^-2.8 at width 64 that moves by
+    ``wd_drift[rule]`` octaves per doubling of width; two seeds, noise 0.002."""
+    rows = []
+    for rule, slope in wd_drift.items():
+        for width in (64, 128, 256):
+            wd_opt = -2.8 + slope * np.log2(width / 64)
+            for a in range(-8, -4):
+                for b in range(-5, 0):
+                    for seed in (0, 1):
+                        loss = 0.6 + 0.05 * ((a + 6.2) ** 2 + (b - wd_opt) ** 2)
+                        rows.append({"parametrization": "mup", "optimizer": "adamw",
+                                     "weight_decay_scaling": rule, "width": width,
+                                     "base_width": 64, "steps": 2000, "lr": 2.0**a,
+                                     "weight_decay": 2.0**b, "seed": seed, "status": "ok",
+                                     "final_val_loss": loss + rng.normal(0, 0.002)})  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_weight_decay_findings_name_the_rule_whose_optimal_pair_stays_flat():
+    runs = _decay_grid_runs({"none": 0.5, "sqrt_width": 0.0}, np.random.default_rng(0))
+    text = findings.weight_decay_transfer(runs)
+    bullets = {line.split("**")[1]: line for line in text.splitlines() if line.startswith("- ")}
+    assert set(bullets) == {"none", "sqrt_width"}
+    for line in bullets.values():
+        assert "3 of 3 widths have their optimum inside the grid on both axes" in line, line
+    slopes = re.findall(r"optimal WD: a fitted drift of ([+-][\d.]+)", bullets["none"])
+    assert float(slopes[0]) == pytest.approx(0.5, abs=0.1)
+    # the best cell at width 64 is LR 2^-6, WD 2^-3: 1 / (2^-6 * 2^-3) = 512 steps of 2000
+    assert "is 512 steps, 0.26 of the 2000 trained" in text
+    assert text.endswith("both have 0 inside their drift's interval: sqrt_width.")
+
+
+def test_weight_decay_findings_say_when_a_width_optimum_is_outside_the_grid():
+    runs = _decay_grid_runs({"coupled": -1.5}, np.random.default_rng(1))  # 2^-5.8 at width 256
+    text = findings.weight_decay_transfer(runs)
+    assert "2 of 3 widths have their optimum inside the grid on both axes" in text, text

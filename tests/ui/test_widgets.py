@@ -12,6 +12,7 @@ import ipywidgets as widgets  # noqa: E402
 import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
+from toolkit.errors import InputError  # noqa: E402
 from toolkit.studies.sweep import SweepSpec, run_local  # noqa: E402
 from toolkit.ui.explorer import RunMore, StudyData, step_slider  # noqa: E402
 from toolkit.ui.widgets import heatmap_explorer, transfer_explorer  # noqa: E402
@@ -193,3 +194,10 @@ def test_the_explorer_switches_between_swept_hyperparameters_each_where_it_is_sw
                 # one line per width: the other multiplier's runs (one value each) are left out
                 assert len([line for line in ax.get_lines() if line.get_marker() == "o"]) == 2
     assert len(pictures) == 6
+
+
+def test_the_heatmaps_open_on_the_loss_split_asked_for(study):
+    explorer = heatmap_explorer(StudyData(study), name="decay", split="val")
+    assert explorer.controls["split"].value == "val" and not explorer.message
+    with pytest.raises(InputError, match="split='test'"):
+        heatmap_explorer(StudyData(study), split="test")

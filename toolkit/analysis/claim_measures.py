@@ -264,42 +264,61 @@ def coord_check_grows(stores: Stores) -> Measurement:
 
 # --- spectra -------------------------------------------------------------------------------
 
+WEIGHT_DECAY_STORE = "weight_decay_transfer"
+"""The store of AdamW runs long enough for the steady state (``data/weight_decay_transfer``,
+2000 steps, spectra recorded): the one place the two weight-decay spectra claims read."""
+
+
 def _decay_probes(stores: Stores) -> pl.DataFrame:
-    return stores.probes("spectra").filter(pl.col("study") == "spectra_weight_decay")
+    return stores.probes(WEIGHT_DECAY_STORE)
 
 
 def sigma_max_lr_over_wd(stores: Stores) -> Measurement:
-    """Exponent of the hidden matrices' ``sigma_max`` in ``sqrt(lr / wd)`` at the last step,
-    weight decay not scaled with width, every width and layer one OLS fit
-    (:func:`~toolkit.analysis.spectra.lr_wd_exponent`): 1 when ``sigma_max ~ sqrt(lr/wd)``."""
+    """Exponent of the hidden matrix's ``sigma_max`` in ``sqrt(lr / wd)`` at the last step,
+    one OLS fit per width (:func:`~toolkit.analysis.spectra.lr_wd_exponent`): 1 when
+    ``sigma_max ~ sqrt(lr/wd)``. The law is for AdamW's steady state, so only runs that
+    trained for :data:`~toolkit.analysis.spectra.STEADY_TIMESCALES` timescales or more
+    count, under the coupled rule, where every tensor's per-step decay is ``lr * wd`` at
+    every width (:func:`~toolkit.analysis.spectra.adamw_timescales`). The number is the
+    width whose exponent lies farthest from 1, the interval the envelope of the widths'."""
     unit = "exponent of sigma_max in sqrt(lr / wd)"
-    method = (f"OLS of log sigma_max on log sqrt(lr/wd), hidden matrices at the last step, "
-              f"t {LEVEL:.0%} interval (spectra.lr_wd_exponent)")  # fmt: skip
-    last = _decay_probes(stores).filter(
+    method = (f"OLS of log sigma_max on log sqrt(lr/wd) per width, hidden matrices at the last "
+              f"step of runs with >= {spectra.STEADY_TIMESCALES:g} AdamW timescales (coupled "
+              f"rule); width farthest from 1, envelope of per-width t {LEVEL:.0%} intervals "
+              "(spectra.lr_wd_exponent)")  # fmt: skip
+    last = spectra.adamw_timescales(_decay_probes(stores)).filter(
         pl.col("step") == pl.col("steps"),
         pl.col("role") == "hidden",
-        pl.col("weight_decay_scaling") == "none",
+        pl.col("weight_decay_scaling") == "coupled",
+        pl.col("timescales") >= spectra.STEADY_TIMESCALES,
     )
-    fit = spectra.lr_wd_exponent(last, by=("step", "role"), level=LEVEL)
-    if fit.height != 1 or fit["fit"][0] != spectra.FIT_OK:
-        return Measurement.absent("no hidden-matrix spectra across (lr, wd) at a fixed decay rule",
-                                  unit=unit, method=method)  # fmt: skip
-    row = fit.row(0, named=True)
-    note = (f"{row['points']} matrices at {row['sizes']} values of lr/wd, at step {row['step']} "
-            "(the law is for the steady state)")  # fmt: skip
-    return Measurement(row["exponent"], row["exponent_lo"], row["exponent_hi"], LEVEL, unit,
-                       method, note)  # fmt: skip
+    fits = (
+        spectra.lr_wd_exponent(last, by=("width", "step", "role"), level=LEVEL)
+        .filter(pl.col("fit") == spectra.FIT_OK)
+        .sort("width")
+    )
+    if fits.height == 0:
+        return Measurement.absent("no steady-state hidden-matrix spectra across (lr, wd) under "
+                                  "the coupled rule", unit=unit, method=method)  # fmt: skip
+    exponent = fits["exponent"].to_numpy()
+    row = fits.row(int(np.argmax(np.abs(exponent - 1.0))), named=True)
+    widths = ", ".join(f"{w} {e:+.2f}" for w, e in fits.select("width", "exponent").iter_rows())
+    note = (f"{fits['points'].sum()} matrices, {row['sizes']} values of lr/wd per width, at step "
+            f"{row['step']}; per width: {widths}")  # fmt: skip
+    return Measurement(row["exponent"], float(fits["exponent_lo"].min()),
+                       float(fits["exponent_hi"].max()), LEVEL, unit, method, note)  # fmt: skip
 
 
 def sqrt_width_decay_flat(stores: Stores) -> Measurement:
     """Width exponent of the hidden matrices' ``sigma_max`` under ``wd ~ sqrt(width)`` at the
-    (LR, WD) pair transferred from the smallest width
+    (LR, WD) pair transferred from the smallest width, its validation-loss optimum
     (:func:`~toolkit.analysis.spectra.weight_decay_rules`)."""
     unit = "exponent of sigma_max in width"
-    method = (f"OLS of log sigma_max on log width, one point per run at the transferred (lr, wd), "
-              f"t {LEVEL:.0%} interval (spectra.weight_decay_rules)")  # fmt: skip
-    runs = stores.runs("spectra").filter(pl.col("study") == "spectra_weight_decay")
-    rules = spectra.weight_decay_rules(runs, _decay_probes(stores), level=LEVEL)
+    method = (f"OLS of log sigma_max on log width, one point per run at the (lr, wd) of the "
+              f"smallest width's lowest validation loss, t {LEVEL:.0%} interval "
+              "(spectra.weight_decay_rules)")  # fmt: skip
+    rules = spectra.weight_decay_rules(stores.runs(WEIGHT_DECAY_STORE), _decay_probes(stores),
+                                       level=LEVEL, loss=spectra.DECAY_OBJECTIVE)  # fmt: skip
     row = _one(rules, {"weight_decay_scaling": "sqrt_width"})
     if row is None or not math.isfinite(row["sigma_exponent_lo"]):
         return Measurement.absent("no sqrt_width weight-decay runs with an exponent", unit=unit,
@@ -307,7 +326,8 @@ def sqrt_width_decay_flat(stores: Stores) -> Measurement:
     others = ", ".join(f"{r['weight_decay_scaling']} {r['sigma_exponent']:+.3f}"
                        for r in rules.iter_rows(named=True)
                        if r["weight_decay_scaling"] != "sqrt_width")  # fmt: skip
-    note = f"{row['widths']} widths; other rules: {others}"
+    note = (f"{row['widths']} widths at lr {row['lr']:g}, wd {row['weight_decay']:g}, last step; "
+            f"other rules: {others}")  # fmt: skip
     return Measurement(row["sigma_exponent"], row["sigma_exponent_lo"], row["sigma_exponent_hi"],
                        LEVEL, unit, method, note)  # fmt: skip
 

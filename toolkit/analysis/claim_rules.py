@@ -182,14 +182,16 @@ CLAIMS: tuple[Claim, ...] = (
         "sigma-max-sqrt-lr-over-wd",
         "Under AdamW each matrix's top singular value scales as sqrt(lr / wd) (exponent 0.5 "
         "in lr / wd).",
-        "Fan et al. 2025 (abstract)", "spectra", measures.sigma_max_lr_over_wd,
+        "Fan et al. 2025 (abstract)", measures.WEIGHT_DECAY_STORE,
+        measures.sigma_max_lr_over_wd,
         "near", 1.0, 0.2,
     ),
     Claim(
         "sqrt-width-decay-flattens-sigma-max",
         "Under muP with AdamW, weight decay growing as sqrt(width) keeps the hidden matrices' "
         "top singular value flat across width.",
-        "Fan et al. 2025 (abstract)", "spectra", measures.sqrt_width_decay_flat,
+        "Fan et al. 2025 (abstract)", measures.WEIGHT_DECAY_STORE,
+        measures.sqrt_width_decay_flat,
         "near", 0.0, _SIGMA_RULES,
     ),
     Claim(

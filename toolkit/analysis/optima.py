@@ -14,6 +14,9 @@ learning rate is the usual case and has its own names:
   local quadratic fit of loss against ``log2(x)``, with a confidence interval (delta
   method on the fit's covariance). An optimum at the edge of the grid is *censored*: a
   bound (the optimum lies below or above the grid), never a measurement.
+* :func:`joint_optimum`: over a grid of two hyperparameters (the LR and weight decay), the
+  optimum of one along the grid line through the best cell, the other held there: run
+  once per axis, it says whether the pair's optimum is inside its grid on both.
 
 A "configuration" of ``x`` is every other run setting except the seed
 (:func:`curve_keys`; :data:`CONFIG_KEYS` for the LR): the optimum of ``x`` is found at
@@ -298,6 +301,53 @@ def optimal_hyperparameter(
     return out.with_columns(
         (2.0 ** pl.col(f"{log2_x}_opt")).alias(f"{x}_opt"), measured=pl.col("fit") == FIT_OK
     ).sort(keys)
+
+
+def joint_optimum(
+    runs: pl.DataFrame,
+    x: str,
+    held: str,
+    *,
+    loss: str = "final_train_loss",
+    window: int = 2,
+    level: float = 0.95,
+    divergence: str = "any",
+) -> pl.DataFrame:
+    """Optimal ``log2(x)`` through the best cell of an ``(x, held)`` grid, per
+    configuration of the two (every other setting, :func:`curve_keys`).
+
+    The best cell is the usable (not diverged, :func:`hyperparameter_curves`) grid point
+    of lowest seed-mean ``loss``; ``x`` is then optimised by
+    :func:`optimal_hyperparameter` along the grid line through it, ``held`` at the best
+    cell's value. Called once per axis (``x="lr", held="weight_decay"`` and the reverse)
+    this says whether an (LR, weight decay) optimum is inside its grid on both axes
+    (``fit == "ok"``) and where: e.g. the best pair of each width and weight-decay rule.
+
+    Columns: those of :func:`optimal_hyperparameter` without ``held`` (so that
+    :func:`~toolkit.analysis.transfer.drift` fits one line per series although the best
+    ``held`` value may differ between sizes), plus ``<held>_at_best``. Both ``x`` and
+    ``held`` are checked by :func:`with_hyperparameter` (positive, a log2 axis).
+    """
+    if x == held:
+        raise InputError(f"held={held!r} is the optimised x; allowed: another hyperparameter")
+    runs = with_hyperparameter(with_hyperparameter(runs, x), held)
+    cells = hyperparameter_curves(runs, x, loss=loss, divergence=divergence)
+    outer = config_keys(cells, exclude=(held,), x=x)
+    at_best = f"{held}_at_best"
+    usable = cells.filter(~pl.col("diverged"), pl.col("loss_mean").is_not_null())
+    best = (
+        usable.sort("loss_mean")
+        .group_by(outer, maintain_order=True)
+        .first()
+        .select(*outer, pl.col(held).alias(at_best))
+    )
+    line = runs.join(best, on=outer, how="inner", nulls_equal=True).filter(
+        pl.col(held) == pl.col(at_best)
+    )
+    optima = optimal_hyperparameter(
+        line.drop(held, at_best), x, loss=loss, window=window, level=level, divergence=divergence
+    )
+    return optima.join(best, on=outer, how="left", nulls_equal=True)
 
 
 def optimal_lr(

@@ -54,6 +54,16 @@ CONFIG = tuple(k for k in RUN_SETTINGS if k != "seed")
 #: Outcomes of :func:`fit_exponent`.
 FIT_OK, FIT_NO_INTERVAL, FIT_TOO_FEW = "ok", "no-interval", "too-few-points"
 
+DECAY_OBJECTIVE = "final_val_loss"
+"""The loss whose (LR, weight decay) optimum a weight-decay study locates: the validation
+loss. Weight decay regularises; the training loss is lowest with the least decay, so its
+optimum sits on the grid's WD = 0 edge whatever the rule."""
+
+STEADY_TIMESCALES = 4.0
+"""Fewest AdamW timescales ``tau_iter = 1 / (lr * wd)`` (Wang & Aitchison 2024) a run must
+have trained for to count as in steady state (:func:`adamw_timescales`): ``tau_iter`` at most
+a quarter of training, so the initialisation's weight is down to ``exp(-4)`` (2%)."""
+
 _SV_RANK = r"^sv_(\d+)$"
 _ROLE_ORDER = {"input": 0, "hidden": 1, "vector": 2, "output": 3, "fixed": 4}
 
@@ -246,6 +256,21 @@ def lr_wd_exponent(
     return fit_exponent(decayed, x="sqrt_lr_over_wd", stat=stat, by=by, level=level)
 
 
+def adamw_timescales(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` (runs or probe rows with settings) with ``timescales = steps * lr * wd``:
+    how many AdamW timescales ``tau_iter = 1 / (lr * wd)`` the run trained for (Wang &
+    Aitchison 2024, "How to set AdamW's weight decay as you scale model and dataset size").
+
+    The per-step decay is ``lr * wd`` only where no width rule rescales it: on every tensor
+    at the base width, and on every tensor at every width under ``weight_decay_scaling =
+    "coupled"`` (the rule that holds ``lr * wd`` fixed). Elsewhere a tensor's own timescale
+    differs by its LR and WD multipliers, so keep the rows this count is exact for.
+    """
+    return frame.with_columns(
+        timescales=pl.col("steps") * pl.col("lr") * pl.col("weight_decay")
+    )
+
+
 def width_table(
     frame: pl.DataFrame,
     *,
@@ -303,7 +328,12 @@ def optimal_lr_wd(runs: pl.DataFrame, *, loss: str = "final_train_loss") -> pl.D
 
 
 def weight_decay_rules(
-    runs: pl.DataFrame, probes: pl.DataFrame, *, role: str = "hidden", level: float = 0.95
+    runs: pl.DataFrame,
+    probes: pl.DataFrame,
+    *,
+    role: str = "hidden",
+    level: float = 0.95,
+    loss: str = "final_train_loss",
 ) -> pl.DataFrame:
     """Which weight-decay rule keeps ``sigma_max`` and the optimal (LR, WD) flat in width?
 
@@ -313,13 +343,14 @@ def weight_decay_rules(
     (the transferred pair), with its ``level`` interval; and the drift of the
     loss-optimal LR and WD (slopes of their log2 against log2 width; 0 is
     perfect transfer). ``probes`` is :func:`with_settings` output; ``runs`` the
-    store's runs of the study.
+    store's runs of the study; ``loss`` the loss the optima minimise
+    (:data:`DECAY_OBJECTIVE` for a grid around the regularisation optimum).
 
     Columns: ``weight_decay_scaling``, ``lr``, ``weight_decay`` (the transferred
     pair), ``sigma_exponent``, ``sigma_exponent_lo``, ``sigma_exponent_hi``,
     ``lr_drift``, ``weight_decay_drift``, ``widths``.
     """
-    optima = optimal_lr_wd(runs)
+    optima = optimal_lr_wd(runs, loss=loss)
     base = optima.sort("width").group_by("weight_decay_scaling", maintain_order=True).first()
     last = probes.filter(
         pl.col("role") == role,

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from toolkit.analysis import transfer as analysis
 from toolkit.analysis.optima import hyperparameter_curves, optimal_hyperparameter
+from toolkit.analysis.spectra import DECAY_OBJECTIVE
 from toolkit.paths import shipped
 from toolkit.ui import plots
 from toolkit.ui.layout import page
@@ -38,10 +39,12 @@ def depth_transfer(runs: pl.DataFrame) -> Figure:
 
 
 def weight_decay_transfer(runs: pl.DataFrame) -> Figure:
-    """Loss over the (LR, weight decay) grid per width under the sqrt(width) rule."""
+    """Validation loss (:data:`~toolkit.analysis.spectra.DECAY_OBJECTIVE`) over the (LR,
+    weight decay) grid per width under the sqrt(width) rule."""
     rule = runs.filter(pl.col("weight_decay_scaling") == "sqrt_width")
     return plots.loss_heatmaps(
-        analysis.lr_curves(rule), title="AdamW, weight decay proportional to sqrt(width)"
+        analysis.lr_curves(rule, loss=DECAY_OBJECTIVE),
+        title="AdamW, weight decay proportional to sqrt(width): validation loss",
     )
 
 

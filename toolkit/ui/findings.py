@@ -16,14 +16,17 @@ from toolkit.analysis.claims import FAILS, HOLDS, UNKNOWN, counts, number
 from toolkit.analysis.fits import META_REGRESSION, difference
 from toolkit.analysis.optima import (
     CONFIG_KEYS,
+    FIT_OK,
     config_keys,
     grid_disagreement,
     hyperparameter_curves,
+    joint_optimum,
     lr_curves,
     optimal_hyperparameter,
     optimal_lr,
     swept,
 )
+from toolkit.analysis.spectra import DECAY_OBJECTIVE
 from toolkit.analysis.transfer import drift, power_law_exponent, transfer_regret
 from toolkit.engine.rules import LR_CONSTANTS
 from toolkit.errors import InputError
@@ -115,6 +118,62 @@ def grid_optima(best: pl.DataFrame, *, by: tuple[str, ...]) -> str:
         f"**{on_edge.height} of {best.height} best cells lie on an edge of their {axes} grid** "
         f"({groups}), {verdict}."
     )
+
+
+def _contains_zero(row: dict) -> bool:
+    return row["slope"] is not None and row["slope_lo"] <= 0 <= row["slope_hi"]
+
+
+def weight_decay_transfer(runs: pl.DataFrame, *, loss: str = DECAY_OBJECTIVE) -> str:
+    """One bullet per weight-decay rule of an (LR, WD) grid study: the best cell at the
+    smallest and the largest width, how many widths have their optimum inside the grid on
+    both axes (:func:`~toolkit.analysis.optima.joint_optimum`), the fitted drift of the
+    optimal LR and of the optimal WD per doubling of width with their intervals; then the
+    AdamW timescale ``1 / (lr * wd)`` of the smallest width's best cell against the
+    training length, and which rules keep both drifts' intervals around 0. ``loss`` is
+    the loss minimised (:data:`~toolkit.analysis.spectra.DECAY_OBJECTIVE`)."""
+    lr = joint_optimum(runs, "lr", "weight_decay", loss=loss)
+    wd = joint_optimum(runs, "weight_decay", "lr", loss=loss)
+    lr_drift, wd_drift = drift(lr, axis="width"), drift(wd, axis="width")
+    lines, flat = [], []
+    for rule in ordered(lr, "weight_decay_scaling"):
+        mine_lr = lr.filter(pl.col("weight_decay_scaling") == rule).sort("width")
+        mine_wd = wd.filter(pl.col("weight_decay_scaling") == rule).sort("width")
+        inside = mine_lr.join(mine_wd, on="width").filter(
+            (pl.col("fit") == FIT_OK) & (pl.col("fit_right") == FIT_OK)
+        )
+        cells = [
+            f"LR {_power(r['log2_lr_grid'])}, WD {_constant(r['weight_decay_at_best'])} at "
+            f"width {r['width']}"
+            for r in (mine_lr.row(0, named=True), mine_lr.row(-1, named=True))
+        ]
+        drifts = [
+            (name, frame.filter(pl.col("weight_decay_scaling") == rule).rows(named=True))
+            for name, frame in (("LR", lr_drift), ("WD", wd_drift))
+        ]
+        if all(rows and _contains_zero(rows[0]) for _, rows in drifts):
+            flat.append(rule)
+        said = "; ".join(
+            f"optimal {name}: {_drift_sentence(rows[0]) if rows else 'one width, no drift'}"
+            for name, rows in drifts
+        )
+        lines.append(
+            f"- **{rule}**: best cell {cells[0]}, {cells[1]}; {inside.height} of "
+            f"{mine_lr.height} widths have their optimum inside the grid on both axes; {said}."
+        )
+    closing = (f"Rules whose optimal LR and WD both have 0 inside their drift's interval: "
+               f"{', '.join(flat)}." if flat else
+               "No rule has 0 inside the intervals of both its LR and its WD drift.")  # fmt: skip
+    base = lr.join(runs.select("width", "base_width").unique(), on="width").filter(
+        pl.col("width") == pl.col("base_width")
+    )
+    if base.height:  # at the base width every tensor decays by lr * wd per step, whatever the rule
+        row, steps = base.row(0, named=True), int(runs["steps"].max())
+        tau = 1 / (2.0 ** row["log2_lr_grid"] * row["weight_decay_at_best"])
+        closing = (f"At the base width {row['width']} every tensor decays by `lr * wd` per step, "
+                   f"so the best cell's AdamW timescale `1 / (lr * wd)` is {tau:.0f} steps, "
+                   f"{tau / steps:.2f} of the {steps} trained. {closing}")  # fmt: skip
+    return "\n".join([*lines, "", closing])
 
 
 def _unmeasured(optimum: dict) -> str:

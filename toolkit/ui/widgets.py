@@ -25,7 +25,7 @@ from toolkit.analysis.optima import (
     swept,
 )
 from toolkit.analysis.transfer import drift, transfer_regret
-from toolkit.errors import InputError
+from toolkit.errors import InputError, check_choice
 from toolkit.ui import plots
 from toolkit.ui.explorer import (
     LABELS,
@@ -156,15 +156,19 @@ def heatmap_explorer(
     y: str = "weight_decay",
     col: str = "width",
     name: str = "heatmap",
+    split: str = "train",
 ) -> Explorer:
     """Loss over an (LR, weight decay) grid per width, for the rule chosen in ``row``;
     a dropdown for each other setting that varies in the study (e.g. the
-    parametrization), so every heatmap cell is one configuration."""
+    parametrization), so every heatmap cell is one configuration. ``split`` is the loss
+    shown first (``train`` or ``val``; a toggle changes it)."""
+    check_choice("split", split, ("train", "val"))
     varying = [
         key for key in ("parametrization", "optimizer", "depth", "steps", "batch_size")
         if key in data.runs.columns and key not in (row, col) and data.runs[key].n_unique() > 1
     ]  # fmt: skip
     controls = transfer_controls(data, hue=col, fixed=(row, *varying))
+    controls["split"].value = split
 
     def render(fig: Figure, values: dict) -> None:
         frame = _selected_losses(data, values, col)
