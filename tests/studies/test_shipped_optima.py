@@ -19,17 +19,7 @@ def decay_runs() -> pl.DataFrame:
     return store.open(shipped("weight_decay_transfer")).runs().collect()
 
 
-#: The shipped store holds one seed, and coupled / sqrt(width) only on the cross through the
-#: grid's centre (studies/weight_decay_transfer.toml): coupled's best cell at width 128 is on
-#: the LR line, off the centre, so no WD line runs through it. Strict: once the full grid is
-#: trained and every optimum is inside, the unexpected pass fails until this mark is removed.
-_CROSS_ONLY = pytest.mark.xfail(strict=True, reason="coupled width 128: best cell off the cross")
-
-
-@pytest.mark.parametrize(("x", "held"), [
-    ("lr", "weight_decay"),
-    pytest.param("weight_decay", "lr", marks=_CROSS_ONLY),
-])  # fmt: skip
+@pytest.mark.parametrize(("x", "held"), [("lr", "weight_decay"), ("weight_decay", "lr")])
 def test_every_rule_and_width_has_its_lr_wd_optimum_inside_the_grid(decay_runs, x, held):
     optima = joint_optimum(decay_runs, x, held, loss=DECAY_OBJECTIVE)
     cells = decay_runs.select("weight_decay_scaling", "width").unique()
@@ -46,6 +36,5 @@ def test_the_weight_decay_study_has_three_rules_at_three_widths(decay_runs):
     assert per_rule.height == 3 and (per_rule["widths"] >= 3).all(), per_rule.to_dicts()
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped store holds one seed (generation budget)")
 def test_the_weight_decay_study_has_two_seeds(decay_runs):
     assert decay_runs["seed"].n_unique() >= 2
