@@ -390,7 +390,7 @@ def run_local(
     single-threaded processes (:mod:`toolkit.studies.workers`), cut into shares of their
     members when there are fewer groups than workers; then the other groups train here
     with every thread. The default, 1, trains every group here: on 2 cores, side by side
-    was measured at 0.8-1.15x the speed of one process, since a worker's start (about 2 s)
+    was measured at 0.8-1.16x the speed of one process, since a worker's start (about 2 s)
     eats what the second core gains; it pays on machines with more cores than one small
     group can use. A script that passes ``workers`` must guard its entry point with
     ``if __name__ == "__main__":`` (workers are spawned and import it). Shows a tqdm
