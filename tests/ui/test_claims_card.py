@@ -13,7 +13,7 @@ import pytest
 from toolkit.analysis.claims import card
 from toolkit.errors import InputError
 from toolkit.paths import REPOSITORY
-from toolkit.ui import findings, plots
+from toolkit.ui import claims_text, plots
 from toolkit.ui.cli import main
 from toolkit.ui.cli_claims import QUOTE, README_MARKERS, replace_block, replace_quotes
 
@@ -50,7 +50,7 @@ def test_a_bad_flag_value_exits_2_with_one_line(capsys, tmp_path):
 def test_the_headline_counts_the_verdicts(shipped):
     n = {v: int((shipped["verdict"] == v).sum()) for v in ("holds", "does not hold",
                                                            "cannot tell")}  # fmt: skip
-    assert findings.claims_headline(shipped) == (
+    assert claims_text.claims_headline(shipped) == (
         f"{shipped.height} claims checked: holds {n['holds']}, does not hold "
         f"{n['does not hold']}, cannot tell {n['cannot tell']}."
     )
@@ -58,7 +58,7 @@ def test_the_headline_counts_the_verdicts(shipped):
 
 def test_each_claim_sentence_quotes_the_cards_numbers(shipped):
     for row in shipped.iter_rows(named=True):
-        sentence = findings.claim_sentence(row)
+        sentence = claims_text.claim_sentence(row)
         assert row["id"] in sentence and row["verdict"].capitalize() in sentence
         if row["value"] == row["value"]:  # not NaN
             assert f"{row['value']:+.3g}" in sentence
@@ -67,7 +67,7 @@ def test_each_claim_sentence_quotes_the_cards_numbers(shipped):
 
 
 def test_the_markdown_table_has_one_row_per_claim_with_no_stray_pipes(shipped):
-    summary = findings.claims_summary(shipped)
+    summary = claims_text.claims_summary(shipped)
     rows = [line for line in summary.splitlines() if line.startswith("| `")]
     assert len(rows) == shipped.height
     header = summary.splitlines()[2]
@@ -79,7 +79,7 @@ def test_the_readme_block_is_the_cards_summary(shipped):
     text = (REPOSITORY / "README.md").read_text()
     start, end = README_MARKERS
     block = text.split(start)[1].split(end)[0].strip()
-    assert block == findings.claims_summary(shipped), (
+    assert block == claims_text.claims_summary(shipped), (
         f"README.md's claims block is stale; regenerate it with: {REGENERATE}"
     )
 
@@ -130,7 +130,7 @@ def test_a_quote_is_filled_with_its_claims_number_and_an_unknown_id_is_refused(s
     row = shipped.filter(pl.col("id") == "sp-optimal-lr-drifts-down").row(0, named=True)
     text = "SP drifts <!-- claim:sp-optimal-lr-drifts-down -->stale text<!-- /claim -->."
     filled = replace_quotes(text, shipped)
-    assert findings.claim_quote(row) in filled and "stale text" not in filled
+    assert claims_text.claim_quote(row) in filled and "stale text" not in filled
     assert f"{row['value']:+.3g}" in filled and row["verdict"] in filled
     with pytest.raises(InputError, match="claim:no-such-claim"):
         replace_quotes("<!-- claim:no-such-claim -->x<!-- /claim -->", shipped)

@@ -13,7 +13,7 @@ import toolkit.store
 from toolkit.analysis.optima import optimal_lr
 from toolkit.analysis.transfer import drift, transfer_regret
 from toolkit.paths import shipped
-from toolkit.ui import findings
+from toolkit.ui import findings, landscape_findings
 
 
 def test_width_findings_quote_the_shipped_optima_drifts_and_regrets():
@@ -231,7 +231,7 @@ def _start(start: str, d: float, lo: float, hi: float) -> dict:
 
 
 def test_the_finetuning_finding_claims_a_difference_only_when_the_intervals_do_not_overlap():
-    from toolkit.ui.findings import finetuning
+    from toolkit.ui.landscape_findings import finetuning
 
     apart = pl.DataFrame([_start("pretrained", 20, 16, 24), _start("scratch", 60, 50, 70)])
     assert "needs fewer directions" in finetuning(apart)
@@ -261,7 +261,7 @@ def test_the_sharpness_finding_quotes_each_exponent_and_what_its_interval_says()
                                  "converged": seed == 0 or width > 32,
                                  "sharpness": 2.0**log2_value})  # fmt: skip
     fits = width_exponent(pl.DataFrame(rows))
-    text = findings.sharpness(fits)
+    text = landscape_findings.sharpness(fits)
     for row in fits.filter(pl.col("step") == 500).rows(named=True):
         lo, hi = row["exponent_lo"], row["exponent_hi"]
         assert f"{row['exponent']:+.2f} [{lo:+.2f}, {hi:+.2f}]" in text

@@ -62,8 +62,8 @@ def replace_block(text: str, block: str) -> str:
 
 def replace_quotes(text: str, card: pl.DataFrame) -> str:
     """``text`` with every :data:`QUOTE` filled with its claim's number
-    (:func:`toolkit.ui.findings.claim_quote`); :class:`InputError` for an id not on the card."""
-    from toolkit.ui.findings import claim_quote
+    (:func:`toolkit.ui.claims_text.claim_quote`); :class:`InputError` for an id not on the card."""
+    from toolkit.ui.claims_text import claim_quote
 
     rows = {row["id"]: row for row in card.iter_rows(named=True)}
 
@@ -81,19 +81,19 @@ def _run_claims(args: argparse.Namespace) -> None:
     from toolkit.analysis.claims import card
     from toolkit.io import write_atomically
     from toolkit.paths import DATA
-    from toolkit.ui import findings
+    from toolkit.ui import claims_text
 
     frame = card(DATA if args.data is None else args.data)
     if args.json:
         print_json(frame.to_dicts())
     elif args.markdown:
-        print(findings.claims_markdown(frame))
+        print(claims_text.claims_markdown(frame))
     elif args.readme:
         path = Path(args.readme)
-        text = replace_block(path.read_text(), findings.claims_summary(frame))
+        text = replace_block(path.read_text(), claims_text.claims_summary(frame))
         text = replace_quotes(text, frame)
         write_atomically(path, lambda f: f.write(text.encode()))
-        print(f"{path}: claims block rewritten ({findings.claims_headline(frame)})")
+        print(f"{path}: claims block rewritten ({claims_text.claims_headline(frame)})")
     else:
         print_table(frame.select("id", "verdict", "value", "lo", "hi", "level", "unit"))
-        print(findings.claims_headline(frame))
+        print(claims_text.claims_headline(frame))

@@ -12,7 +12,6 @@ import math
 
 import polars as pl
 
-from toolkit.analysis.claims import FAILS, HOLDS, UNKNOWN, counts, number
 from toolkit.analysis.fits import META_REGRESSION, difference
 from toolkit.analysis.optima import (
     CONFIG_KEYS,
@@ -32,14 +31,16 @@ from toolkit.engine.rules import LR_CONSTANTS
 from toolkit.errors import InputError
 from toolkit.ui.style import ordered
 
-_NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
+PARAMETRIZATION_NAMES = {"sp": "SP", "mup": "muP", "ntk": "NTK", "mf": "mean-field"}
+"""How sentences name the parametrizations."""
 
 
 def _octaves(value: float) -> str:
     return f"{value:+.2f} octave{'s' if abs(value) != 1 else ''}"
 
 
-def _power(log2: float) -> str:
+def two_to(log2: float) -> str:
+    """``2^k`` for a log2 value ``k`` (two decimals unless whole)."""
     return f"2^{log2:.0f}" if float(log2).is_integer() else f"2^{log2:.2f}"
 
 
@@ -63,7 +64,7 @@ def _drift_sentence(row: dict) -> str:
 
 
 def _label(row: dict, varying: list[str]) -> str:
-    return ", ".join(_NAMES.get(str(row[k]), str(row[k])) for k in varying)
+    return ", ".join(PARAMETRIZATION_NAMES.get(str(row[k]), str(row[k])) for k in varying)
 
 
 def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
@@ -87,8 +88,8 @@ def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
         cost = regret.filter(*same, pl.col(axis) == last[axis])["regret"]
         lines.append(
             f"- **{_label(row, varying)}**: the best grid learning rate goes from "
-            f"{_power(first['log2_lr_grid'])} at {axis} {first[axis]} to "
-            f"{_power(last['log2_lr_grid'])} at {last[axis]}, {_drift_sentence(row)}; the LR "
+            f"{two_to(first['log2_lr_grid'])} at {axis} {first[axis]} to "
+            f"{two_to(last['log2_lr_grid'])} at {last[axis]}, {_drift_sentence(row)}; the LR "
             f"tuned at {axis} {first[axis]} costs {cost[0]:.3f} in loss at {axis} {last[axis]}."
         )
     return "\n".join(lines)
@@ -143,7 +144,7 @@ def weight_decay_transfer(runs: pl.DataFrame, *, loss: str = DECAY_OBJECTIVE) ->
             (pl.col("fit") == FIT_OK) & (pl.col("fit_right") == FIT_OK)
         )
         cells = [
-            f"LR {_power(r['log2_lr_grid'])}, WD {_constant(r['weight_decay_at_best'])} at "
+            f"LR {two_to(r['log2_lr_grid'])}, WD {_constant(r['weight_decay_at_best'])} at "
             f"width {r['width']}"
             for r in (mine_lr.row(0, named=True), mine_lr.row(-1, named=True))
         ]
@@ -296,9 +297,9 @@ def _optimum_phrase(row: dict, log2_x: str, lowest: float, highest: float) -> st
     unmeasured."""
     if row["fit"] == "ok":
         lo, hi, best = row[f"{log2_x}_lo"], row[f"{log2_x}_hi"], row[f"{log2_x}_grid"]
-        text = f"{_power(row[f'{log2_x}_opt'])} (95% interval [{lo:.2f}, {hi:.2f}] in log2"
+        text = f"{two_to(row[f'{log2_x}_opt'])} (95% interval [{lo:.2f}, {hi:.2f}] in log2"
         if row["off_grid"]:
-            text += (f"; it disagrees with the best grid value, {_power(best)}: the loss is not "
+            text += (f"; it disagrees with the best grid value, {two_to(best)}: the loss is not "
                      "locally quadratic there, or noise moved the grid minimum, and the interval "
                      "understates the uncertainty")  # fmt: skip
         return text + ")"
@@ -307,8 +308,8 @@ def _optimum_phrase(row: dict, log2_x: str, lowest: float, highest: float) -> st
         return "nowhere (every value diverged)"
     if row["censored"] is not None or best in (lowest, highest):
         side = row["censored"] or ("below" if best == lowest else "above")
-        return f"{side} the grid (best at its edge, {_power(best)}: a bound, not a measurement)"
-    return f"unmeasured (fit: {row['fit']}; best grid value {_power(best)})"
+        return f"{side} the grid (best at its edge, {two_to(best)}: a bound, not a measurement)"
+    return f"unmeasured (fit: {row['fit']}; best grid value {two_to(best)})"
 
 
 def _verdict(x: str, rows: list[dict]) -> str:
@@ -318,7 +319,7 @@ def _verdict(x: str, rows: list[dict]) -> str:
         predicted = TRANSFERS.get(row["parametrization"])
         if predicted is None:
             continue
-        name = _NAMES.get(row["parametrization"], row["parametrization"])
+        name = PARAMETRIZATION_NAMES.get(row["parametrization"], row["parametrization"])
         if row["slope"] is None:
             misses.append(f"{name}'s drift cannot be fitted")
             continue
@@ -461,148 +462,3 @@ def horizon(runs: pl.DataFrame) -> str:
                 f"(grid 2^{lowest:g} to 2^{highest:g}):")  # fmt: skip
         paragraphs.append("\n".join([head, *bullets, "", closing]))
     return "\n\n".join(paragraphs)
-
-
-def finetuning(estimates: pl.DataFrame) -> str:
-    """What a fine-tuning measurement shows: ``estimates`` has one row per start
-    (``start``: ``pretrained`` or ``scratch``) with the columns of
-    :data:`toolkit.analysis.intrinsic.ESTIMATE`. Says which start needs fewer
-    directions only when the two intervals do not overlap; an unreached ``d_int`` is
-    "more than" the largest ``d`` tried."""
-    rows = {row["start"]: row for row in estimates.iter_rows(named=True)}
-    missing = {"pretrained", "scratch"} - set(rows)
-    if missing:
-        raise InputError(f"estimates lack the start(s) {sorted(missing)}; expected "
-                         "'pretrained' and 'scratch'")  # fmt: skip
-
-    def phrase(row: dict) -> str:
-        if not math.isfinite(row["d_int"]):
-            return "not reached in the d tried"
-        hi = "more" if not math.isfinite(row["d_int_hi"]) else f"{row['d_int_hi']:,.0f}"
-        return f"{row['d_int']:,.0f} [{row['d_int_lo']:,.0f}, {hi}]"
-
-    pre, scratch = rows["pretrained"], rows["scratch"]
-    level = f"{pre['confidence']:.0%}"
-    said = (f"`d_int{round(100 * pre['threshold'])}` from the pre-trained weights: "
-            f"{phrase(pre)}; from a random initialisation: {phrase(scratch)} ({level} "
-            "intervals). ")  # fmt: skip
-    if pre["d_int_hi"] < scratch["d_int_lo"]:
-        return said + "Fine-tuning needs fewer directions here, as Aghajanyan et al. found."
-    if scratch["d_int_hi"] < pre["d_int_lo"]:
-        return said + ("Fine-tuning needs *more* directions here: at this scale the "
-                       "pre-trained start does not help, unlike in Aghajanyan et al.")  # fmt: skip
-    return said + (
-        "The intervals overlap: at this scale the measurement cannot tell the two "
-        "starts apart, so it neither confirms nor contradicts Aghajanyan et al."
-    )
-
-
-def claims_headline(card: pl.DataFrame) -> str:
-    """The card's headline, each verdict with its count: ``N claims checked: holds a,
-    does not hold b, cannot tell c.`` (``card``: :func:`toolkit.analysis.claims.card`)."""
-    n = counts(card)
-    tally = ", ".join(f"{verdict} {n[verdict]}" for verdict in (HOLDS, FAILS, UNKNOWN))
-    return f"{card.height} claims checked: {tally}."
-
-
-def claim_sentence(row: dict) -> str:
-    """One claim of the card as a sentence: its id, the claim, its verdict and why (the
-    reason quotes the card's number, interval and tolerance), with the source."""
-    return (f"**{row['id']}** ({row['source']}): {row['claim']} *{row['verdict'].capitalize()}*: "
-            f"{row['reason']}")  # fmt: skip
-
-
-def _interval(row: dict) -> str:
-    if row["level"] is None or math.isnan(row["level"]):
-        return "-"
-    if row["level"] == 1.0:
-        return "exact"
-    return f"[{number(row['lo'])}, {number(row['hi'])}] ({row['level']:.0%})"
-
-
-def claim_quote(row: dict) -> str:
-    """One claim's number for running text: value, unit, interval and verdict, e.g.
-    ``-0.554 octaves of optimal LR per doubling of width (95% interval [-0.667, -0.44];
-    holds)``."""
-    if row["value"] is None or math.isnan(row["value"]):
-        return f"no number ({row['verdict']})"
-    level = row["level"]
-    if level is None or math.isnan(level):
-        interval = "no interval"
-    elif level == 1.0:
-        interval = "exact"
-    else:
-        interval = f"{level:.0%} interval [{number(row['lo'])}, {number(row['hi'])}]"
-    return f"{number(row['value'])} {row['unit']} ({interval}; {row['verdict']})"
-
-
-def claims_summary(card: pl.DataFrame) -> str:
-    """The headline and a Markdown table of the card (claim, verdict, value, interval with
-    its level, unit, store, source): the block the README shows."""
-    lines = [
-        claims_headline(card),
-        "",
-        "| claim | verdict | value | interval | unit | store | source |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in card.iter_rows(named=True):
-        cells = (f"`{row['id']}`", row["verdict"], number(row["value"]), _interval(row),
-                 row["unit"], row["store"] or "-", row["source"])  # fmt: skip
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(lines)
-
-
-def claim_sentences(card: pl.DataFrame) -> str:
-    """One Markdown bullet per claim of the card (:func:`claim_sentence`)."""
-    return "\n".join(f"- {claim_sentence(row)}" for row in card.iter_rows(named=True))
-
-
-def claims_markdown(card: pl.DataFrame) -> str:
-    """:func:`claims_summary`, then one bullet per claim (:func:`claim_sentences`)."""
-    return f"{claims_summary(card)}\n\n{claim_sentences(card)}"
-
-
-def _exponent_phrase(row: dict) -> str:
-    """``k = +0.12 [-0.03, +0.27]`` and what it says about width-independence."""
-    if row["status"] != "ok":
-        return f"no exponent ({row['widths']} widths with a converged value)"
-    text = f"k = {row['exponent']:+.2f} [{row['exponent_lo']:+.2f}, {row['exponent_hi']:+.2f}]"
-    if row["exponent_lo"] <= 0.0 <= row["exponent_hi"]:
-        return text + ", consistent with no change in width"
-    return text + (", growing with width" if row["exponent_lo"] > 0 else ", falling with width")
-
-
-def sharpness(fits: pl.DataFrame) -> str:
-    """What a sharpness study shows: ``fits`` is
-    :func:`toolkit.analysis.sharpness.width_exponent` output. Per optimizer, the exponent
-    ``k`` of ``lambda_max ~ width**k`` of each parametrization at the last probe step and
-    at the first step after initialisation, with 95% intervals; the runs left out (not
-    converged, diverged) are counted."""
-    if fits.height == 0:
-        raise InputError("fits is empty: no sharpness values to describe")
-    sentences = []
-    for optimizer in ordered(fits, "optimizer"):
-        rows = fits.filter(pl.col("optimizer") == optimizer)
-        steps = sorted(rows["step"].unique().to_list())
-        later = [s for s in steps if s > 0]
-        shown = [later[0], steps[-1]] if len(later) > 1 else steps[-1:]
-        parts = []
-        for step in shown:
-            at = rows.filter(pl.col("step") == step).sort("parametrization")
-            said = "; ".join(
-                f"{_NAMES.get(r['parametrization'], r['parametrization'])} "
-                f"{_exponent_phrase(r)}"
-                for r in at.iter_rows(named=True)
-            )
-            parts.append(f"at step {step}: {said}")
-        excluded = int(rows["excluded"].sum())
-        note = f" ({excluded} probe values left out: not converged or diverged)" if excluded else ""
-        lr = rows["lr"][0]
-        stat = f"`{rows['stat'][0]}`" if "stat" in rows.columns else "the sharpness"
-        sentences.append(f"**{optimizer}** (LR {_power(math.log2(lr))}), exponent of "
-                         f"{stat} in width {'; '.join(parts)}{note}.")  # fmt: skip
-    return "\n\n".join(sentences) + (
-        "\n\nSuper consistency (Noci et al. 2024) predicts `k` near 0 under muP at every "
-        "step; a `k` away from 0 under SP means the same LR meets a different curvature at "
-        "each width."
-    )
