@@ -181,3 +181,16 @@ def test_the_cost_floor_is_below_the_cost_of_the_built_model(settings):
     for term in ("state_bytes", "activation_bytes", "eval_bytes", "curve_bytes"):
         assert 0 < getattr(floor, term) <= getattr(cost, term), term
     assert floor.bytes >= cost.bytes / 8, "a floor far below the cost refuses nothing"
+
+
+def test_a_language_model_s_evaluation_batch_is_counted_in_tokens():
+    """``eval_examples`` of a model reading sequences counts predicted tokens: 1024 are 16
+    sequences of the 64 characters of ``chars``, one forward pass over the activations
+    that a training batch of 16 sequences keeps for its backward pass."""
+    from toolkit.engine.config import TrainConfig
+    from toolkit.studies.costs import run_cost
+
+    config = TrainConfig(model="transformer", width=32, depth=1, batch_size=16,
+                         eval_examples=1024, steps=10)  # fmt: skip
+    cost = run_cost(config)
+    assert cost.eval_bytes == pytest.approx(cost.activation_bytes / 2, rel=1e-3)

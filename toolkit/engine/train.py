@@ -26,7 +26,7 @@ from dataclasses import replace
 import polars as pl
 import torch
 
-from toolkit import __version__
+from toolkit import __version__, interrupts
 from toolkit.engine.config import (
     RECORDED_WHEN_SET,
     Member,
@@ -237,6 +237,7 @@ def train(
 
     batch_losses = torch.full((config.steps, len(members)), math.nan)
     for step in range(config.steps):
+        interrupts.check()
         runner.run(step)
         index = sampler.next().to(device)
         loss = per_member_loss(task, model(gather(task.x_train, index)),

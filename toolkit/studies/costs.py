@@ -14,7 +14,8 @@ The estimates are upper-bound-minded approximations for float32 training:
 * memory per member: parameters, their gradients and two optimizer buffers
   (4 floats per parameter); the activations the backward pass keeps for one batch
   (two tensors per layer, per token for a model that reads token sequences); one
-  evaluation batch of ``eval_examples`` (forward only); and the per-step loss
+  evaluation batch of ``eval_examples`` (forward only; tokens for a model that
+  reads token sequences, so ``eval_examples / tokens`` sequences); and the per-step loss
   curve, kept as a tensor and then as table rows (:data:`CURVE_ROW_BYTES` a step);
 * time of a group: :data:`STEP_OVERHEAD_S` per step (tiny models are bound by
   per-step overhead, not arithmetic) plus 6 FLOPs per matrix weight per example
@@ -84,7 +85,7 @@ def _run_cost(config: TrainConfig, *, parameters: int, weights: int, tensors: in
         flops=6.0 * weights * tokens * config.batch_size * config.steps,
         state_bytes=4 * BYTES_PER_FLOAT * parameters,
         activation_bytes=BYTES_PER_FLOAT * config.batch_size * per_example,
-        eval_bytes=BYTES_PER_FLOAT * config.eval_examples * per_example // 2,
+        eval_bytes=BYTES_PER_FLOAT * -(-config.eval_examples // tokens) * per_example // 2,
         curve_bytes=CURVE_ROW_BYTES * config.steps,
     )
 

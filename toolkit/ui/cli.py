@@ -33,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
+from toolkit import interrupts
 from toolkit.engine.catalogue import PROJECTIONS
 from toolkit.errors import InputError
 from toolkit.studies.schema import SCHEMA
@@ -433,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return args.run(args) or 0
+        with interrupts.remembered():
+            return args.run(args) or 0
     except InputError as error:
         return _fail(str(error))
     except KeyboardInterrupt:
