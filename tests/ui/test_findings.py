@@ -34,8 +34,10 @@ def test_width_findings_quote_the_shipped_optima_drifts_and_regrets():
         assert f"[{row['slope_lo']:+.2f}, {row['slope_hi']:+.2f}]" in line
         series = optima.filter(mine).sort("width")
         first, last = series["log2_lr_grid"][0], series["log2_lr_grid"][-1]
-        assert re.search(rf"from 2\^{first:.0f} at width 32 to 2\^{last:.0f} at 512", line)
-        cost = regret.filter(mine, pl.col("width") == 512)["regret"][0]
+        narrow, wide = series["width"][0], series["width"][-1]
+        assert re.search(rf"from 2\^{first:.0f} at width {narrow} to 2\^{last:.0f} at {wide}",
+                         line)  # fmt: skip
+        cost = regret.filter(mine, pl.col("width") == wide)["regret"][0]
         assert f"costs {cost:.3f} in loss" in line
 
 
