@@ -9,7 +9,14 @@ import polars as pl
 import pytest
 
 from toolkit.analysis.fits import fit_slope
-from toolkit.analysis.optima import FIT_EDGE, FIT_OK, FIT_TOO_FEW, lr_curves, optimal_lr
+from toolkit.analysis.optima import (
+    FIT_EDGE,
+    FIT_OK,
+    FIT_TOO_FEW,
+    lr_curves,
+    optimal_hyperparameter,
+    optimal_lr,
+)
 from toolkit.analysis.transfer import (
     drift,
     power_law_exponent,
@@ -18,6 +25,7 @@ from toolkit.analysis.transfer import (
     transferred,
     wider_is_better,
 )
+from toolkit.errors import InputError
 
 GRID = np.arange(-12.0, -1.0)  # log2 LRs
 
@@ -307,3 +315,31 @@ def test_a_drift_with_no_two_sizes_is_empty_but_has_every_column():
     assert out.height == 0
     assert {"parametrization", "axis", "slope", "slope_lo", "status"} <= set(out.columns)
     assert out.filter(pl.col("parametrization") == "mup").height == 0  # what plots do
+
+
+def _decay_runs(steps_of) -> pl.DataFrame:
+    """AdamW runs whose best weight decay is ``B / 2^9`` at each batch size ``B`` (two
+    seeds, a little seed noise), at ``steps_of(B)`` steps."""
+    rng = np.random.default_rng(3)
+    return pl.DataFrame(
+        {"parametrization": "mup", "optimizer": "adamw", "width": 128, "lr": 2.0**-6,
+         "batch_size": b, "steps": steps_of(b), "weight_decay": 2.0**x, "seed": s,
+         "status": "ok",
+         "final_train_loss": 1.0 + 0.02 * (x - math.log2(b) + 9) ** 2 + 1e-3 * rng.normal()}
+        for b in (32, 64, 128, 256, 512) for x in range(-8, 3) for s in (0, 1)
+    )  # fmt: skip
+
+
+def test_along_the_batch_size_at_fixed_examples_the_optimal_weight_decay_grows_with_it():
+    runs = _decay_runs(lambda b: 256_000 // b)
+    optima = optimal_hyperparameter(runs, "weight_decay")
+    line = drift(optima, axis="batch_size").row(0, named=True)
+    assert line["points"] == 5 and line["status"] == "ok"
+    assert line["slope_lo"] < 1.0 < line["slope_hi"] and abs(line["slope"] - 1.0) < 0.05
+
+
+def test_along_the_batch_size_steps_that_do_not_fix_the_examples_are_refused():
+    runs = _decay_runs(lambda b: 2000 if b < 256 else 1000)
+    optima = optimal_hyperparameter(runs, "weight_decay")
+    with pytest.raises(InputError, match="steps x batch_size fixed"):
+        drift(optima, axis="batch_size")

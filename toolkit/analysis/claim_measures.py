@@ -23,10 +23,10 @@ from scipy import stats
 from toolkit.analysis import coord_check, intrinsic, sharpness, spectra
 from toolkit.analysis.claim_data import EXACT, LEVEL, Measurement, Stores, largest, magnitude
 from toolkit.analysis.fits import difference
+from toolkit.analysis.optima import optimal_hyperparameter
 from toolkit.analysis.transfer import (
     DRIFT_OK,
     drift,
-    optimal_lr,
     predict_loss,
     transferred,
     wider_is_better,
@@ -50,10 +50,19 @@ def _one(frame: pl.DataFrame, where: dict) -> dict | None:
 
 # --- transfer of the optimal learning rate -------------------------------------------------
 
-def _drifts(stores: Stores, store: str, axis: str) -> pl.DataFrame:
-    """:func:`~toolkit.analysis.transfer.drift` of every series of ``store`` along ``axis``."""
-    optima = stores.shared(("optima", store), lambda: optimal_lr(stores.runs(store)))
-    return stores.shared(("drift", store, axis), lambda: drift(optima, axis=axis, level=LEVEL))
+OPTIMUM_NAMES = {"lr": "LR", "weight_decay": "weight decay"}
+"""How a unit names the hyperparameter whose optimum drifts."""
+
+
+def _drifts(stores: Stores, store: str, axis: str, x: str = "lr",
+            loss: str = "final_train_loss") -> pl.DataFrame:  # fmt: skip
+    """:func:`~toolkit.analysis.transfer.drift` of the optimal ``x`` (by ``loss``) of every
+    series of ``store`` along ``axis``."""
+    runs = stores.runs(store)
+    optima = stores.shared(("optima", store, x, loss),
+                           lambda: optimal_hyperparameter(runs, x, loss=loss))  # fmt: skip
+    return stores.shared(("drift", store, axis, x, loss),
+                         lambda: drift(optima, axis=axis, level=LEVEL))  # fmt: skip
 
 
 def _transferred_mup_adam(stores: Stores) -> pl.DataFrame:
@@ -63,14 +72,16 @@ def _transferred_mup_adam(stores: Stores) -> pl.DataFrame:
     return frame.filter(pl.col("parametrization") == "mup", pl.col("optimizer") == "adam")
 
 
-def lr_drift(stores: Stores, store: str, *, axis: str, where: dict) -> Measurement:
-    """The slope of ``log2`` optimal LR against ``log2(axis)`` of the series ``where``
-    (:func:`~toolkit.analysis.transfer.drift` on :func:`~toolkit.analysis.optima.optimal_lr`:
-    measured optima only, censored ones counted as bounds)."""
-    unit = f"octaves of optimal LR per doubling of {axis}"
+def optimum_drift(stores: Stores, store: str, *, axis: str, where: dict, x: str = "lr",
+                  loss: str = "final_train_loss") -> Measurement:  # fmt: skip
+    """The slope of ``log2`` optimal ``x`` (the LR unless named; by ``loss``) against
+    ``log2(axis)`` of the series ``where`` (:func:`~toolkit.analysis.transfer.drift` on
+    :func:`~toolkit.analysis.optima.optimal_hyperparameter`: measured optima only, censored
+    ones counted as bounds)."""
+    unit = f"octaves of optimal {OPTIMUM_NAMES.get(x, x)} per doubling of {axis.replace('_', ' ')}"
     line = (f"line through the quadratic-refined optima against log2 {axis} "
             f"(toolkit.analysis.transfer.drift), {LEVEL:.0%} interval")  # fmt: skip
-    row = _one(_drifts(stores, store, axis), where)
+    row = _one(_drifts(stores, store, axis, x, loss), where)
     if row is None:
         series = ", ".join(f"{k} {v}" for k, v in where.items())
         return Measurement.absent(f"no single {series} series in {store}", unit=unit,
@@ -85,12 +96,12 @@ def lr_drift(stores: Stores, store: str, *, axis: str, where: dict) -> Measureme
 
 def drift_gap(stores: Stores, store: str, *, axis: str, where: dict, than: dict) -> Measurement:
     """``|drift(where)| - |drift(than)|``: how much less the optimum of one series moves
-    than another's (:func:`lr_drift` of each), with the two intervals' half-widths in
+    than another's (:func:`optimum_drift` of each), with the two intervals' half-widths in
     quadrature (:func:`~toolkit.analysis.fits.difference`, on each slope's magnitude)."""
     unit = f"octaves of optimal LR per doubling of {axis}, |drift| difference"
     method = (f"difference of the two |drift| values (toolkit.analysis.transfer.drift), "
               f"{LEVEL:.0%} half-widths in quadrature")  # fmt: skip
-    mine, theirs = (lr_drift(stores, store, axis=axis, where=w) for w in (where, than))
+    mine, theirs = (optimum_drift(stores, store, axis=axis, where=w) for w in (where, than))
     for measured in (mine, theirs):
         if measured.missing is not None:
             return Measurement.absent(measured.missing, unit=unit, method=method)
@@ -193,28 +204,34 @@ def loss_prediction(stores: Stores) -> Measurement:
 
 # --- coordinate check ----------------------------------------------------------------------
 
-_COORD_UNIT = "octaves of activation RMS per doubling of width"
+COORD_CHECK_STORE = "coord_check"
+"""The store of coordinate checks (``data/coord_check``: the ``activations`` probe at steps
+0-3 of Adam at a large LR); the one place the coordinate-check claims read."""
+
+COORD_STAT = "l1"
+"""The coordinate size the claims judge: each layer's mean ``|activation|``, as the mup
+package's coordinate check plots it."""
+
+_COORD_UNIT = "octaves of mean |activation| per doubling of width"
 
 
 def _coord_verdict(stores: Stores, parametrization: str) -> pl.DataFrame:
-    """:func:`toolkit.analysis.coord_check.verdict` on the ``spectra`` study's recorded
-    activation RMS (``act_rms``, recorded at log-spaced steps of full training) of one
-    parametrization."""
-    probes = stores.probes("spectra").filter(
-        pl.col("study") == "spectra",
-        pl.col("parametrization") == parametrization,
-        pl.col("stat") == "act_rms",
+    """:func:`toolkit.analysis.coord_check.verdict` on the coordinate-check store's
+    activation sizes (:data:`COORD_STAT`) of one parametrization."""
+    probes = stores.probes(COORD_CHECK_STORE).filter(
+        pl.col("parametrization") == parametrization, pl.col("stat") == COORD_STAT
     )
     per_seed = probes.select(
         "width", "seed", "layer", "role", "step", "stat", "value",
         diverged=pl.col("status") == "diverged",
     )  # fmt: skip
-    return coord_check.verdict(per_seed, stat="act_rms", level=LEVEL)
+    return coord_check.verdict(per_seed, stat=COORD_STAT, level=LEVEL)
 
 
 def _coord_setting(stores: Stores) -> str:
-    """The optimizers and LRs of the ``spectra`` study's runs, e.g. ``adam at LR 2^-7``."""
-    runs = stores.runs("spectra").filter(pl.col("study") == "spectra")
+    """The optimizers and LRs of the coordinate-check store's runs, e.g.
+    ``adam at LR 2^-7``."""
+    runs = stores.runs(COORD_CHECK_STORE)
     pairs = runs.select("optimizer", "lr").unique().sort("optimizer", "lr").iter_rows()
     return ", ".join(f"{optimizer} at LR 2^{math.log2(lr):g}" for optimizer, lr in pairs)
 
@@ -223,8 +240,8 @@ def coord_check_flat(stores: Stores) -> Measurement:
     """Under muP, the largest width slope of any layer's activation RMS: ``|slope|`` for
     input and hidden layers, the growth ``max(slope, 0)`` for the readout (which may
     shrink), as :func:`~toolkit.analysis.coord_check.verdict` judges them."""
-    method = (f"coord_check.verdict on recorded activation RMS (spectra store); largest over "
-              f"layers and steps, envelope of per-row {LEVEL:.0%} t-intervals over seeds")
+    method = (f"coord_check.verdict on mean |activation| ({COORD_CHECK_STORE} store); largest "
+              f"over layers and steps, envelope of per-row {LEVEL:.0%} t-intervals over seeds")
     table = _coord_verdict(stores, "mup").drop_nulls("slope_lo")
     if table.height == 0:
         return Measurement.absent("no muP activation probes with an interval", unit=_COORD_UNIT,
@@ -247,8 +264,9 @@ def coord_check_flat(stores: Stores) -> Measurement:
 def coord_check_grows(stores: Stores) -> Measurement:
     """Under SP, the largest width slope of a hidden layer's activation RMS, over layers and
     recorded steps (:func:`~toolkit.analysis.coord_check.verdict`)."""
-    method = (f"coord_check.verdict on recorded activation RMS (spectra store); largest over "
-              f"hidden layers and steps, envelope of per-row {LEVEL:.0%} t-intervals over seeds")
+    method = (f"coord_check.verdict on mean |activation| ({COORD_CHECK_STORE} store); largest "
+              f"over hidden layers and steps, envelope of per-row {LEVEL:.0%} t-intervals over "
+              "seeds")
     table = _coord_verdict(stores, "sp").filter(pl.col("role") == "hidden").drop_nulls("slope_lo")
     if table.height == 0:
         return Measurement.absent("no SP hidden-layer probes with an interval",

@@ -15,8 +15,9 @@ misses the target), and the card cannot tell when the interval straddles the ban
 
 Tolerances for drifts are "one grid step over the study's range": the shipped LR grids
 step by one octave, so an optimum that moves less than ``1 / doublings`` octaves per
-doubling stays within one grid step from the smallest size to the largest (widths 32-512:
-4 doublings, 0.25; depths 2-16: 3 doublings, 1/3; the Transformer's widths 32-128: 0.5).
+doubling stays within one grid step from the smallest size to the largest (widths 64-1024:
+4 doublings, 0.25; depths 2-16: 3 doublings, 1/3; the Transformer's widths 32-128 and depths
+1-4: 0.5; batch sizes 32-512: 0.25).
 
 Sources name the paper and year; a section, table or figure is given only where the
 project's reference notes support it.
@@ -30,6 +31,7 @@ from functools import partial
 
 from toolkit.analysis import claim_measures as measures
 from toolkit.analysis.coord_check import TOLERANCE as COORD_TOLERANCE
+from toolkit.analysis.spectra import DECAY_OBJECTIVE
 
 EXPECTATIONS = ("near", "below", "above", "covers")
 """The directions a claim can expect (see the module docstring)."""
@@ -63,7 +65,9 @@ class Claim:
 
 
 _TP5 = "Yang et al. 2021, Tensor Programs V"
-_WIDTH_STEP = 0.25  # one octave over widths 32-512 (4 doublings)
+_WIDTH_STEP = 0.25  # one octave over widths 64-1024 (4 doublings)
+_TRANSFORMER_STEP = 0.5  # one octave over the Transformer's widths 32-128 or depths 1-4
+_BATCH_STEP = 0.25  # one octave over batch sizes 32-512 (4 doublings)
 _DEPTH_STEP = 1 / 3  # one octave over depths 2-16 (3 doublings)
 _D_INT_FLAT = 0.1  # Li et al.: d_int90 within 575-775 while D grew 24x: |k| <= log(775/575)/log(24)
 _SIGMA_RULES = 0.125  # half the gap to the other rules' predicted exponents (+-0.25)
@@ -80,13 +84,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "coord-check-flat-under-mup",
         "Under muP no layer's activation size changes with width (the readout's may shrink).",
-        f"{_TP5} (coordinate check, as in the mup package)", "spectra",
+        f"{_TP5} (coordinate check, as in the mup package)", measures.COORD_CHECK_STORE,
         measures.coord_check_flat, "near", 0.0, COORD_TOLERANCE,
     ),
     Claim(
         "coord-check-grows-under-sp",
         "Under standard parametrization with Adam the hidden activations grow with width.",
-        f"{_TP5} (coordinate check, as in the mup package)", "spectra",
+        f"{_TP5} (coordinate check, as in the mup package)", measures.COORD_CHECK_STORE,
         measures.coord_check_grows, "above", 0.0, COORD_TOLERANCE,
     ),
     Claim(
@@ -94,7 +98,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Under standard parametrization with Adam the optimal learning rate falls as the "
         "MLP widens.",
         _TP5, "width_transfer",
-        partial(measures.lr_drift, store="width_transfer", axis="width",
+        partial(measures.optimum_drift, store="width_transfer", axis="width",
                 where={"parametrization": "sp", "optimizer": "adam"}),
         "below", 0.0, _WIDTH_STEP,
     ),  # fmt: skip
@@ -102,7 +106,7 @@ CLAIMS: tuple[Claim, ...] = (
         "mup-optimal-lr-stays",
         "Under muP with Adam the optimal learning rate stays put as the MLP widens.",
         _TP5, "width_transfer",
-        partial(measures.lr_drift, store="width_transfer", axis="width",
+        partial(measures.optimum_drift, store="width_transfer", axis="width",
                 where={"parametrization": "mup", "optimizer": "adam"}),
         "near", 0.0, _WIDTH_STEP,
     ),  # fmt: skip
@@ -134,7 +138,7 @@ CLAIMS: tuple[Claim, ...] = (
         "With depth-muP residual scaling the optimal learning rate stays put as the residual "
         "MLP deepens.",
         "Yang et al. 2023, Tensor Programs VI; Bordelon et al. 2023", "depth_transfer",
-        partial(measures.lr_drift, store="depth_transfer", axis="depth",
+        partial(measures.optimum_drift, store="depth_transfer", axis="depth",
                 where={"depth_rule": "depth-mup"}),
         "near", 0.0, _DEPTH_STEP,
     ),  # fmt: skip
@@ -143,7 +147,7 @@ CLAIMS: tuple[Claim, ...] = (
         "With CompleteP residual scaling the optimal learning rate stays put as the residual "
         "MLP deepens.",
         "CompleteP, 2025", "depth_transfer",
-        partial(measures.lr_drift, store="depth_transfer", axis="depth",
+        partial(measures.optimum_drift, store="depth_transfer", axis="depth",
                 where={"depth_rule": "completep"}),
         "near", 0.0, _DEPTH_STEP,
     ),  # fmt: skip
@@ -151,7 +155,7 @@ CLAIMS: tuple[Claim, ...] = (
         "no-depth-scaling-drifts",
         "Without depth scaling the optimal learning rate falls as the residual MLP deepens.",
         "Yang et al. 2023, Tensor Programs VI; Bordelon et al. 2023", "depth_transfer",
-        partial(measures.lr_drift, store="depth_transfer", axis="depth",
+        partial(measures.optimum_drift, store="depth_transfer", axis="depth",
                 where={"depth_rule": "none"}),
         "below", 0.0, _DEPTH_STEP,
     ),  # fmt: skip
@@ -159,18 +163,45 @@ CLAIMS: tuple[Claim, ...] = (
         "optimal-lr-falls-with-horizon",
         "The optimal learning rate falls as the training horizon grows, also under muP.",
         "Bjorck et al. 2024", "horizon",
-        partial(measures.lr_drift, store="horizon", axis="steps",
+        partial(measures.optimum_drift, store="horizon", axis="steps",
                 where={"parametrization": "mup"}),
         "below", 0.0, 0.0,
+    ),  # fmt: skip
+    Claim(
+        "adamw-timescale-constant-across-batch-size",
+        "At a fixed number of training examples the optimal AdamW weight decay grows in "
+        "proportion to the batch size, keeping the timescale B / (lr wd D) constant.",
+        "Bergsma et al. 2025 (Power Lines); Wang & Aitchison 2024", "batch_size",
+        partial(measures.optimum_drift, store="batch_size", axis="batch_size",
+                where={"optimizer": "adamw"}, x="weight_decay", loss=DECAY_OBJECTIVE),
+        "near", 1.0, _BATCH_STEP,
     ),  # fmt: skip
     Claim(
         "transformer-mup-optimal-lr-stays",
         "Under muP with Adam the optimal learning rate of a small Transformer stays put as it "
         "widens.",
         _TP5, "transformer_transfer",
-        partial(measures.lr_drift, store="transformer_transfer", axis="width",
+        partial(measures.optimum_drift, store="transformer_transfer", axis="width",
                 where={"parametrization": "mup", "optimizer": "adam"}),
-        "near", 0.0, 0.5,
+        "near", 0.0, _TRANSFORMER_STEP,
+    ),  # fmt: skip
+    Claim(
+        "transformer-muon-optimal-lr-stays",
+        "Under muP with Muon, whose hidden-matrix update has spectral norm lr * sqrt(fan_out / "
+        "fan_in), the optimal learning rate of a small Transformer stays put as it widens.",
+        "Yang, Simon & Bernstein 2023; Jordan et al. 2024 (Muon)", "transformer_transfer",
+        partial(measures.optimum_drift, store="transformer_transfer", axis="width",
+                where={"parametrization": "mup", "optimizer": "muon"}),
+        "near", 0.0, _TRANSFORMER_STEP,
+    ),  # fmt: skip
+    Claim(
+        "transformer-completep-keeps-optimum",
+        "With CompleteP residual scaling the optimal learning rate of a small Transformer stays "
+        "put as it deepens.",
+        "CompleteP, 2025", "transformer_transfer",
+        partial(measures.optimum_drift, store="transformer_transfer", axis="depth",
+                where={"depth_rule": "completep", "optimizer": "adam"}),
+        "near", 0.0, _TRANSFORMER_STEP,
     ),  # fmt: skip
     Claim(
         "spectral-condition-under-mup",

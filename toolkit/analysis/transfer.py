@@ -57,7 +57,11 @@ DRIFT_OK, DRIFT_TOO_FEW = "ok", "too-few-measured"
 MIN_DRIFT_POINTS = 3
 
 #: Axes along which optima can drift.
-DRIFT_AXES = ("width", "depth", "steps")
+DRIFT_AXES = ("width", "depth", "steps", "batch_size")
+
+COVARYING = {"batch_size": "steps"}
+"""A setting that moves with an axis where a study holds the number of training examples
+fixed: along the batch size, the steps (``steps x batch_size`` constant within a line)."""
 
 
 def _normal_equivalent_se(optima: pl.DataFrame, log2_x: str) -> np.ndarray:
@@ -73,7 +77,8 @@ def _normal_equivalent_se(optima: pl.DataFrame, log2_x: str) -> np.ndarray:
 def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> pl.DataFrame:
     """Slope of ``log2(lr*)`` against ``log2(axis)`` per configuration, with an interval.
 
-    ``axis`` is ``width``, ``depth`` or ``steps`` (the training horizon).
+    ``axis`` is ``width``, ``depth``, ``steps`` (the training horizon) or ``batch_size``
+    (at a fixed number of training examples: the steps move with it, :data:`COVARYING`).
     ``optima`` is the output of :func:`optimal_lr`, or of
     :func:`~toolkit.analysis.optima.optimal_hyperparameter` for any other
     hyperparameter ``x`` (then the slope is of ``log2(x*)``, per configuration of
@@ -95,11 +100,18 @@ def drift(optima: pl.DataFrame, *, axis: str = "width", level: float = 0.95) -> 
     check_choice("axis", axis, DRIFT_AXES)
     x = optimized(optima)
     log2_x = f"log2_{x}"
-    keys = config_keys(optima, exclude=(axis,), x=x)
+    covarying = COVARYING.get(axis)
+    keys = config_keys(optima, exclude=(axis, covarying), x=x)
     rows = []
     for key, group in optima.group_by(keys, maintain_order=True):
         if group[axis].n_unique() < 2:
             continue
+        if covarying in group.columns and (group[axis] * group[covarying]).n_unique() > 1:
+            raise InputError(
+                f"along {axis} the {covarying} must keep {covarying} x {axis} fixed (the same "
+                f"number of examples); found {covarying} {sorted(group[covarying].unique())} at "
+                f"{axis} {sorted(group[axis].unique())}"
+            )
         row = dict(zip(keys, key, strict=True))
         measured = group.filter(pl.col("fit") == FIT_OK)
         bounds = group.filter(pl.col("censored").is_not_null())

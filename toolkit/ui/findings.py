@@ -44,7 +44,7 @@ def two_to(log2: float) -> str:
     return f"2^{log2:.0f}" if float(log2).is_integer() else f"2^{log2:.2f}"
 
 
-def _drift_sentence(row: dict) -> str:
+def drift_sentence(row: dict) -> str:
     """The drift of one configuration, with its interval and how it was fitted."""
     if row["slope"] is None:
         return (
@@ -89,7 +89,7 @@ def transfer(runs: pl.DataFrame, *, axis: str = "width") -> str:
         lines.append(
             f"- **{_label(row, varying)}**: the best grid learning rate goes from "
             f"{two_to(first['log2_lr_grid'])} at {axis} {first[axis]} to "
-            f"{two_to(last['log2_lr_grid'])} at {last[axis]}, {_drift_sentence(row)}; the LR "
+            f"{two_to(last['log2_lr_grid'])} at {last[axis]}, {drift_sentence(row)}; the LR "
             f"tuned at {axis} {first[axis]} costs {cost[0]:.3f} in loss at {axis} {last[axis]}."
         )
     return "\n".join(lines)
@@ -155,7 +155,7 @@ def weight_decay_transfer(runs: pl.DataFrame, *, loss: str = DECAY_OBJECTIVE) ->
         if all(rows and _contains_zero(rows[0]) for _, rows in drifts):
             flat.append(rule)
         said = "; ".join(
-            f"optimal {name}: {_drift_sentence(rows[0]) if rows else 'one width, no drift'}"
+            f"optimal {name}: {drift_sentence(rows[0]) if rows else 'one width, no drift'}"
             for name, rows in drifts
         )
         lines.append(
@@ -216,7 +216,7 @@ def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
 
     ``runs`` holds one baseline (every constant 1; a null is a constant left at 1) and
     settings that change constants. One bullet per setting: the drift with its interval
-    (:func:`_drift_sentence`), its change from the baseline's, and how far the optimum at
+    (:func:`drift_sentence`), its change from the baseline's, and how far the optimum at
     the smallest size moves from the baseline's, each with a 95% interval (the two
     estimates' intervals combined in quadrature). Then the verdict: the settings whose
     drift is nearer 0 than the baseline's by more than the change's interval flatten it;
@@ -238,7 +238,7 @@ def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
     smallest = optima[axis].min()
     first = optima.filter(pl.col(axis) == smallest)
     base_opt = first.filter(is_base).row(0, named=True)
-    lines = [f"- **{base['setting']}** (baseline): {_drift_sentence(base)}."]
+    lines = [f"- **{base['setting']}** (baseline): {drift_sentence(base)}."]
     flattening, moves = [], []
     settings = drifts.filter(~is_base).iter_rows(named=True)
     ordered_ = sorted(settings, key=lambda row: [(row[c] == 1.0, row[c]) for c in constants])
@@ -246,7 +246,7 @@ def lr_constants(runs: pl.DataFrame, *, axis: str = "width") -> str:
         varied, label = [c for c in constants if row[c] != 1.0], row["setting"]
         change = difference(row["slope"], row["slope_lo"], row["slope_hi"],
                              base["slope"], base["slope_lo"], base["slope_hi"])  # fmt: skip
-        text = f"- **{label}**: {_drift_sentence(row)}"
+        text = f"- **{label}**: {drift_sentence(row)}"
         if change is None:
             text += "; its change from the baseline cannot be measured"
         else:
@@ -374,7 +374,7 @@ def hyperparameter_transfer(
                 f"- **{_label(row, varying)}**: the optimal {x} is "
                 f"{_optimum_phrase(first, log2_x, lowest, highest)} at {axis} {first[axis]} and "
                 f"{_optimum_phrase(last, log2_x, lowest, highest)} at {axis} {last[axis]}; "
-                f"{_drift_sentence(row)}; the {x} tuned at {axis} {first[axis]} costs "
+                f"{drift_sentence(row)}; the {x} tuned at {axis} {first[axis]} costs "
                 f"{cost[0]:.3f} in loss at {axis} {last[axis]}."
             )
         span = mine[x].log(2)
