@@ -8,9 +8,15 @@ import math
 
 import polars as pl
 
-from toolkit.analysis.optima import FIT_OK, lr_curves, optimal_hyperparameter, optimal_lr
+from toolkit.analysis.optima import (
+    FIT_OK,
+    config_keys,
+    lr_curves,
+    optimal_hyperparameter,
+    optimal_lr,
+)
 from toolkit.analysis.spectra import DECAY_OBJECTIVE
-from toolkit.analysis.transfer import drift
+from toolkit.analysis.transfer import COVARYING, drift
 from toolkit.errors import InputError
 from toolkit.ui.findings import drift_sentence, two_to
 from toolkit.ui.style import ordered
@@ -67,11 +73,10 @@ def batch_size_timescale(runs: pl.DataFrame, *, loss: str = DECAY_OBJECTIVE) -> 
     batch size (+1 when the timescale ``tau = B / (lr wd D)`` stays constant, Bergsma et al.
     2025) and the range of ``tau`` at the measured optima."""
     optima = optimal_hyperparameter(runs, "weight_decay", loss=loss)
+    keys = config_keys(optima, exclude=("batch_size", COVARYING["batch_size"]), x="weight_decay")
     lines = []
     for row in drift(optima, axis="batch_size").iter_rows(named=True):
-        same = [pl.col(k).eq_missing(row[k]) for k in ("parametrization", "optimizer", "width",
-                                                        "lr") if k in optima.columns]  # fmt: skip
-        series = optima.filter(*same).sort("batch_size")
+        series = optima.filter(*(pl.col(k).eq_missing(row[k]) for k in keys)).sort("batch_size")
         first, last = series.row(0, named=True), series.row(-1, named=True)
         measured = series.filter(pl.col("fit") == FIT_OK)
         tau = 1.0 / (measured["lr"] * measured["weight_decay_opt"] * measured["steps"])
