@@ -57,8 +57,8 @@ test: $(VENV)/.installed browser-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Shipped results: one store per spec in studies/, each in data/<name> (about two hours
-# on 2 CPU cores, most of it intrinsic dimension; TOOLKIT_SMOKE=1 runs tiny grids).
+# Shipped results: one store per spec in studies/, each in data/<name> (several hours on
+# 2 CPU cores, see data/README.md; TOOLKIT_SMOKE=1 runs tiny grids).
 # A spec's `kind` picks its study; re-running resumes.
 data: $(VENV)/.installed
 	for spec in studies/*.toml; do \
