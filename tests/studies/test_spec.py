@@ -170,6 +170,37 @@ def test_the_sweep_command_runs_a_spec_of_another_kind_with_its_runner(tmp_path,
     assert main(["sweep", "--spec", str(spec)]) == 2  # a study needs --out
 
 
+def test_a_dry_run_of_another_kind_plans_without_training_or_writing(tmp_path, capsys):
+    """The intrinsic-dimension spec's dry run lists its measurements, marks those in the
+    store, and trains nothing: the store it names stays absent."""
+    spec = tmp_path / "study.toml"
+    spec.write_text('kind = "intrinsic-dimension"\ntask = "digits"\nwidths = [16, 32]\n'
+                    'depths = [1]\nparametrizations = ["sp", "mup"]\n')  # fmt: skip
+    out = tmp_path / "never"
+    assert main(["sweep", "--spec", str(spec), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 measurements, 4 to run (0 already stored)" in printed
+    assert not out.exists()
+    shipped = STUDIES / "intrinsic_dimension.toml"
+    assert main(["sweep", "--spec", str(shipped), "--out", str(DATA / "intrinsic_dimension"),
+                 "--dry-run"]) == 0  # fmt: skip
+    head = capsys.readouterr().out.splitlines()[0]
+    count = int(head.split()[0])
+    assert head.startswith(f"{count} measurements, 0 to run ({count} already stored)")
+
+
+@pytest.mark.parametrize("flag", [["--widths", "64"], ["--workers", "2"], ["--json"],
+                                  ["--executor", "ray"]])  # fmt: skip
+def test_a_sweep_flag_is_refused_for_a_spec_of_another_kind(tmp_path, capsys, flag):
+    """A flag the study would ignore is an error naming it, not a silently different run."""
+    spec = tmp_path / "study.toml"
+    spec.write_text('kind = "intrinsic-dimension"\nwidths = [16]\n')
+    out = tmp_path / "out"
+    assert main(["sweep", "--spec", str(spec), "--out", str(out), *flag]) == 2
+    assert f"{flag[0]} does not apply" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_every_shipped_spec_has_a_known_kind():
     assert {spec_kind(p) for p in STUDIES.glob("*.toml")} <= set(kinds.STUDY_KINDS)
 

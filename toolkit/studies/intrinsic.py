@@ -211,6 +211,24 @@ def run_study(
     return [m.id for m in plan]
 
 
+def plan_spec(path: Path, out: Path | None = None) -> pl.DataFrame:
+    """What :func:`run_spec` would do, without training or writing anything: one row
+    per measurement of the spec at ``path``, in spec order, with ``stored`` true for
+    those already in the results store at ``out`` (none where it does not exist)."""
+    plan = read_spec(path)
+    stored = set()
+    if out is not None and Path(out, "store.json").exists():
+        stored = {file.stem for file in Store(out, create=False).files("runs")}
+    shown = ("task", "parametrization", "projection", "width", "depth", "steps", "seeds")
+    return pl.DataFrame(
+        [
+            {"measurement": m.id, **{k: m.settings()[k] for k in shown},
+             "subspace_lrs": len(m.subspace_lrs), "stored": m.id in stored}  # fmt: skip
+            for m in plan
+        ]
+    )
+
+
 def run_spec(path: Path, out: Path, *, quiet: bool = False) -> None:
     """Run the intrinsic-dimension spec at ``path`` into the results store at ``out``,
     resuming (:func:`read_spec`, :func:`run_study`); progress on stderr unless ``quiet``."""

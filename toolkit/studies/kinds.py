@@ -3,7 +3,10 @@
 Every shipped study is one spec file in ``studies/`` run by one command,
 ``python -m toolkit sweep --spec FILE --out DIR``. A spec's ``kind`` (default
 ``sweep``) names the runner in :data:`STUDY_KINDS`; each is a function
-``run_spec(path, out, *, quiet=False)``, imported only when its kind is run.
+``run_spec(path, out, *, quiet=False)``, imported only when its kind is run. A kind
+other than ``sweep`` also has ``plan_spec(path, out)``: its dry run, a table of the
+units it would train with a boolean ``stored`` column for those already in ``out``
+(the sweep's own dry run is richer: :func:`toolkit.studies.sweep.plan`).
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ from __future__ import annotations
 import importlib
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.errors import InputError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 STUDY_KINDS: dict[str, str] = {
     "sweep": "toolkit.studies.sweep",
@@ -50,3 +57,12 @@ def run_study(path: Path, out: Path, *, quiet: bool = False) -> None:
     """Run the study of the spec file at ``path`` into ``out`` with its kind's runner."""
     runner = importlib.import_module(STUDY_KINDS[spec_kind(path)])
     runner.run_spec(path, out, quiet=quiet)
+
+
+def plan_study(path: Path, out: Path | None = None) -> pl.DataFrame:
+    """The dry run of the spec at ``path`` (a kind other than ``sweep``): its kind's
+    ``plan_spec``, which trains and writes nothing."""
+    kind = spec_kind(path)
+    if kind == "sweep":
+        raise ValueError("a sweep spec's dry run is toolkit.studies.sweep.plan")
+    return importlib.import_module(STUDY_KINDS[kind]).plan_spec(path, out)

@@ -84,13 +84,11 @@ def _sweep_parser(sub) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> None:
-    from toolkit.studies.kinds import run_study, spec_kind
+    from toolkit.studies.kinds import spec_kind
     from toolkit.studies.sweep import run_local
 
     if args.spec and spec_kind(Path(args.spec)) != "sweep":
-        if not args.out:
-            raise InputError("out=None: give --out DIR, the results store to write")
-        run_study(Path(args.spec), Path(args.out), quiet=args.quiet)
+        _run_study_spec(args)
         return
     specs = sweep_specs(args)
     if args.dry_run:
@@ -117,6 +115,36 @@ def _run_sweep(args: argparse.Namespace) -> None:
                          workers=args.workers)  # fmt: skip
     if args.json:
         _print_json({"summary": work.summary(), "groups": work.records()})
+
+
+def _run_study_spec(args: argparse.Namespace) -> None:
+    """``sweep --spec FILE`` where the spec's kind is not ``sweep``: the study runs its
+    own spec, so only --out, --dry-run and --quiet apply; any other flag is refused
+    rather than ignored."""
+    from toolkit.studies.kinds import plan_study, run_study, spec_kind
+
+    path = Path(args.spec)
+    kind = spec_kind(path)
+    given = [flag_names(s)[0] for s in SCHEMA if getattr(args, s.key) is not None]
+    given += [flag for flag, on in (("--executor", args.executor != "local"),
+                                    ("--address", args.address is not None),
+                                    ("--workers", args.workers != 1),
+                                    ("--device", args.device != "cpu"),
+                                    ("--json", args.json)) if on]  # fmt: skip
+    if given:
+        raise InputError(f"{given[0]} does not apply to spec={args.spec!r}, whose kind is "
+                         f"{kind!r}: it runs its own settings; with it, sweep takes only "
+                         "--out, --dry-run and --quiet (edit the spec to change a setting)")
+    if args.dry_run:
+        table = plan_study(path, Path(args.out) if args.out else None)
+        stored = int(table["stored"].sum())
+        print(f"{table.height} measurements, {table.height - stored} to run ({stored} already "
+              f"stored); no time estimate for a {kind} study")  # fmt: skip
+        _print_table(table)
+        return
+    if not args.out:
+        raise InputError("out=None: give --out DIR, the results store to write")
+    run_study(path, Path(args.out), quiet=args.quiet)
 
 
 def _dry_run(args: argparse.Namespace, specs: list[SweepSpec]) -> None:
