@@ -68,6 +68,17 @@ def test_the_optimal_output_multiplier_is_recovered_at_each_learning_rate_held()
     assert 0.90 <= covered / (2 * draws) <= 0.99, covered / (2 * draws)  # nominal 95%
 
 
+def test_the_optimum_loss_is_an_observed_seed_mean_and_the_fit_value_is_apart():
+    """An optimum between grid points: the quadratic's vertex lies below every observed
+    loss, and ``loss_opt`` must not quote it as one (it is ``loss_fit``)."""
+    runs = multiplier_runs({(64, -7.0): 0.5}, np.random.default_rng(1), noise=0.0)
+    row = optimal_hyperparameter(runs, "output_alpha").row(0, named=True)
+    observed = runs.group_by("output_alpha").agg(pl.col("final_train_loss").mean())
+    assert row["loss_opt"] == pytest.approx(observed["final_train_loss"].min())
+    assert row["loss_fit"] == pytest.approx(0.5)  # the true minimum, 0.0125 below the grid's
+    assert row["loss_fit"] < row["loss_opt"]
+
+
 def test_an_optimum_beyond_the_grid_is_censored_with_its_side_and_no_interval():
     runs = multiplier_runs({(64, -7.0): 6.5, (128, -7.0): -5.5}, np.random.default_rng(1))
     optima = optimal_hyperparameter(runs, "output_alpha").sort("width")

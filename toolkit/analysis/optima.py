@@ -243,8 +243,11 @@ def optimal_hyperparameter(
 
     Columns: configuration keys, ``log2_<x>_grid``, ``log2_<x>_opt``,
     ``log2_<x>_lo``, ``log2_<x>_hi``, ``log2_<x>_se`` (delta method) with
-    ``log2_<x>_df`` (the fit's residual degrees of freedom), ``<x>_opt``, ``loss_opt``,
-    ``points`` (usable values), ``diverged_<x>s``, ``fit``, ``measured``, ``censored``.
+    ``log2_<x>_df`` (the fit's residual degrees of freedom), ``<x>_opt``, ``loss_opt``
+    (the grid's best seed-mean loss: an observed value), ``loss_fit`` (the quadratic's
+    value at its vertex, where ``fit == "ok"``: a model value, which may lie below every
+    observed loss), ``points`` (usable values), ``diverged_<x>s``, ``fit``, ``measured``,
+    ``censored``.
     """
     if loss not in runs.columns:
         raise InputError(f"loss={loss!r} is not a column; columns: {', '.join(runs.columns)}")
@@ -289,11 +292,12 @@ def optimal_hyperparameter(
                 f"{log2_x}_hi": hi,
                 f"{log2_x}_se": se,
                 f"{log2_x}_df": int(inside.sum() - 3),
-                "loss_opt": min(y_opt, row["loss_opt"]),
+                "loss_fit": y_opt,
             })  # fmt: skip
         rows.append({**row, "fit": fit})
     schema = {f"{log2_x}_{part}": pl.Float64 for part in ("grid", "opt", "lo", "hi", "se")}
-    schema.update({f"{log2_x}_df": pl.Int64, "loss_opt": pl.Float64, "censored": pl.String})
+    schema.update({f"{log2_x}_df": pl.Int64, "loss_opt": pl.Float64, "loss_fit": pl.Float64,
+                   "censored": pl.String})  # fmt: skip
     out = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
     for column, dtype in schema.items():
         if column not in out.columns:
@@ -363,8 +367,9 @@ def optimal_lr(
 
     Columns: configuration keys, ``log2_lr_grid``, ``log2_lr_opt``,
     ``log2_lr_lo``, ``log2_lr_hi``, ``log2_lr_se`` (delta method) with
-    ``log2_lr_df`` (the fit's residual degrees of freedom), ``lr_opt``, ``loss_opt``,
-    ``points`` (usable LRs), ``diverged_lrs``, ``fit``, ``measured``, ``censored``.
+    ``log2_lr_df`` (the fit's residual degrees of freedom), ``lr_opt``, ``loss_opt`` (the
+    grid's best seed-mean loss), ``loss_fit`` (the quadratic's minimum), ``points`` (usable
+    LRs), ``diverged_lrs``, ``fit``, ``measured``, ``censored``.
     """
     return optimal_hyperparameter(
         runs, "lr", loss=loss, window=window, level=level, divergence=divergence
