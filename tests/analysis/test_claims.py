@@ -158,10 +158,11 @@ def test_envelopes_cover_the_largest_value_and_the_largest_magnitude():
     assert size.tolist() == [0.2, 0.1]
 
 
-def test_a_claim_no_store_holds_is_cannot_tell_with_that_reason(shipped):
+def test_the_toy_problem_has_exactly_ten_dimensions_on_every_projection_and_seed(shipped):
     toy = _row(shipped, "toy-d-int-is-10")
-    assert toy["verdict"] == UNKNOWN and "toy problem" in toy["reason"]
-    assert math.isnan(toy["value"])
+    assert toy["verdict"] == HOLDS
+    assert (toy["value"], toy["lo"], toy["hi"]) == (10.0, 10.0, 10.0)
+    assert "dense" in toy["reason"] and "fastfood" in toy["reason"]
 
 
 def test_sharpness_is_cannot_tell_until_its_store_is_shipped(shipped):

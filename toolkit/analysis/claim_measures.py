@@ -414,12 +414,27 @@ def _d_int(stores: Stores) -> pl.DataFrame:
     ))  # fmt: skip
 
 
+TOY_STORE = "intrinsic_toy"
+"""The store of Li et al.'s toy problem (``data/intrinsic_toy``)."""
+
+
 def toy_problem(stores: Stores) -> Measurement:
-    """Li et al.'s toy problem (D = 1000, 10 constraints): no store holds it, so no number."""
-    return Measurement.absent(
-        "no shipped store holds the toy problem (D = 1000 with 10 linear constraints)",
-        unit="dimensions", method="d_int of the toy problem",
-    )  # fmt: skip
+    """``d_int`` of Li et al.'s toy problem (:func:`~toolkit.analysis.intrinsic.toy_d_int`)
+    over every projection and seed: the median, with the smallest and largest as its
+    range. Exact least squares, no sampling error in a seed's number: the range is the
+    spread over seeds and projections (level :data:`EXACT`)."""
+    unit = "dimensions"
+    method = ("smallest d whose random subspace holds an exact minimum (least squares in "
+              "float64), per projection and seed; median, range over all")  # fmt: skip
+    table = intrinsic.toy_d_int(stores.runs(TOY_STORE))
+    if table.is_empty() or table["d_int"].null_count():
+        return Measurement.absent("some subspace up to the largest d measured held no exact "
+                                  "minimum", unit=unit, method=method)  # fmt: skip
+    row = table.row(0, named=True)
+    note = (f"D = {row['D']}, {row['groups']} constraints; {table['seed'].n_unique()} seeds "
+            f"of each of {', '.join(table['projection'].unique(maintain_order=True))}")
+    return Measurement(float(table["d_int"].median()), float(table["d_int"].min()),
+                       float(table["d_int"].max()), EXACT, unit, method, note)  # fmt: skip
 
 
 def d_int_flat(stores: Stores) -> Measurement:

@@ -229,7 +229,7 @@ CLAIMS: tuple[Claim, ...] = (
         "toy-d-int-is-10",
         "A toy problem with D = 1000 parameters and 10 constraints has intrinsic dimension "
         "exactly 10.",
-        "Li et al. 2018", None, measures.toy_problem, "near", 10.0, 0.0,
+        "Li et al. 2018", measures.TOY_STORE, measures.toy_problem, "near", 10.0, 0.0,
     ),
     Claim(
         "d-int90-flat-across-width",

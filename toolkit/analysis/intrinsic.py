@@ -386,3 +386,24 @@ def d_int_scaling(
     schema |= dict.fromkeys(("exponent", "exponent_lo", "exponent_hi", "intercept"), pl.Float64)
     schema |= {"points": pl.Int64, "method": pl.String}
     return pl.DataFrame(rows, schema=schema).sort(list(by))
+
+
+TOY_TOLERANCE = 1e-12
+"""Relative loss (of the loss at ``theta0``) below which a subspace solves the toy problem
+exactly: the least-squares residual of a solvable subspace is at float64 rounding
+(~1e-28 relative), an unsolvable one's is of order one."""
+
+
+def toy_d_int(runs: pl.DataFrame, *, tolerance: float = TOY_TOLERANCE) -> pl.DataFrame:
+    """``d_int`` of Li et al.'s toy problem per projection and seed
+    (:mod:`toolkit.studies.intrinsic_toy`): the smallest ``d`` whose subspace's minimal
+    loss is below ``tolerance`` times the loss at ``theta0`` (null where no ``d`` is).
+
+    Columns: ``projection``, ``seed``, ``D``, ``groups``, ``d_int``, ``max_d``.
+    """
+    solved = pl.col("final_train_loss") < tolerance * pl.col("initial_loss")
+    return (
+        runs.group_by("projection", "seed", "D", "groups")
+        .agg(pl.col("d").filter(solved).min().alias("d_int"), pl.col("d").max().alias("max_d"))
+        .sort("projection", "seed")
+    )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 STUDY_KINDS: dict[str, str] = {
     "sweep": "toolkit.studies.sweep",
     "intrinsic-dimension": "toolkit.studies.intrinsic",
+    "intrinsic-toy": "toolkit.studies.intrinsic_toy",
 }
 """Kind -> module whose ``run_spec(path: Path, out: Path, *, quiet: bool) -> None`` runs it."""
 

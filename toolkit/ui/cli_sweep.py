@@ -116,7 +116,7 @@ def _run_study_spec(args: argparse.Namespace) -> None:
         table = plan_study(path, Path(args.out) if args.out else None)
         stored = int(table["stored"].sum())
         print(f"{table.height} measurements, {table.height - stored} to run ({stored} already "
-              f"stored); no time estimate for a {kind} study")  # fmt: skip
+              f"stored); no time estimate for kind {kind!r}")  # fmt: skip
         _print_table(table)
         return
     if not args.out:
