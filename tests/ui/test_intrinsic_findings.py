@@ -61,3 +61,17 @@ def test_projection_sentences_give_each_shape_s_spread_and_the_largest():
     assert text.endswith("At most 1.50x apart over these shapes.")
     with pytest.raises(InputError, match="two projections"):
         landscape_findings.projections_compared(table.filter(pl.col("width") == 128))
+
+
+def test_the_toy_problem_sentence_counts_exact_searches_and_names_the_others():
+    rows = [{"projection": p, "seed": s, "D": 1000, "groups": 10, "d_int": 10, "max_d": 20}
+            for p in ("dense", "fastfood") for s in range(3)]  # fmt: skip
+    table = pl.DataFrame(rows)
+    text = landscape_findings.toy_problem(table)
+    assert "6 of 6 subspace searches (3 seeds of each of dense, Fastfood)" in text
+    assert "The others" not in text
+    odd = table.with_columns(
+        d_int=pl.when(pl.col("seed") == 1).then(pl.lit(None, pl.Int64)).otherwise(pl.col("d_int"))
+    )
+    text = landscape_findings.toy_problem(odd)
+    assert "4 of 6" in text and "dense seed 1: none up to d = 20" in text

@@ -190,3 +190,29 @@ def projections_compared(table: pl.DataFrame) -> str:
         raise InputError("no model shape in the table is measured under two projections")
     summary = (f"\n\nAt most {max(ratios):.2f}x apart over these shapes." if ratios else "")
     return f"{_key(table)} by projection:\n\n" + "\n".join(lines) + summary
+
+
+def toy_problem(table: pl.DataFrame) -> str:
+    """What the toy-problem store shows: ``table`` is
+    :func:`toolkit.analysis.intrinsic.toy_d_int` (a row per projection and seed). Says
+    how many searches reached an exact minimum first at ``d`` = the number of
+    constraints, and names every one that did not."""
+    if table.is_empty():
+        raise InputError("table is empty: give toy_d_int of a toy-problem store")
+    groups, D = int(table["groups"][0]), int(table["D"][0])
+    names = ", ".join(PROJECTION_NAMES.get(p, p) for p in table["projection"].unique(
+        maintain_order=True))  # fmt: skip
+    exact = table.filter(pl.col("d_int") == groups)
+    said = (f"On Li et al.'s toy problem (D = {D:,}, {groups} constraints, so an intrinsic "
+            f"dimension of exactly {groups}), {exact.height} of {table.height} subspace "
+            f"searches ({table['seed'].n_unique()} seeds of each of {names}) first hold an "
+            f"exact minimum at d = {groups}.")  # fmt: skip
+    others = table.filter(pl.col("d_int").is_null() | (pl.col("d_int") != groups))
+    if others.height:
+        listed = "; ".join(
+            f"{r['projection']} seed {r['seed']}: "
+            + (f"d = {r['d_int']}" if r["d_int"] is not None else f"none up to d = {r['max_d']}")
+            for r in others.iter_rows(named=True)
+        )
+        said += f" The others: {listed}."
+    return said
