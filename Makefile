@@ -57,12 +57,15 @@ test: $(VENV)/.installed browser-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Shipped results: one store per spec in studies/, each in data/<name> (several hours on
+# Shipped results: one store per spec in studies/, each in data/<name> (under 3 hours on
 # 2 CPU cores, see data/README.md; TOOLKIT_SMOKE=1 runs tiny grids).
 # A spec's `kind` picks its study; re-running resumes.
 data: $(VENV)/.installed
-	for spec in studies/*.toml; do \
-		$(PY) -m toolkit sweep --spec $$spec --out data/$$(basename $$spec .toml) --quiet || exit 1; \
+	@set -e; specs="$$(ls studies/*.toml)"; total=$$(echo "$$specs" | wc -l); i=0; \
+	for spec in $$specs; do \
+		i=$$((i + 1)); store=data/$$(basename $$spec .toml); \
+		echo "[$$i/$$total] $$spec -> $$store"; \
+		$(PY) -m toolkit sweep --spec $$spec --out $$store; \
 	done
 
 # JupyterLab on notebooks/; as root (a container) it needs --allow-root. LAB_ARGS go on

@@ -10,7 +10,8 @@ probes) for :data:`WARMUP_STEPS` + :data:`TIMED_STEPS` + 2 steps, times every st
 splits the wall time into
 
 * ``start_s``: building the model and the task, and the evaluation at step 0;
-* ``step_s``: one training step, the median of the timed steps;
+* ``step_s``: one training step, the mean of the timed steps (a mean, not a median, so
+  that an occasional slow step, e.g. a page-faulting allocation, counts as it will);
 * ``probe_s``: one probe point (all the group's probes at one step), the second-to-last
   step's excess over ``step_s``;
 * ``eval_s``: one evaluation, the last step's excess over ``step_s``;
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 WARMUP_STEPS = 3
 """Steps trained before timing starts (first-call allocations, lazy initialisation)."""
 TIMED_STEPS = 12
-"""Steps whose median is the step time."""
+"""Steps whose mean is the step time."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def time_group(group: Group, *, device: str = "cpu") -> GroupTiming:
     train(config, group.members, probes=probes, probe_steps=(steps - 2,) if probes else (),
           device=device, on_step=lambda _: stamps.append(time.perf_counter()))  # fmt: skip
     intervals = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    step_s = statistics.median(intervals[WARMUP_STEPS - 1 : WARMUP_STEPS - 1 + TIMED_STEPS])
+    step_s = statistics.fmean(intervals[WARMUP_STEPS - 1 : WARMUP_STEPS - 1 + TIMED_STEPS])
     start_s = max(stamps[WARMUP_STEPS - 1] - started - WARMUP_STEPS * step_s, 0.0)
     probe_s = max(intervals[-2] - step_s, 0.0) if probes else 0.0
     return GroupTiming(start_s=start_s, step_s=step_s, eval_s=max(intervals[-1] - step_s, 0.0),
