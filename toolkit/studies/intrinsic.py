@@ -43,6 +43,7 @@ from toolkit.paths import smoke_mode
 from toolkit.store import SCHEMAS, Records, Store
 from toolkit.studies.intrinsic_search import measure_intrinsic_dim
 from toolkit.studies.intrinsic_settings import DSearch, Measurement
+from toolkit.studies.kinds import stored_groups
 from toolkit.studies.schema import parse_numbers
 
 KIND = "intrinsic-dimension"
@@ -216,9 +217,7 @@ def plan_spec(path: Path, out: Path | None = None) -> pl.DataFrame:
     per measurement of the spec at ``path``, in spec order, with ``stored`` true for
     those already in the results store at ``out`` (none where it does not exist)."""
     plan = read_spec(path)
-    stored = set()
-    if out is not None and Path(out, "store.json").exists():
-        stored = {file.stem for file in Store(out, create=False).files("runs")}
+    stored = stored_groups(out)
     shown = ("task", "parametrization", "projection", "width", "depth", "steps", "seeds")
     return pl.DataFrame(
         [

@@ -39,7 +39,7 @@ from toolkit import __version__
 from toolkit.engine.catalogue import PROJECTIONS
 from toolkit.errors import InputError, check_choice, check_positive
 from toolkit.store import SCHEMAS, Records, Store
-from toolkit.studies.kinds import read_toml
+from toolkit.studies.kinds import read_toml, stored_groups
 
 KIND = "intrinsic-toy"
 """The ``kind`` of a toy-problem spec."""
@@ -59,8 +59,10 @@ def read_spec(path: Path) -> dict:
     unknown = sorted(set(data) - set(SETTINGS))
     missing = sorted(set(SETTINGS) - set(data))
     if unknown or missing:
-        raise InputError(f"{path}: {'unknown' if unknown else 'missing'} setting "
-                         f"{(unknown or missing)[0]!r}; a spec holds {', '.join(SETTINGS)}")
+        raise InputError(
+            f"{path}: {'unknown' if unknown else 'missing'} setting "
+            f"{(unknown or missing)[0]!r}; a spec holds {', '.join(SETTINGS)}"
+        )
     for key in ("parameters", "groups", "seeds", "max_d"):
         check_positive(key, data[key], integer=True)
     if data["parameters"] % data["groups"]:
@@ -131,9 +133,7 @@ def records(settings: dict, projection: str) -> Records:
 def plan_spec(path: Path, out: Path | None = None) -> pl.DataFrame:
     """One row per projection of the spec, ``stored`` where ``out`` already holds it."""
     settings = read_spec(path)
-    stored = set()
-    if out is not None and Path(out, "store.json").exists():
-        stored = {file.stem for file in Store(out, create=False).files("runs")}
+    stored = stored_groups(out)
     return pl.DataFrame([
         {"projection": p, "seeds": settings["seeds"], "max_d": settings["max_d"],
          "stored": _group_id(settings, p) in stored}
@@ -145,7 +145,7 @@ def run_spec(path: Path, out: Path, *, quiet: bool = False) -> None:
     """Measure every projection of the spec at ``path`` not yet in the store at ``out``."""
     settings = read_spec(path)
     store = Store(out)
-    stored = {file.stem for file in store.files("runs")}
+    stored = stored_groups(out)
     for projection in settings["projections"]:
         group = _group_id(settings, projection)
         if group in stored:

@@ -60,6 +60,16 @@ def run_study(path: Path, out: Path, *, quiet: bool = False) -> None:
     runner.run_spec(path, out, quiet=quiet)
 
 
+def stored_groups(out: Path | None) -> set[str]:
+    """The ids of the groups already in the results store at ``out`` (none where there is
+    no store there); creates nothing."""
+    if out is None or not Path(out, "store.json").exists():
+        return set()
+    from toolkit.store import Store
+
+    return {file.stem for file in Store(out, create=False).files("runs")}
+
+
 def plan_study(path: Path, out: Path | None = None) -> pl.DataFrame:
     """The dry run of the spec at ``path`` (a kind other than ``sweep``): its kind's
     ``plan_spec``, which trains and writes nothing."""
