@@ -54,7 +54,7 @@ def test_each_shape_is_timed_once(monkeypatch):
 
 def test_a_measured_dry_run_reports_each_groups_seconds(capsys):
     sweep = ["sweep", "--task", "digits", "--widths", "16", "--depths", "1", "--lrs", "0.01,0.1",
-             "--steps", "40"]  # fmt: skip
+             "--steps", "200"]  # fmt: skip
     assert main([*sweep, "--dry-run", "--measure", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     seconds = [g["seconds"] for g in printed["groups"]]

@@ -154,7 +154,7 @@ class Plan:
                 "members": len(g.members),
                 "member_values": _member_values(g.members),
                 "gflop": g.flops / 1e9,
-                "seconds": round(g.seconds, 1),
+                "seconds": round(g.seconds, 3),
             }
             for g, config in zip(groups, configs, strict=True)
         ]
