@@ -40,6 +40,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from toolkit.engine.allocator import keep_freed_memory
 from toolkit.engine.catalogue import PROJECTIONS, SCHEDULES
 from toolkit.engine.data import Task, load_task
 from toolkit.engine.divergence import DivergenceGuard
@@ -217,6 +218,7 @@ def train_subspace(
         check_positive("d", member.d, integer=True)
         check_positive("lr", member.lr)
         check_seed(member.seed)
+    keep_freed_memory()
     device = torch.device(device)
     task = (task or load_task(config.task)).to(device)
     seeds = [m.seed for m in members]
