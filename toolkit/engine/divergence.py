@@ -34,6 +34,11 @@ class DivergenceGuard:
         self.active = torch.ones(members, dtype=torch.bool)
         self.diverged_at: list[int | None] = [None] * members
         self.first: torch.Tensor | None = None
+        # Kept between steps, so that a step where nothing happens costs a handful of
+        # tensor operations (the guard runs on every step of the smallest models too).
+        self._limit: torch.Tensor | None = None
+        self._fresh = torch.ones(members, dtype=torch.bool)  # not diverged yet
+        self._all_active = True
 
     def observe(self, step: int, loss: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Check this step's per-member ``loss`` ``(members,)``.
@@ -44,12 +49,20 @@ class DivergenceGuard:
         loss_cpu = loss.detach().cpu()
         if self.first is None:
             self.first = loss_cpu.clone()
-        exploded = loss_cpu > self.factor * self.first
-        fresh = torch.tensor([at is None for at in self.diverged_at])
-        bad = fresh & (~torch.isfinite(loss_cpu) | exploded)
-        recorded = torch.where(self.active, loss_cpu, math.nan)
+            self._limit = self.factor * self.first
+        bad = ~torch.isfinite(loss_cpu)
+        bad |= loss_cpu > self._limit
+        bad &= self._fresh
+        if self._all_active:
+            recorded = loss_cpu.clone()
+        else:
+            recorded = torch.where(self.active, loss_cpu, math.nan)
+        if not bad.any():
+            return recorded, []
+        self._fresh &= ~bad
         if self.freeze:
             self.active &= ~bad
+            self._all_active = bool(self.active.all())
         newly = torch.nonzero(bad).flatten().tolist()
         for member in newly:
             self.diverged_at[member] = step
@@ -58,5 +71,7 @@ class DivergenceGuard:
     def objective(self, loss: torch.Tensor) -> torch.Tensor:
         """The sum of the active members' losses: a frozen member's NaN-tainted gradients
         reach only its own slice, which the optimizer clears."""
+        if self._all_active:
+            return loss.sum()
         active = self.active.to(loss.device)
         return torch.where(active, loss, torch.zeros_like(loss)).sum()
