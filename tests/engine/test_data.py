@@ -90,6 +90,18 @@ def test_deterministic(name: str) -> None:
         assert torch.equal(getattr(a, field), getattr(b, field)), field
 
 
+@pytest.mark.parametrize("name", TASKS)
+def test_each_load_owns_its_tensors(name: str) -> None:
+    # a process keeps the arrays it read (MNIST-1D): changing one task's tensors in place
+    # must not reach the next task loaded
+    first = load_task(name)
+    x0, y0 = first.x_train[0].clone(), first.y_train[0].clone()
+    first.x_train[0] += 1
+    first.y_train[0] += 1
+    second = load_task(name)
+    assert torch.equal(second.x_train[0], x0) and torch.equal(second.y_train[0], y0)
+
+
 def test_teacher_seed_changes_data() -> None:
     a, b = load_task("teacher", seed=0), load_task("teacher", seed=1)
     assert not torch.equal(a.x_train, b.x_train)
