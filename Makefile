@@ -57,13 +57,16 @@ test: $(VENV)/.installed browser-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-# Shipped results: one store per spec in studies/, each in data/<name> (under 3 hours on
-# 2 CPU cores, see data/README.md; TOOLKIT_SMOKE=1 runs tiny grids).
-# A spec's `kind` picks its study; re-running resumes.
+# Shipped results: one store per spec in studies/, each in $(DATA_DIR)/<name> (under 3 hours
+# on 2 CPU cores, see data/README.md). A spec's `kind` picks its study; re-running resumes.
+# TOOLKIT_SMOKE=1 runs tiny grids, refused in data/ (they would mix with the shipped runs):
+#   TOOLKIT_SMOKE=1 make data DATA_DIR=/tmp/smoke
+DATA_DIR ?= data
+
 data: $(VENV)/.installed
 	@set -e; specs="$$(ls studies/*.toml)"; total=$$(echo "$$specs" | wc -l); i=0; \
 	for spec in $$specs; do \
-		i=$$((i + 1)); store=data/$$(basename $$spec .toml); \
+		i=$$((i + 1)); store=$(DATA_DIR)/$$(basename $$spec .toml); \
 		echo "[$$i/$$total] $$spec -> $$store"; \
 		$(PY) -m toolkit sweep --spec $$spec --out $$store; \
 	done

@@ -26,6 +26,19 @@ def smoke_mode() -> bool:
     return os.environ.get("TOOLKIT_SMOKE", "") == "1"
 
 
+def check_smoke_output(out: str | Path | None) -> None:
+    """Refuse, in smoke mode, to write into the shipped stores (``data/``): tiny-grid runs
+    would join the shipped runs and every figure and number drawn from them."""
+    if out is None or not smoke_mode():
+        return
+    if Path(out).expanduser().resolve().is_relative_to(DATA.resolve()):
+        raise InputError(
+            f"out={str(out)!r} is inside the shipped stores ({DATA}) and TOOLKIT_SMOKE=1 "
+            "trains tiny grids: they would mix with the shipped runs. Write smoke runs "
+            "elsewhere (e.g. make data DATA_DIR=/tmp/smoke), or unset TOOLKIT_SMOKE"
+        )
+
+
 def shipped(study: str) -> Path:
     """Path of a results store shipped in ``data/`` (e.g. ``width_transfer``)."""
     path = DATA / study

@@ -277,3 +277,41 @@ def test_a_run_too_large_for_memory_is_refused_before_anything_is_allocated(tmp_
         assert len(result.stderr.strip().splitlines()) == 1
         assert result.stdout.strip() == "False", "torch was imported to refuse the run"
     assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture
+def shipped_stores(tmp_path, monkeypatch) -> Path:
+    """Smoke mode, with the shipped stores' directory moved to a scratch copy of one store
+    (were the refusal to fail, the runs would land there, not in the repository)."""
+    import shutil
+
+    from toolkit import paths
+
+    data = tmp_path / "data"
+    shutil.copytree(paths.DATA / "intrinsic_toy", data / "intrinsic_toy")
+    monkeypatch.setattr(paths, "DATA", data)
+    monkeypatch.setenv("TOOLKIT_SMOKE", "1")
+    return data
+
+
+def _listing(directory: Path) -> list:
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in directory.rglob("*"))
+
+
+@pytest.mark.parametrize("spec", ["width_transfer", "intrinsic_toy"])  # a sweep, a study
+def test_smoke_runs_are_refused_in_the_shipped_stores_which_stay_untouched(spec, shipped_stores,
+                                                                          capsys):
+    from toolkit.paths import STUDIES
+
+    before = _listing(shipped_stores)
+    for out in (shipped_stores / "intrinsic_toy", shipped_stores / "x" / ".." / "new"):
+        _one_line_error(["sweep", "--spec", str(STUDIES / f"{spec}.toml"), "--out", str(out),
+                         "--quiet"], "TOOLKIT_SMOKE=1", capsys)  # fmt: skip
+    assert _listing(shipped_stores) == before
+
+
+def test_smoke_intrinsic_measurements_are_refused_in_the_shipped_stores(shipped_stores, capsys):
+    before = _listing(shipped_stores)
+    _one_line_error(INTRINSIC + ["--out", str(shipped_stores / "intrinsic_toy")],
+                    "inside the shipped stores", capsys)  # fmt: skip
+    assert _listing(shipped_stores) == before

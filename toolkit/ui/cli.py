@@ -35,6 +35,7 @@ import polars as pl
 from toolkit import interrupts
 from toolkit.engine.catalogue import PROJECTIONS
 from toolkit.errors import InputError
+from toolkit.paths import check_smoke_output
 from toolkit.studies.schema import SCHEMA
 from toolkit.ui.cli_claims import claims_parser
 from toolkit.ui.cli_store import report_parser, store_parser
@@ -170,6 +171,7 @@ def _run_intrinsic_dim(args: argparse.Namespace) -> None:
     )
     from toolkit.studies.intrinsic import measurements, read_spec, run_study
 
+    check_smoke_output(args.out)
     if args.threshold is not None:
         check_threshold(args.threshold)
     overrides = {

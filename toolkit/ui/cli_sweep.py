@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from toolkit.errors import InputError
+from toolkit.paths import check_smoke_output
 from toolkit.studies.schema import SCHEMA
 from toolkit.studies.spec import SweepSpec
 from toolkit.ui.console import print_json as _print_json
@@ -59,6 +60,8 @@ def _run_sweep(args: argparse.Namespace) -> None:
     from toolkit.studies.kinds import spec_kind
     from toolkit.studies.sweep import run_local
 
+    if not args.dry_run:
+        check_smoke_output(args.out)
     if args.spec and spec_kind(Path(args.spec)) != "sweep":
         _run_study_spec(args)
         return
