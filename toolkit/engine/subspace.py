@@ -340,6 +340,7 @@ def train_module_subspace(
     check_positive("lr", lr)
     check_positive("steps", steps, integer=True)
     check_choice("schedule", schedule, SCHEDULES)
+    keep_freed_memory()
     named = list(module.named_parameters())
     names = [n for n, _ in named]
     shapes = [p.shape for _, p in named]
