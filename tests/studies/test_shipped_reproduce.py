@@ -1,11 +1,15 @@
 """The shipped stores are what the engine computes today: the cheapest group of every
 shipped sweep, trained again from its spec, reproduces its stored batch losses.
 
-Only the first steps are compared, at a relative tolerance: floating-point sums may differ
-in the last digits on another machine, and training amplifies such differences over the
-steps (most at large learning rates). A change of the engine that changes what a run
-computes (a rule, an initialisation, the data order) moves the first steps by far more,
-and then the stores must be regenerated (``make data``)."""
+Floating-point sums differ in the last digits between machines (another CPU takes other
+matrix-product kernels), and training amplifies such differences: Adam turns a gradient
+coordinate's sign, flipped by rounding, into a whole step, so on another machine a single
+run of a group can leave its stored curve by a percent within 20 steps while its siblings
+agree to 1e-7 (measured on an AMD EPYC machine against stores made on an Intel Xeon). So
+the check has two parts, each far beyond what rounding does and far inside what a change
+of the engine does (a rule, an initialisation, the data order): every run agrees on its
+first steps, before amplification, and most runs agree on all the compared steps.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,13 @@ from toolkit.studies.sweep import SweepSpec, plan, train_group
 EARLY_STEPS = 20
 """Steps of each run's batch loss compared (all of a shorter run's)."""
 RTOL = 1e-3
-"""Relative tolerance on each of them."""
+"""Relative tolerance on each of them, for most runs (:data:`AGREEING`)."""
+AGREEING = 0.75
+"""Share of a group's runs that must agree on every compared step."""
+FIRST_STEPS = 5
+"""Steps on which every run must agree, at :data:`FIRST_RTOL`."""
+FIRST_RTOL = 1e-4
+"""Relative tolerance of the first steps (rounding moved them by at most 7e-6)."""
 SLOW = {"transformer_transfer"}
 """Studies whose cheapest group takes more than a few seconds (slow tests)."""
 
@@ -43,10 +53,13 @@ def test_the_cheapest_group_of_a_shipped_study_trains_again_to_its_stored_losses
     train_group(group, results.Store(tmp_path / "again"))
     again = _early(results.open(tmp_path / "again").curves().collect())
     shipped = _early(results.open(DATA / path.stem).curves().collect())
-    both = again.join(shipped, on=["run_id", "step"], suffix="_shipped")
+    both = again.join(shipped, on=["run_id", "step"], suffix="_shipped").with_columns(
+        off=(pl.col("value") - pl.col("value_shipped")).abs() / pl.col("value_shipped").abs()
+    )
     steps = min(EARLY_STEPS, group.config.steps)
     assert both.height == again.height == len(group.members) * steps
-    off = both.filter(
-        (pl.col("value") - pl.col("value_shipped")).abs() > RTOL * pl.col("value_shipped").abs()
-    )
-    assert off.is_empty(), off.head()
+    first = both.filter(pl.col("step") < FIRST_STEPS, pl.col("off") > FIRST_RTOL)
+    assert first.is_empty(), first.head()
+    worst = both.group_by("run_id").agg(pl.col("off").max())
+    agreeing = worst.filter(pl.col("off") <= RTOL).height
+    assert agreeing >= AGREEING * worst.height, worst.sort("off", descending=True).head()
