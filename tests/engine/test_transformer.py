@@ -116,6 +116,25 @@ def test_a_position_never_sees_the_future():
     assert not torch.equal(a[:, :, 9:], b[:, :, 9:])
 
 
+@pytest.mark.parametrize("name", ["sp", "mup"])
+def test_fused_attention_computes_what_the_captured_logits_describe(name):
+    """Training runs attention through PyTorch's fused kernel; a capturing forward forms
+    ``s q k^T`` explicitly (to record it). Both are the same function up to rounding, also
+    where muP's logit scale (1/8 here) is not the kernel's default 1/sqrt(d_head)."""
+    param = Parametrization(name, base_width=32)
+    model = Transformer(d_in=16, d_out=10, width=64, depth=2, parametrization=param,
+                        seeds=[0, 1, 2], heads=2)  # fmt: skip
+    with torch.no_grad():  # larger queries than at init, so that the softmax is far from flat
+        for block in model.blocks:
+            block.attn.query.weight.mul_(8.0)
+    x = torch.randint(0, 10, (3, 4, 16), generator=torch.Generator().manual_seed(0))
+    capture: dict = {}
+    with torch.no_grad():
+        fused, explicit = model(x), model(x, capture=capture)
+    assert capture["block1.attn.logits"].abs().max() > 1.0
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+
+
 def test_zero_readout_starts_at_the_uniform_per_token_loss(chars):
     config = TrainConfig(
         model="transformer",

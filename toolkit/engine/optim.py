@@ -339,7 +339,9 @@ class Muon(EnsembleOptimizer):
     Embeddings, the readout, biases and gains get AdamW with its own learning rate, as
     Jordan et al. run it: ``adam_lr`` (one value for every member) if given, else
     ``adam_lr_ratio`` times each member's Muon LR; ``weight_decay``, ``betas`` and ``eps``
-    are shared.
+    are shared. ``betas`` default to Adam's ``(0.9, 0.999)``, the toolkit's Adam everywhere
+    (the shipped Muon runs use them); the example in Jordan et al.'s repository gives its
+    auxiliary AdamW ``(0.9, 0.95)``: set ``TrainConfig.betas`` to match it.
     """
 
     def __init__(self, params, resolved, lr, weight_decay, *, momentum: float = 0.95,
