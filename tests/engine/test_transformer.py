@@ -135,6 +135,21 @@ def test_fused_attention_computes_what_the_captured_logits_describe(name):
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("record", [False, True])
+def test_a_member_of_nan_and_inf_weights_leaves_its_siblings_outputs_bit_identical(record):
+    """Fused or explicit, attention mixes positions of one member's sequence only."""
+    model = Transformer(d_in=16, d_out=10, width=64, depth=2, seeds=[0, 1, 2],
+                        parametrization=Parametrization("mup", base_width=32))  # fmt: skip
+    x = torch.randint(0, 10, (3, 4, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(x, capture={} if record else None)
+        model.block1.attn.query.weight[1] = math.nan
+        model.block1.attn.key.weight[1] = math.inf
+        after = model(x, capture={} if record else None)
+    assert after[1].isnan().all()
+    assert torch.equal(before[[0, 2]], after[[0, 2]])
+
+
 def test_zero_readout_starts_at_the_uniform_per_token_loss(chars):
     config = TrainConfig(
         model="transformer",
