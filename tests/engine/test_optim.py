@@ -37,25 +37,25 @@ def _train(params, opt, steps: int = 6) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_fused_and_multi_tensor_updates_agree(optimizer):
-    fused_params, fused = _setup(optimizer, 200, fused=True)
-    plain_params, plain = _setup(optimizer, 200, fused=False)
+    fused_params, fused = _setup(optimizer, 300, fused=True)
+    plain_params, plain = _setup(optimizer, 300, fused=False)
     for a, b in zip(_train(fused_params, fused), _train(plain_params, plain), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    start, _ = _setup(optimizer, 200)
+    start, _ = _setup(optimizer, 300)
     assert all((a - s).abs().max() > 1e-3 for a, s in zip(fused_params, start, strict=True))
 
 
 def test_fused_path_only_for_large_members_and_plain_adam_rules():
-    assert _setup("adam", 200)[1].fused  # 40,000 + 200 + 2,000 parameters per member
-    assert 40_000 >= FUSED_ADAM_MIN_PARAMETERS > 64 * 64 + 64 + 640
-    assert not _setup("adam", 64)[1].fused
-    assert _setup("adamw", 200)[1].fused
-    assert not _setup("adam-atan2", 200)[1].fused
+    assert _setup("adam", 300)[1].fused  # 90,000 + 300 + 3,000 parameters per member
+    assert 90_000 >= FUSED_ADAM_MIN_PARAMETERS > 200 * 200 + 200 + 2_000
+    assert not _setup("adam", 200)[1].fused
+    assert _setup("adamw", 300)[1].fused
+    assert not _setup("adam-atan2", 300)[1].fused
 
 
 def test_a_frozen_member_stays_cleared_and_its_siblings_are_unchanged():
-    params, opt = _setup("adam", 200)
-    reference, reference_opt = _setup("adam", 200)
+    params, opt = _setup("adam", 300)
+    reference, reference_opt = _setup("adam", 300)
     opt.freeze(1)
     _train(params, opt)
     _train(reference, reference_opt)
