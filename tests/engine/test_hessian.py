@@ -197,3 +197,28 @@ def test_sharpness_agrees_with_pyhessian(task):
     )  # fmt: skip
     top, _ = reference.eigenvalues(maxIter=500, tol=1e-6)
     assert ours == pytest.approx(top[0], rel=1e-3)
+
+
+def test_the_sharpness_of_a_transformer_is_that_of_its_explicit_attention():
+    """The fused attention kernel has no second derivative; the probe's products go through
+    PyTorch's math backend, the same function as the explicit product a capturing forward
+    forms (which double backward always went through)."""
+    chars = load_task("chars")
+    config = TrainConfig(task="chars", model="transformer", width=32, depth=1,
+                         parametrization=Parametrization("mup", base_width=32))  # fmt: skip
+    model = build_model(config, chars.d_in, chars.d_out, seeds=[0, 1])
+    runner = ProbeRunner([sharpness_stats], [0], model=model, task=chars, batch_size=2,
+                         last_step=1, run_ids=["0", "1"])  # fmt: skip
+    ctx = runner.context
+    rows = sharpness_stats(ctx)
+    assert _values(rows, "sharpness_converged") == [1.0, 1.0]
+    params = [p for _, p in model.named_tensors()]
+    loss = per_member_loss(chars, model(ctx.x, capture={}), ctx.y).sum()
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    explicit = top_eigenvalue(
+        lambda v: list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)),
+        params,
+    )
+    assert explicit.converged.all()
+    for probe, exact in zip(_values(rows, "sharpness"), explicit.eigenvalue.tolist(), strict=True):
+        assert probe == pytest.approx(exact, rel=1e-3)

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from toolkit.errors import check_positive
 
@@ -88,6 +89,18 @@ def flushed_denormals() -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(before)
+
+
+@contextmanager
+def twice_differentiable() -> Iterator[None]:
+    """Build graphs that can be differentiated twice inside the block.
+
+    PyTorch's fused attention kernels have no second derivative; inside the block
+    ``scaled_dot_product_attention`` takes its math backend (the explicit product and
+    softmax, the same function), so Hessian-vector products work through a Transformer.
+    """
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def member_dot(a: Vector, b: Vector) -> torch.Tensor:

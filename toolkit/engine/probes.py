@@ -18,7 +18,13 @@ import torch
 
 from toolkit.engine.catalogue import PROBES, check_registry
 from toolkit.engine.evaluation import per_member_loss
-from toolkit.engine.hessian import MAX_ITERATIONS, TOLERANCE, flushed_denormals, top_eigenvalue
+from toolkit.engine.hessian import (
+    MAX_ITERATIONS,
+    TOLERANCE,
+    flushed_denormals,
+    top_eigenvalue,
+    twice_differentiable,
+)
 from toolkit.engine.parametrization import Kind
 from toolkit.engine.probe_runner import Probe, ProbeContext
 from toolkit.engine.spectra import (
@@ -219,13 +225,15 @@ def sharpness_stats(
     is left as it was: products come from ``torch.autograd.grad`` (double backward), which
     writes no ``.grad``, the start vector has its own generator and the denormal setting is
     restored (:func:`toolkit.engine.hessian.flushed_denormals`), so training after the probe
-    is bit-identical to training without it.
+    is bit-identical to training without it. A Transformer's attention takes PyTorch's math
+    backend here (:func:`toolkit.engine.hessian.twice_differentiable`): its fused kernel
+    has no second derivative.
     """
     if ctx.y is None or ctx.task is None:
         raise InputError("the sharpness probe needs the probe batch's targets: ProbeContext.y "
                          "and ProbeContext.task are None")  # fmt: skip
     params = [p for _, p in ctx.model.named_tensors()]
-    with torch.enable_grad(), flushed_denormals():
+    with torch.enable_grad(), flushed_denormals(), twice_differentiable():
         loss = per_member_loss(ctx.task, ctx.model(ctx.x), ctx.y)
         live = torch.isfinite(loss.detach()).cpu()
         if ctx.active is not None:
