@@ -83,10 +83,13 @@ MLP_RATIO = 4
 class Attention(nn.Module):
     """Causal multi-head self-attention with logits ``s q.k`` (``s``: the module docstring).
 
-    Training runs through PyTorch's fused ``scaled_dot_product_attention`` (causal, scale
-    ``s``; about 2x faster forward and backward than the explicit product at width 128 on
-    a CPU); a capturing forward forms ``s q k^T`` explicitly so that it can record the
-    logits. Both compute the same function, up to rounding in the last digits.
+    A forward that records nothing (training, evaluation) runs through PyTorch's fused
+    ``scaled_dot_product_attention`` (causal, scale ``s``; about 2x faster forward and
+    backward than the explicit product at width 128 on a CPU); a capturing forward forms
+    ``s q k^T`` explicitly so that it can record the logits. Both compute the same
+    function, up to rounding in the last digits. The fused kernel has no second
+    derivative: build graphs to differentiate twice inside
+    :func:`toolkit.engine.hessian.twice_differentiable`.
     """
 
     def __init__(self, name: str, make: TensorFactory, width: int, base_width: int, *,
