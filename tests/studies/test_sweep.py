@@ -91,18 +91,26 @@ def _tables(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 @pytest.mark.slow
 def test_a_sweep_killed_at_a_random_point_resumes_to_the_same_results(tmp_path):
-    """SIGKILL mid-sweep, re-run: exactly the runs of an uninterrupted sweep, same numbers."""
+    """SIGKILL mid-sweep, re-run: exactly the runs of an uninterrupted sweep, same numbers.
+
+    The kill lands after a random number of finished groups, at a random point within the
+    time of the shortest group (from the uninterrupted sweep), with at least two groups
+    still to train: inside the sweep however fast the machine is."""
     reference = tmp_path / "reference"
     assert _sweep(reference).wait(timeout=300) == 0
+    groups = len(list((reference / "runs").glob("*.parquet")))
+    shortest = results.open(reference).runs().collect()["wall_s"].min()
+    rng = random.Random(os.getpid())
+    finished_before_kill = rng.randint(1, groups - 2)
 
     killed = tmp_path / "killed"
     process = _sweep(killed)
     deadline = time.monotonic() + 120
-    while not list((killed / "runs").glob("*.parquet")) if (killed / "runs").exists() else True:
+    while len(list((killed / "runs").glob("*.parquet"))) < finished_before_kill:
         assert process.poll() is None, "sweep finished before it could be killed"
         assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # land somewhere inside a group
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, shortest))  # land somewhere inside the next group
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
