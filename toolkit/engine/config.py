@@ -193,7 +193,9 @@ class TrainConfig:
         initialisation) appear for those models only, so the run ids of other models do not
         depend on them.
         """
-        out = {k: v for k, v in asdict(self).items() if k != "parametrization"}
+        # every field but the parametrization is a plain value (``dataclasses.asdict`` would
+        # deep-copy the parametrization only to drop it: 0.4 ms a call, two per run)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "parametrization"}
         out["betas"] = list(self.betas)
         p = self.parametrization
         out.update(
