@@ -267,31 +267,27 @@ def train(
 
 
 def _curve_frame(ids, batch_losses, curve_rows) -> pl.DataFrame:
+    """The ``curves`` rows: every step's batch loss, then each evaluation's values, as one
+    frame of columns built whole (a frame per evaluation cost a group several ms)."""
     steps, n_members = batch_losses.shape
-    frames = [
-        pl.DataFrame(
-            {
-                "run_id": ids * steps,
-                "step": [s for s in range(steps) for _ in range(n_members)],
-                "split": "batch",
-                "metric": "loss",
-                "value": batch_losses.flatten().double().numpy(),
-            }
-        )
-    ]
-    for step, split, metric, values in curve_rows:
-        frames.append(
-            pl.DataFrame(
-                {
-                    "run_id": ids,
-                    "step": step,
-                    "split": split,
-                    "metric": metric,
-                    "value": values.double().numpy(),
-                }
-            )
-        )
-    curves = pl.concat([f.with_columns(pl.col("step").cast(pl.Int64)) for f in frames])
+    columns: dict[str, list] = {
+        "run_id": ids * steps,
+        "step": [s for s in range(steps) for _ in range(n_members)],
+        "split": ["batch"] * (steps * n_members),
+        "metric": ["loss"] * (steps * n_members),
+    }
+    values = [batch_losses.flatten().double()]
+    for step, split, metric, row in curve_rows:
+        columns["run_id"] += ids
+        columns["step"] += [step] * n_members
+        columns["split"] += [split] * n_members
+        columns["metric"] += [metric] * n_members
+        values.append(row.double())
+    curves = pl.DataFrame(
+        {**columns, "value": torch.cat(values).numpy()},
+        schema={"run_id": pl.String, "step": pl.Int64, "split": pl.String,
+                "metric": pl.String, "value": pl.Float64},
+    )  # fmt: skip
     return curves.filter(pl.col("value").is_not_nan())
 
 
