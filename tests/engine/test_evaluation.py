@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.engine.data import load_task
-from toolkit.engine.evaluation import FEW_CLASSES, per_member_loss
+from toolkit.engine.evaluation import per_member_loss
+from toolkit.engine.layers import FEW_OUTPUTS
 
 
-@pytest.mark.parametrize("classes", [2, 10, FEW_CLASSES, FEW_CLASSES + 1, 94])
+@pytest.mark.parametrize("classes", [2, 10, FEW_OUTPUTS, FEW_OUTPUTS + 1, 94])
 @pytest.mark.parametrize("kind", ["classification", "language"])
 def test_each_members_loss_is_its_own_mean_cross_entropy(kind, classes):
     task = load_task("chars" if kind == "language" else "digits")

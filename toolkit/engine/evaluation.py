@@ -13,13 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.engine.data import Task
-from toolkit.engine.layers import EnsembleModel
-
-FEW_CLASSES = 16
-"""Up to this many classes the cross-entropy is taken with the classes on axis 1 rather than
-last: PyTorch's CPU log-softmax over a short last axis is slow (measured on one thread, 18 x 128
-predictions: 10 classes 0.77 ms forward and backward along the last axis, 0.28 ms along axis
-1; at 24 classes and more the last axis is faster)."""
+from toolkit.engine.layers import FEW_OUTPUTS, EnsembleModel
 
 
 def per_member_loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -28,9 +22,9 @@ def per_member_loss(task: Task, output: torch.Tensor, target: torch.Tensor) -> t
     classes)``) or over every predicted token (language: ``(members, batch, T, vocab)``)."""
     if task.kind == "regression":
         return (output - target).pow(2).flatten(1).mean(1)
-    if output.shape[-1] <= FEW_CLASSES:
-        # classes on axis 1, every other axis a position: the same numbers (to the bit, on
-        # 2.13's CPU kernels), ~2.5x faster for 10 classes
+    if output.shape[-1] <= FEW_OUTPUTS:
+        # classes on axis 1, every other axis a position (:data:`FEW_OUTPUTS`): the same
+        # numbers to the bit on 2.13's CPU kernels, and for a readout's output a free view
         per_position = F.cross_entropy(output.movedim(-1, 1), target, reduction="none")
     else:
         per_position = F.cross_entropy(output.flatten(0, -2), target.flatten(), reduction="none")

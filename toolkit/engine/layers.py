@@ -158,11 +158,86 @@ class EnsembleLayer(nn.Module):
             yield spec, getattr(self, attribute)
 
 
+FEW_OUTPUTS = 16
+"""Up to this many outputs a linear map is computed transposed (:class:`FewOutputsProduct`),
+its output kept as ``(members, fan_out, batch)``, and the cross-entropy over that many
+classes takes them on axis 1, where they already lie
+(:func:`toolkit.engine.evaluation.per_member_loss`). Both pay on CPUs: PyTorch's CPU
+log-softmax over a short last axis is slow (one thread, 18 x 128 predictions, 10
+classes: 0.77 ms forward and backward along the last axis, 0.28 ms along axis 1; from
+24 classes the last axis is faster), and so is a batched product with a few result
+columns (below)."""
+
+
+class FewOutputsProduct(torch.autograd.Function):
+    """``alpha * (h @ W) + b`` for a weight with few outputs (a classifier's readout), every
+    product taken in the orientation whose result is wide.
+
+    MKL's batched product is slow when its result has a few columns: for 18 members of 128
+    examples, 10 outputs and width 512 (2 CPU cores), the weight gradient ``h^T g`` took
+    2.9 ms where ``(g^T h)^T`` takes 0.23 ms, and the forward product 0.80 ms where
+    ``(W^T h^T)^T`` takes 0.21 ms: a width-512 MLP step 10% faster, width 128 about 15%.
+    The output is the transposed view of a ``(members, fan_out, batch)`` tensor, and the
+    backward pass reads the gradient the same way round. ``alpha`` is a float. The same
+    function as ``torch.baddbmm`` up to rounding, differentiable twice (the backward is
+    made of differentiable products), in forward mode (``jvp``) and under ``vmap``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(h, weight, bias, alpha):  # noqa: D102 - see the class
+        h_t, weight_t = h.transpose(1, 2), weight.transpose(1, 2)
+        if bias is None:
+            out = torch.bmm(weight_t, h_t)
+            return (out if alpha == 1.0 else out * alpha).transpose(1, 2)
+        return torch.baddbmm(bias.unsqueeze(2), weight_t, h_t, alpha=alpha).transpose(1, 2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102 - see the class
+        h, weight, _, alpha = inputs
+        ctx.save_for_backward(h, weight)
+        ctx.save_for_forward(h, weight)
+        ctx.alpha = alpha
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102 - see the class
+        h, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_b = grad.sum(1) if needs[2] else None
+        if ctx.alpha != 1.0:
+            grad = grad * ctx.alpha
+        grad_h = grad_w = None
+        if needs[0]:
+            grad_h = torch.bmm(grad, weight.transpose(1, 2))
+        if needs[1]:  # in the weight's own layout (fused Adam reads it whole)
+            grad_w = torch.bmm(grad.transpose(1, 2), h).transpose(1, 2).contiguous()
+        return grad_h, grad_w, grad_b, None
+
+    @staticmethod
+    def jvp(ctx, h_dot, weight_dot, bias_dot, _):  # noqa: D102 - see the class
+        h, weight = ctx.saved_tensors  # the tangent is laid out as the output: transposed
+        out = h.new_zeros(h.shape[0], weight.shape[2], h.shape[1])
+        if h_dot is not None:
+            out = out.baddbmm(weight.transpose(1, 2), h_dot.transpose(1, 2), alpha=ctx.alpha)
+        if weight_dot is not None:
+            out = out.baddbmm(weight_dot.transpose(1, 2), h.transpose(1, 2), alpha=ctx.alpha)
+        if bias_dot is not None:
+            out = out + bias_dot.unsqueeze(2)
+        return out.transpose(1, 2)
+
+
 def scaled_matmul(
     h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mult: Scale
 ) -> torch.Tensor:
     """``mult * (h @ W) + b`` for every member: ``h`` ``(members, batch, fan_in)``, ``W``
-    ``(members, fan_in, fan_out)``, ``b`` ``(members, fan_out)``."""
+    ``(members, fan_in, fan_out)``, ``b`` ``(members, fan_out)``. With at most
+    :data:`FEW_OUTPUTS` outputs the result is a transposed view (:class:`FewOutputsProduct`)."""
+    if weight.shape[2] <= FEW_OUTPUTS:
+        if isinstance(mult, torch.Tensor):
+            out = FewOutputsProduct.apply(h, weight, None, 1.0) * mult
+            return out if bias is None else out + bias.unsqueeze(1)
+        return FewOutputsProduct.apply(h, weight, bias, mult)
     if isinstance(mult, torch.Tensor):
         out = torch.bmm(h, weight) * mult
         return out if bias is None else out + bias.unsqueeze(1)
