@@ -51,7 +51,9 @@ def evaluate(
         target = yb.unsqueeze(0).expand(members, *yb.shape)
         loss += per_member_loss(task, out, target) * xb.shape[0]
         if task.kind != "regression":
-            hits = (out.argmax(-1) == target).float().view(members, xb.shape[0], -1)
+            # few classes come as a transposed view (FEW_OUTPUTS), along which argmax is slow
+            # (18 members x 1024 examples: 1.7 ms against 0.25 ms after a copy)
+            hits = (out.contiguous().argmax(-1) == target).float().view(members, xb.shape[0], -1)
             correct += hits.mean(2).sum(1)
     loss /= x.shape[0]
     accuracy = (
