@@ -186,7 +186,7 @@ class FewOutputsProduct(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(h, weight, bias, alpha):  # noqa: D102 - see the class
+    def forward(h, weight, bias, alpha):
         h_t, weight_t = h.transpose(1, 2), weight.transpose(1, 2)
         if bias is None:
             out = torch.bmm(weight_t, h_t)
@@ -194,14 +194,14 @@ class FewOutputsProduct(torch.autograd.Function):
         return torch.baddbmm(bias.unsqueeze(2), weight_t, h_t, alpha=alpha).transpose(1, 2)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: D102 - see the class
+    def setup_context(ctx, inputs, output) -> None:
         h, weight, _, alpha = inputs
         ctx.save_for_backward(h, weight)
         ctx.save_for_forward(h, weight)
         ctx.alpha = alpha
 
     @staticmethod
-    def backward(ctx, grad):  # noqa: D102 - see the class
+    def backward(ctx, grad):
         h, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         grad_b = grad.sum(1) if needs[2] else None
@@ -215,7 +215,7 @@ class FewOutputsProduct(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None
 
     @staticmethod
-    def jvp(ctx, h_dot, weight_dot, bias_dot, _):  # noqa: D102 - see the class
+    def jvp(ctx, h_dot, weight_dot, bias_dot, _):
         h, weight = ctx.saved_tensors  # the tangent is laid out as the output: transposed
         out = h.new_zeros(h.shape[0], weight.shape[2], h.shape[1])
         if h_dot is not None:
