@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -201,6 +202,8 @@ def test_mnist1d_cache_is_written_and_reused(
     with np.load(path) as f:
         assert f["x_train"].shape == (8000, 40)
         assert f["y_val"].shape == (2000,)
+    with zipfile.ZipFile(path) as archive:  # stored, not deflated: read without decompressing
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
 
     # A second load must come from the cache: make generation impossible.
     def boom():
@@ -213,6 +216,30 @@ def test_mnist1d_cache_is_written_and_reused(
     assert elapsed < 5.0
     for field in ("x_train", "y_train", "x_val", "y_val"):
         assert torch.equal(getattr(first, field), getattr(second, field)), field
+
+
+def test_a_compressed_mnist1d_cache_still_reads_without_regenerating(
+    monkeypatch: pytest.MonkeyPatch, session_cache: str
+) -> None:
+    reference = load_task("mnist1d")
+    path = data.mnist1d_cache_path()
+    good = path.read_bytes()
+    with np.load(io.BytesIO(good)) as f:
+        arrays = {k: f[k] for k in f.files}
+
+    def boom():
+        raise AssertionError("MNIST-1D was regenerated despite a readable cache")
+
+    monkeypatch.setattr(data, "_generate_mnist1d", boom)
+    try:
+        np.savez_compressed(path, **arrays)  # as caches were written before
+        with zipfile.ZipFile(path) as archive:
+            assert zipfile.ZIP_DEFLATED in {e.compress_type for e in archive.infolist()}
+        again = load_task("mnist1d")
+        for field in ("x_train", "y_train", "x_val", "y_val"):
+            assert torch.equal(getattr(again, field), getattr(reference, field)), field
+    finally:
+        path.write_bytes(good)
 
 
 def test_mnist1d_corrupt_cache_is_regenerated(

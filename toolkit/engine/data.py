@@ -271,7 +271,7 @@ def _mnist1d_args() -> dict:
 _READ: dict[tuple, tuple[np.ndarray, ...]] = {}
 """The cached arrays last read by this process, read-only, keyed by the cache file's path,
 modification time and size: a sweep loads its task once per group, and reading the file
-(decompressing it) took about 30 of the 35 ms each load cost."""
+took about 30 of the 35 ms each load cost."""
 
 
 def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -326,9 +326,11 @@ def _generate_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write a compressed ``.npz`` so that readers never see a partial file."""
+    """Write an ``.npz`` so that readers never see a partial file. Uncompressed: MNIST-1D's
+    floats compress by 6% and decompressing them took 12 of the 14 ms every process paid
+    to read them (a cache written compressed still reads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda handle: np.savez_compressed(handle, **arrays))
+    write_atomically(path, lambda handle: np.savez(handle, **arrays))
 
 
 # ---------------------------------------------------------------------------- digits
